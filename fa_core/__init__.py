@@ -1,0 +1,8 @@
+"""fa_core: compiled float32 active-inference agents, a drop-in for pymdp's numpy Agent."""
+
+from fa_core.agent import Agent
+from fa_core.model import GenerativeModel
+
+__version__ = "0.1.0"
+
+__all__ = ["Agent", "GenerativeModel", "__version__"]

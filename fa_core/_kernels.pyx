@@ -1,0 +1,645 @@
+# cython: language_level=3
+"""Compiled float32 kernels of fa_core.
+
+Everything here works on preallocated buffers handed in by the caller and
+never allocates in the per-step path. Inputs are validated in Python
+(``fa_core.model`` and ``fa_core.agent``) before any kernel runs, so the
+loops below run without bounds checks and cannot fail.
+
+A model is described to C by :class:`KModel`: a table of matrices (each a
+likelihood ``A[m]``, a transition slice ``B[f][..., u]`` or a parameter
+information-gain weight), dense or sparse (CSC), plus per-model constants.
+Every matrix maps a flattened joint state of its parent factors (column
+``k``, C order over the factor list) to a distribution over rows.
+
+Dense matrices are stored transposed, ``(cols, rows)``, so one column (one
+joint state) is contiguous: products ``M @ x`` are a sum of contiguous
+AXPYs that skip zero entries of ``x``. Sparse matrices are CSC for the same
+reason.
+"""
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.math cimport expf, logf, exp, log
+from libc.string cimport memset, memcpy
+
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+# pymdp's epsilons: spm_log adds 1e-16, spm_MDP_G adds exp(-16) inside the
+# column entropy and prunes joint states with probability <= exp(-16).
+cdef float EPS = 1e-16
+cdef float LOG_EPS = -36.841361487904734  # log(1e-16)
+cdef float PRUNE = 1.1253517471925912e-07  # exp(-16)
+
+
+cdef struct Mat:
+    int rows
+    int cols
+    int sparse
+    float* val      # dense: cols*rows, column k at val + k*rows; sparse: nnz
+    float* logval   # log(val + 1e-16), same layout; NULL when not needed
+    int* indptr     # sparse only: cols + 1
+    int* idx        # sparse only: row of each stored value
+
+
+cdef struct ModelC:
+    int nf              # hidden-state factors
+    int nm              # observation modalities
+    int S               # sum of num_states
+    int n_pol           # number of policies
+    int T               # policy length
+    int* ns             # num_states[f]
+    int* no             # num_obs[m]
+    int* nc             # num_controls[f]
+    int* s_off          # offset of factor f in a flat belief vector (nf + 1)
+    int* nc_off         # offset of factor f in a flat action-marginal vector (nf + 1)
+    # modality m: parent factors a_dep[a_dep_off[m]:a_dep_off[m+1]], K = a_K[m]
+    int* a_dep
+    int* a_dep_off
+    int* a_K
+    int* a_mat          # index of A[m] in mats
+    int* wa_mat         # index of the pA information-gain weight, or -1
+    float** a_H         # per column sum_o A log(A + exp(-16)) (length K)
+    float** lnC         # log softmax C[m], shape (no[m], T) row-major
+    # factor f: parents b_dep[b_dep_off[f]:...], K = b_K[f], slice u at mats[b_mat[f] + u]
+    int* b_dep
+    int* b_dep_off
+    int* b_K
+    int* b_mat
+    int* wb_mat         # first of nc[f] pB weight matrices, or -1
+    int* policies       # (n_pol, T, nf)
+    float* lnE          # log(E + 1e-16), n_pol
+    float* logD         # log(D + 1e-16), flat length S
+    # inductive inference: I[f] of shape (ii_depth, ns[f]) at I + I_off[f]
+    int has_I
+    int ii_depth
+    float* ind
+    int* I_off
+    Mat* mats
+    int n_mats
+    int max_K           # largest joint-parent size over A and B
+    int max_rows        # largest num_obs / num_states
+
+
+# ---------------------------------------------------------------------------
+# Small building blocks
+# ---------------------------------------------------------------------------
+
+cdef inline void softmax_inplace(float* x, int n) noexcept nogil:
+    cdef int i
+    cdef float mx = x[0]
+    cdef double tot = 0.0
+    for i in range(1, n):
+        if x[i] > mx:
+            mx = x[i]
+    for i in range(n):
+        x[i] = expf(x[i] - mx)
+        tot += x[i]
+    for i in range(n):
+        x[i] = <float>(x[i] / tot)
+
+
+cdef inline int joint_of(const ModelC* m, const float* qs, const int* dep,
+                         int ndep, float* out) noexcept nogil:
+    """Outer product of the marginals of ``dep`` (C order); returns its size."""
+    cdef int K = 1, d, f, n, i, j
+    cdef float v
+    out[0] = 1.0
+    for d in range(ndep):
+        f = dep[d]
+        n = m.ns[f]
+        # expand in place from the back so earlier entries are still unread
+        for i in range(K - 1, -1, -1):
+            v = out[i]
+            for j in range(n):
+                out[i * n + j] = v * qs[m.s_off[f] + j]
+        K *= n
+    return K
+
+
+cdef inline void mat_vec(const Mat* M, const float* x, float* out) noexcept nogil:
+    """out[rows] = M @ x, skipping zero entries of x."""
+    cdef int k, r, j
+    cdef float xk
+    cdef const float* col
+    memset(out, 0, M.rows * sizeof(float))
+    if M.sparse:
+        for k in range(M.cols):
+            xk = x[k]
+            if xk != 0.0:
+                for j in range(M.indptr[k], M.indptr[k + 1]):
+                    out[M.idx[j]] += M.val[j] * xk
+    else:
+        for k in range(M.cols):
+            xk = x[k]
+            if xk != 0.0:
+                col = M.val + <long long>k * M.rows
+                for r in range(M.rows):
+                    out[r] += col[r] * xk
+
+
+cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
+    """out[k] = log(M[o, k] + 1e-16): log likelihood of outcome ``o``."""
+    cdef int k, j
+    if M.sparse:
+        for k in range(M.cols):
+            out[k] = LOG_EPS
+            for j in range(M.indptr[k], M.indptr[k + 1]):
+                if M.idx[j] == o:
+                    out[k] = M.logval[j]
+                    break
+    else:
+        for k in range(M.cols):
+            out[k] = M.logval[<long long>k * M.rows + o]
+
+
+cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noexcept nogil:
+    """out[k] = log(sum_o p[o] M[o, k] + 1e-16): log likelihood of a distribution."""
+    cdef int k, j, r
+    cdef double acc
+    cdef const float* col
+    for k in range(M.cols):
+        acc = 0.0
+        if M.sparse:
+            for j in range(M.indptr[k], M.indptr[k + 1]):
+                acc += p[M.idx[j]] * M.val[j]
+        else:
+            col = M.val + <long long>k * M.rows
+            for r in range(M.rows):
+                acc += p[r] * col[r]
+        out[k] = logf(<float>acc + EPS)
+
+
+cdef inline double mat_quad(const Mat* M, const float* y, const float* x) noexcept nogil:
+    """y . (M @ x) without forming M @ x."""
+    cdef int k, r, j
+    cdef double acc = 0.0, colsum
+    cdef const float* col
+    for k in range(M.cols):
+        if x[k] != 0.0:
+            colsum = 0.0
+            if M.sparse:
+                for j in range(M.indptr[k], M.indptr[k + 1]):
+                    colsum += M.val[j] * y[M.idx[j]]
+            else:
+                col = M.val + <long long>k * M.rows
+                for r in range(M.rows):
+                    colsum += col[r] * y[r]
+            acc += colsum * x[k]
+    return acc
+
+
+cdef inline void marginal_except(const ModelC* m, const float* ll, const int* dep,
+                                 int ndep, int pos, const float* qs, float* out) noexcept nogil:
+    """out[i] = sum over joint states with dep[pos] == i of ll * prod_{d != pos} q_d.
+
+    Walks the joint index with an odometer so no joint array of weights is needed.
+    """
+    cdef int idx[32]
+    cdef int d, k, K = 1, f
+    cdef float w
+    for d in range(ndep):
+        idx[d] = 0
+        K *= m.ns[dep[d]]
+    memset(out, 0, m.ns[dep[pos]] * sizeof(float))
+    for k in range(K):
+        w = ll[k]
+        for d in range(ndep):
+            if d != pos:
+                f = dep[d]
+                w *= qs[m.s_off[f] + idx[d]]
+        out[idx[pos]] += w
+        d = ndep - 1
+        while d >= 0:
+            idx[d] += 1
+            if idx[d] < m.ns[dep[d]]:
+                break
+            idx[d] = 0
+            d -= 1
+
+
+cdef inline double expected_ll(const ModelC* m, const float* ll, const int* dep,
+                               int ndep, const float* qs, float* joint) noexcept nogil:
+    cdef int K = joint_of(m, qs, dep, ndep, joint), k
+    cdef double acc = 0.0
+    for k in range(K):
+        acc += <double>ll[k] * joint[k]
+    return acc
+
+
+cdef inline double free_energy(const ModelC* m, const float* qs, const float* logprior,
+                               const float* ll_all, int with_ll, float* joint) noexcept nogil:
+    """pymdp's calc_free_energy: sum_f q.(log q - log prior) - E_q[log likelihood]."""
+    cdef int f, i, mm, off
+    cdef double F = 0.0
+    cdef float q
+    for f in range(m.nf):
+        for i in range(m.ns[f]):
+            q = qs[m.s_off[f] + i]
+            F += q * (logf(q + EPS) - logprior[m.s_off[f] + i])
+    if with_ll:
+        off = 0
+        for mm in range(m.nm):
+            F -= expected_ll(m, ll_all + off, m.a_dep + m.a_dep_off[mm],
+                             m.a_dep_off[mm + 1] - m.a_dep_off[mm], qs, joint)
+            off += m.a_K[mm]
+    return F
+
+
+# ---------------------------------------------------------------------------
+# Per-agent kernels (shared by Agent and, later, Population)
+# ---------------------------------------------------------------------------
+
+cdef void c_predict_states(const ModelC* m, const float* qs, const int* action,
+                           float* out, float* joint) noexcept nogil:
+    """out[f] = B[f][..., action[f]] @ joint(qs[B_factor_list[f]]) for every factor."""
+    cdef int f, K
+    for f in range(m.nf):
+        K = joint_of(m, qs, m.b_dep + m.b_dep_off[f], m.b_dep_off[f + 1] - m.b_dep_off[f], joint)
+        mat_vec(&m.mats[m.b_mat[f] + action[f]], joint, out + m.s_off[f])
+
+
+cdef void c_log_prior(const ModelC* m, const float* qs, const int* action,
+                      float* logprior, float* joint) noexcept nogil:
+    cdef int i
+    c_predict_states(m, qs, action, logprior, joint)
+    for i in range(m.S):
+        logprior[i] = logf(logprior[i] + EPS)
+
+
+cdef void c_log_likelihood(const ModelC* m, const int* obs, const float* obs_distr,
+                           int distr, float* ll_all) noexcept nogil:
+    """Per-modality log likelihoods over each modality's parent joint states."""
+    cdef int mm, off = 0, poff = 0
+    for mm in range(m.nm):
+        if distr:
+            mat_row_log_distr(&m.mats[m.a_mat[mm]], obs_distr + poff, ll_all + off)
+        else:
+            mat_row_log(&m.mats[m.a_mat[mm]], obs[mm], ll_all + off)
+        off += m.a_K[mm]
+        poff += m.no[mm]
+
+
+cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logprior,
+                        float* qs, int num_iter, double dF, double dF_tol,
+                        int compute_vfe, float* scratch) noexcept nogil:
+    """Fixed-point iteration (pymdp's run_vanilla_fpi_factorized); returns iterations run.
+
+    Scratch needs S + max_K + max_rows floats.
+    """
+    cdef float* qs_new = scratch
+    cdef float* joint = scratch + m.S
+    cdef float* qL = joint + m.max_K
+    cdef int f, i, mm, it = 0, off, pos, d, nd
+    cdef double prev_vfe, vfe
+    cdef const int* dep
+    if m.nf == 1:
+        for i in range(m.S):
+            qs[i] = logprior[i]
+        off = 0
+        for mm in range(m.nm):
+            for i in range(m.S):
+                qs[i] += ll_all[off + i]
+            off += m.a_K[mm]
+        softmax_inplace(qs, m.S)
+        return 1
+    for f in range(m.nf):
+        for i in range(m.ns[f]):
+            qs[m.s_off[f] + i] = 1.0 / m.ns[f]
+    prev_vfe = free_energy(m, qs, logprior, ll_all, 0, joint)
+    while it < num_iter and (not compute_vfe or dF >= dF_tol):
+        # Jacobi sweep: every factor is updated from the previous iterate
+        for f in range(m.nf):
+            for i in range(m.ns[f]):
+                qs_new[m.s_off[f] + i] = logprior[m.s_off[f] + i]
+            off = 0
+            for mm in range(m.nm):
+                dep = m.a_dep + m.a_dep_off[mm]
+                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+                pos = -1
+                for d in range(nd):
+                    if dep[d] == f:
+                        pos = d
+                if pos >= 0:
+                    marginal_except(m, ll_all + off, dep, nd, pos, qs, qL)
+                    for i in range(m.ns[f]):
+                        qs_new[m.s_off[f] + i] += qL[i]
+                off += m.a_K[mm]
+            softmax_inplace(qs_new + m.s_off[f], m.ns[f])
+        memcpy(qs, qs_new, m.S * sizeof(float))
+        if compute_vfe:
+            vfe = free_energy(m, qs, logprior, ll_all, 1, joint)
+            dF = vfe - prev_vfe
+            if dF < 0:
+                dF = -dF
+            prev_vfe = vfe
+        it += 1
+    return it
+
+
+cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
+                           int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
+                           const float* lnE, float* G, float* q_pi, float* scratch) noexcept nogil:
+    """Expected free energy of every policy and the policy posterior.
+
+    Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf floats.
+    """
+    cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
+    cdef float* joint = qs_pi + (m.T + 1) * m.S
+    cdef float* joint_pr = joint + m.max_K
+    cdef float* qo = joint_pr + m.max_K
+    cdef float* qo_p = qo + m.max_rows
+    cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
+    cdef int p, t, f, mm, K, k, o, a, nd, pruned, row, i
+    cdef double g, sig, ut
+    cdef const int* pol
+    cdef const int* dep
+    cdef const Mat* A
+    cdef const float* prev
+    cdef const float* cur
+    cdef float mx
+
+    if use_I:
+        # pymdp's calc_inductive_cost: the row before the first depth at which the
+        # most likely current state is already marked reachable
+        for f in range(m.nf):
+            k = 0
+            mx = qs[m.s_off[f]]
+            for i in range(1, m.ns[f]):
+                if qs[m.s_off[f] + i] > mx:
+                    mx = qs[m.s_off[f] + i]
+                    k = i
+            row = -1
+            for i in range(m.ii_depth):
+                if m.ind[m.I_off[f] + i * m.ns[f] + k] == 1.0:
+                    row = i
+                    break
+            if row > 0:
+                row -= 1
+            ind_row[f] = row
+
+    memcpy(qs_pi, qs, m.S * sizeof(float))
+    for p in range(m.n_pol):
+        pol = m.policies + p * m.T * m.nf
+        g = 0.0
+        for t in range(m.T):
+            prev = qs_pi + t * m.S
+            cur = qs_pi + (t + 1) * m.S
+            c_predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
+            for mm in range(m.nm):
+                dep = m.a_dep + m.a_dep_off[mm]
+                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+                A = &m.mats[m.a_mat[mm]]
+                K = joint_of(m, cur, dep, nd, joint)
+                mat_vec(A, joint, qo)
+                if use_utility:
+                    ut = 0.0
+                    for o in range(m.no[mm]):
+                        ut += <double>qo[o] * m.lnC[mm][o * m.T + t]
+                    g += ut
+                if use_sig:
+                    # spm_MDP_G: joint states at or below exp(-16) are left out
+                    sig = 0.0
+                    pruned = 0
+                    for k in range(K):
+                        if joint[k] > PRUNE:
+                            sig += <double>joint[k] * m.a_H[mm][k]
+                            joint_pr[k] = joint[k]
+                        else:
+                            joint_pr[k] = 0.0
+                            pruned = 1
+                    if pruned:
+                        mat_vec(A, joint_pr, qo_p)
+                    else:
+                        memcpy(qo_p, qo, m.no[mm] * sizeof(float))
+                    for o in range(m.no[mm]):
+                        sig -= <double>qo_p[o] * logf(qo_p[o] + EPS)
+                    g += sig
+                if use_pA and m.wa_mat[mm] >= 0:
+                    g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, joint)
+            if use_pB:
+                for f in range(m.nf):
+                    if m.wb_mat[f] >= 0:
+                        a = pol[t * m.nf + f]
+                        joint_of(m, prev, m.b_dep + m.b_dep_off[f],
+                                 m.b_dep_off[f + 1] - m.b_dep_off[f], joint)
+                        g -= mat_quad(&m.mats[m.wb_mat[f] + a], cur + m.s_off[f], joint)
+            if use_I:
+                for f in range(m.nf):
+                    row = <int>ind_row[f]
+                    if row >= 0:
+                        for i in range(m.ns[f]):
+                            # (1 - I[row]) * log(1e-3), as pymdp
+                            g += (1.0 - m.ind[m.I_off[f] + row * m.ns[f] + i]) * -6.907755278982137 * cur[m.s_off[f] + i]
+        G[p] = <float>g
+        q_pi[p] = <float>(gamma * g) + lnE[p]
+    softmax_inplace(q_pi, m.n_pol)
+
+
+cdef void c_action_marginals(const ModelC* m, const float* q_pi, float* marg) noexcept nogil:
+    """Per-factor marginal of q_pi over each policy's first action, normalised."""
+    cdef int p, f, i
+    cdef double tot
+    memset(marg, 0, m.nc_off[m.nf] * sizeof(float))
+    for p in range(m.n_pol):
+        for f in range(m.nf):
+            marg[m.nc_off[f] + m.policies[p * m.T * m.nf + f]] += q_pi[p]
+    for f in range(m.nf):
+        tot = 0.0
+        for i in range(m.nc[f]):
+            tot += marg[m.nc_off[f] + i]
+        for i in range(m.nc[f]):
+            marg[m.nc_off[f] + i] = <float>(marg[m.nc_off[f] + i] / tot)
+
+
+# ---------------------------------------------------------------------------
+# Python-visible model and entry points
+# ---------------------------------------------------------------------------
+
+cdef class KModel:
+    """C view of a validated generative model.
+
+    Built by :class:`fa_core.model.GenerativeModel` only. Holds references to
+    every numpy array it points into, so the pointers stay valid for the
+    object's lifetime. Immutable after construction.
+    """
+    cdef ModelC c
+    cdef readonly object _keep
+    cdef readonly int scratch_size
+    cdef float** _aH
+    cdef float** _lnC
+
+    def __cinit__(self):
+        self.c.mats = NULL
+        self._aH = NULL
+        self._lnC = NULL
+
+    def __init__(self, dict ints, list mats, list a_H, list lnC, object lnE, object logD,
+                 object I, int ii_depth):
+        cdef int i
+        keep = []
+        self._keep = keep
+        self.c.ns = self._ints(ints, "ns"); self.c.no = self._ints(ints, "no")
+        self.c.nc = self._ints(ints, "nc"); self.c.s_off = self._ints(ints, "s_off")
+        self.c.nc_off = self._ints(ints, "nc_off")
+        self.c.a_dep = self._ints(ints, "a_dep"); self.c.a_dep_off = self._ints(ints, "a_dep_off")
+        self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
+        self.c.wa_mat = self._ints(ints, "wa_mat")
+        self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
+        self.c.b_K = self._ints(ints, "b_K"); self.c.b_mat = self._ints(ints, "b_mat")
+        self.c.wb_mat = self._ints(ints, "wb_mat")
+        self.c.policies = self._ints(ints, "policies")
+        self.c.nf = len(ints["ns"]); self.c.nm = len(ints["no"])
+        self.c.S = int(np.sum(ints["ns"]))
+        self.c.n_pol = int(ints["policies"].shape[0]); self.c.T = int(ints["policies"].shape[1])
+        self.c.max_K = int(max(max(ints["a_K"]), max(ints["b_K"])))
+        self.c.max_rows = int(max(max(ints["no"]), max(ints["ns"])))
+
+        self.c.n_mats = len(mats)
+        self.c.mats = <Mat*>PyMem_Malloc(len(mats) * sizeof(Mat))
+        if self.c.mats == NULL:
+            raise MemoryError()
+        for i, spec in enumerate(mats):
+            self.c.mats[i].rows = spec["rows"]
+            self.c.mats[i].cols = spec["cols"]
+            self.c.mats[i].sparse = spec["sparse"]
+            self.c.mats[i].val = self._floats(spec["val"])
+            self.c.mats[i].logval = NULL
+            self.c.mats[i].indptr = NULL
+            self.c.mats[i].idx = NULL
+            if spec.get("logval") is not None:
+                self.c.mats[i].logval = self._floats(spec["logval"])
+            if spec["sparse"]:
+                self.c.mats[i].indptr = self._ints(spec, "indptr")
+                self.c.mats[i].idx = self._ints(spec, "idx")
+
+        self._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
+        self._lnC = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
+        if self._aH == NULL or self._lnC == NULL:
+            raise MemoryError()
+        for i in range(self.c.nm):
+            self._aH[i] = self._floats(a_H[i])
+            self._lnC[i] = self._floats(lnC[i])
+        self.c.a_H = self._aH
+        self.c.lnC = self._lnC
+        self.c.lnE = self._floats(lnE)
+        self.c.logD = self._floats(logD)
+        if I is None:
+            self.c.has_I = 0
+            self.c.ii_depth = 0
+            self.c.ind = NULL
+            self.c.I_off = NULL
+        else:
+            self.c.has_I = 1
+            self.c.ii_depth = ii_depth
+            self.c.ind = self._floats(I[0])
+            self.c.I_off = self._ints({"I_off": I[1]}, "I_off")
+        T1 = self.c.T + 1
+        self.scratch_size = int(max(
+            sum(ints["a_K"]) + self.c.S * 2 + self.c.max_K + self.c.max_rows,   # infer_states
+            T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf,  # infer_policies
+        ))
+
+    cdef int* _ints(self, dict d, str key) except NULL:
+        cdef cnp.ndarray arr = np.ascontiguousarray(d[key], dtype=np.int32)
+        if arr.size == 0:
+            arr = np.zeros(1, dtype=np.int32)
+        self._keep.append(arr)
+        return <int*>cnp.PyArray_DATA(arr)
+
+    cdef float* _floats(self, object x) except NULL:
+        cdef cnp.ndarray arr = np.ascontiguousarray(x, dtype=np.float32)
+        if arr.size == 0:
+            arr = np.zeros(1, dtype=np.float32)
+        self._keep.append(arr)
+        return <float*>cnp.PyArray_DATA(arr)
+
+    def __dealloc__(self):
+        PyMem_Free(self.c.mats)
+        PyMem_Free(self._aH)
+        PyMem_Free(self._lnC)
+
+    @property
+    def nbytes(self):
+        """Bytes of the arrays this model points into (its share of memory)."""
+        return int(sum(a.nbytes for a in self._keep))
+
+
+def infer_states(KModel model, float[::1] qs, float[::1] qs_prev, int[::1] action,
+                 int has_action, int[::1] obs, float[::1] obs_distr, bint distr,
+                 int num_iter, double dF, double dF_tol, bint compute_vfe,
+                 float[::1] scratch):
+    """Posterior over hidden states, written into ``qs``.
+
+    The prior is ``log D`` when ``has_action`` is false, else the prediction of
+    ``qs_prev`` through ``B[..., action]``. ``qs`` and ``qs_prev`` may alias.
+    Returns the number of fixed-point iterations run.
+    """
+    cdef const ModelC* m = &model.c
+    cdef float* ll_all = &scratch[0]
+    cdef int nll = 0, mm, it
+    for mm in range(m.nm):
+        nll += m.a_K[mm]
+    cdef float* logprior = ll_all + nll
+    cdef float* rest = logprior + m.S
+    with nogil:
+        if has_action:
+            c_log_prior(m, &qs_prev[0], &action[0], logprior, rest)
+        else:
+            memcpy(logprior, m.logD, m.S * sizeof(float))
+        c_log_likelihood(m, &obs[0], &obs_distr[0], distr, ll_all)
+        it = c_infer_states(m, ll_all, logprior, &qs[0], num_iter, dF, dF_tol,
+                            compute_vfe, rest)
+    return it
+
+
+def infer_policies(KModel model, const float[::1] qs, double gamma, bint use_utility,
+                   bint use_states_info_gain, bint use_pA, bint use_pB, bint use_I,
+                   float[::1] G, float[::1] q_pi, float[::1] scratch):
+    """Expected free energy ``G`` (negative, as pymdp) and ``q_pi = softmax(gamma G + ln E)``."""
+    cdef const ModelC* m = &model.c
+    with nogil:
+        c_infer_policies(m, &qs[0], gamma, use_utility, use_states_info_gain,
+                         use_pA, use_pB, use_I and m.has_I, m.lnE, &G[0], &q_pi[0], &scratch[0])
+
+
+def action_marginals(KModel model, const float[::1] q_pi, float[::1] marg):
+    """Normalised marginal over each factor's first action, flat over factors."""
+    with nogil:
+        c_action_marginals(&model.c, &q_pi[0], &marg[0])
+
+
+def predict_states(KModel model, const float[::1] qs, int[::1] action, float[::1] out,
+                   float[::1] scratch):
+    """One step of ``B`` under ``action`` for every factor, written into ``out``."""
+    with nogil:
+        c_predict_states(&model.c, &qs[0], &action[0], &out[0], &scratch[0])
+
+
+def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, float tol):
+    """Argmax of each consecutive block of ``x`` (block ``i`` has ``sizes[i]`` entries).
+
+    Writes the first maximum of block ``i`` into ``out[i]`` and returns the
+    number of blocks whose maximum is shared, within ``tol``, by another entry:
+    those need a random tie-break, done by the caller with its generator.
+    """
+    cdef int b, i, off = 0, best, nties = 0, n
+    cdef float mx
+    with nogil:
+        for b in range(sizes.shape[0]):
+            n = sizes[b]
+            best = 0
+            mx = x[off]
+            for i in range(1, n):
+                if x[off + i] > mx:
+                    mx = x[off + i]
+                    best = i
+            out[b] = best
+            for i in range(n):
+                if i != best and mx - x[off + i] <= tol:
+                    nties += 1
+                    break
+            off += n
+    return nties

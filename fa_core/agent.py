@@ -1,0 +1,492 @@
+"""``fa_core.Agent``: a drop-in replacement for pymdp's numpy Agent.
+
+Same constructor keywords and defaults as ``pymdp.legacy.agent.Agent``
+(inferactively-pymdp 1.0.x), same methods, attributes and return types.
+The numbers come from the float32 kernels in :mod:`fa_core._kernels`; the
+agent owns only its beliefs, policy posterior, action and time step and
+references a shared :class:`~fa_core.model.GenerativeModel` for the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+
+from fa_core import _kernels
+from fa_core.model import GenerativeModel, as_array_list
+from fa_core.scratch import scratch
+
+#: Two action probabilities closer than this are a tie, broken at random as pymdp
+#: does. pymdp compares float64 values with 1e-8; float32 marginals of exactly
+#: tied actions can differ by a few units in the last place, hence the wider band.
+TIE_TOL = 1e-5
+
+_MODEL_KEYS = ("A", "B", "C", "D", "E", "H", "pA", "pB", "pD", "num_controls", "policy_len",
+               "control_fac_idx", "policies", "A_factor_list", "B_factor_list", "ii_depth",
+               "ii_threshold")
+_DEFAULT_VANILLA = {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001, "compute_vfe": True}
+
+
+def _obj_array(items) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = x
+    return out
+
+
+class Agent:
+    """Active-inference agent with pymdp's API and a compiled float32 core.
+
+    Parameters
+    ----------
+    A, B, C, D, E, H, pA, pB, pD, num_controls, policy_len, inference_horizon,
+    control_fac_idx, policies, gamma, alpha, use_utility, use_states_info_gain,
+    use_param_info_gain, action_selection, sampling_mode, inference_algo,
+    inference_params, modalities_to_learn, lr_pA, factors_to_learn, lr_pB, lr_pD,
+    use_BMA, policy_sep_prior, save_belief_hist, A_factor_list, B_factor_list,
+    sophisticated, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
+    si_prune_penalty, ii_depth, ii_threshold
+        As ``pymdp.legacy.agent.Agent``, with the same defaults.
+    model : GenerativeModel, optional
+        A model to share instead of ``A``, ``B``, ... (which must then be omitted).
+    seed : int or numpy.random.Generator, optional
+        Randomness for stochastic action selection and tie-breaks. ``None``
+        (default) uses the global ``np.random`` as pymdp does.
+    sparse : {"auto", True, False}
+        Storage of the model's matrices when built from arrays (see
+        :class:`GenerativeModel`).
+    belief_hist_len : int
+        With ``save_belief_hist=True``, keep at most this many entries of
+        ``qs_hist`` / ``q_pi_hist`` (the first belief is always kept, for
+        ``update_D``). pymdp keeps them all.
+    action_hist_len : int
+        ``prev_actions`` keeps at most this many past actions. pymdp keeps them all.
+
+    Notes
+    -----
+    ``qs``, ``q_pi`` and ``G`` are float32 views of the agent's own buffers,
+    rewritten in place by the next call: copy them to keep them
+    (``[q.copy() for q in qs]``). ``action`` is a new float64 array each step.
+    """
+
+    def __init__(self, A=None, B=None, C=None, D=None, E=None, H=None, pA=None, pB=None, pD=None,
+                 num_controls=None, policy_len=1, inference_horizon=1, control_fac_idx=None,
+                 policies=None, gamma=16.0, alpha=16.0, use_utility=True,
+                 use_states_info_gain=True, use_param_info_gain=False,
+                 action_selection="deterministic", sampling_mode="marginal",
+                 inference_algo="VANILLA", inference_params=None, modalities_to_learn="all",
+                 lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0, use_BMA=True,
+                 policy_sep_prior=False, save_belief_hist=False, A_factor_list=None,
+                 B_factor_list=None, sophisticated=False, si_horizon=3,
+                 si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
+                 si_prune_penalty=512, ii_depth=10, ii_threshold=1 / 16, *,
+                 model: GenerativeModel | None = None, seed=None, sparse="auto",
+                 belief_hist_len: int = 1000, action_hist_len: int = 1000):
+        if inference_algo is None:
+            inference_algo = "VANILLA"
+        if inference_algo == "MMP":
+            raise NotImplementedError("inference_algo='MMP' (marginal message passing) is not "
+                                      "implemented in fa_core yet")
+        if inference_algo != "VANILLA":
+            raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
+                                      "(pymdp implements 'VANILLA' and 'MMP')")
+        if sophisticated:
+            raise NotImplementedError("sophisticated=True (sophisticated inference) is not "
+                                      "implemented in fa_core yet")
+        if action_selection not in ("deterministic", "stochastic"):
+            raise ValueError(f"action_selection must be 'deterministic' or 'stochastic', "
+                             f"got {action_selection!r}")
+        if sampling_mode not in ("marginal", "full"):
+            raise ValueError(f"sampling_mode must be 'marginal' or 'full', got {sampling_mode!r}")
+        for name, v in (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB),
+                        ("lr_pD", lr_pD)):
+            if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+
+        if model is None:
+            if A is None or B is None:
+                raise TypeError("Agent needs A and B, or model=")
+            for name, v in (("A", A), ("B", B), ("C", C), ("D", D), ("E", E)):
+                if v is not None and not isinstance(v, np.ndarray):
+                    # pymdp's own check: plain lists are refused there too
+                    raise TypeError(f"{name} must be a numpy array (or object array), "
+                                    f"got {type(v).__name__}")
+            model = GenerativeModel(A, B, C=C, D=D, E=E, pA=pA, pB=pB, pD=pD, H=H,
+                                    A_factor_list=A_factor_list, B_factor_list=B_factor_list,
+                                    num_controls=num_controls, policy_len=policy_len,
+                                    control_fac_idx=control_fac_idx, policies=policies,
+                                    ii_depth=ii_depth, ii_threshold=ii_threshold, sparse=sparse)
+        else:
+            if not isinstance(model, GenerativeModel):
+                raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
+            args = locals()
+            given = [k for k in _MODEL_KEYS if args[k] is not None
+                     and k not in ("policy_len", "ii_depth", "ii_threshold")]
+            if given:
+                raise ValueError(f"pass either model= or model arrays, not both (got {given})")
+        self._model = model
+
+        params = dict(_DEFAULT_VANILLA)
+        if inference_params is not None:
+            unknown = set(inference_params) - set(params)
+            if unknown:
+                raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; "
+                                 f"VANILLA takes {sorted(params)}")
+            params.update(inference_params)
+        self.inference_params = params
+        self.inference_algo = "VANILLA"
+        self.inference_horizon = inference_horizon
+        self.gamma, self.alpha = gamma, alpha
+        self.action_selection, self.sampling_mode = action_selection, sampling_mode
+        self.use_utility = use_utility
+        self.use_states_info_gain = use_states_info_gain
+        self.use_param_info_gain = use_param_info_gain
+        self.modalities_to_learn, self.factors_to_learn = modalities_to_learn, factors_to_learn
+        self.lr_pA, self.lr_pB, self.lr_pD = lr_pA, lr_pB, lr_pD
+        self.sophisticated = False
+        self.si_horizon = si_horizon
+        self.si_policy_prune_threshold = si_policy_prune_threshold
+        self.si_state_prune_threshold = si_state_prune_threshold
+        self.si_prune_penalty = si_prune_penalty
+        if policy_sep_prior and use_BMA:
+            warnings.warn("Inconsistent choice of `policy_sep_prior` and `use_BMA`. You have set "
+                          "`policy_sep_prior` to True, so we are setting `use_BMA` to False")
+            use_BMA = False
+        self.edge_handling_params = {"use_BMA": use_BMA, "policy_sep_prior": policy_sep_prior}
+        self.factorized = A_factor_list is not None or B_factor_list is not None
+
+        if seed is None:
+            self._rng = np.random  # the global generator, as pymdp
+        elif isinstance(seed, np.random.Generator):
+            self._rng = seed
+        else:
+            self._rng = np.random.default_rng(seed)
+
+        m = model
+        self._qs_buf = np.empty(sum(m.num_states), dtype=np.float32)
+        self.qs = _obj_array(np.split(self._qs_buf, np.cumsum(m.num_states)[:-1]))
+        self._q_pi = np.full(m.num_policies, 1.0 / m.num_policies, dtype=np.float32)
+        self._G = np.zeros(m.num_policies, dtype=np.float32)
+        self._marg = np.empty(sum(m.num_controls), dtype=np.float32)
+        self._ctrl_sizes = np.asarray(m.num_controls, dtype=np.int32)
+        self._pol_size = np.asarray([m.num_policies], dtype=np.int32)
+        self._sel = np.empty(m.num_factors, dtype=np.int32)
+        self._act_i = np.zeros(m.num_factors, dtype=np.int32)
+        self._obs = np.zeros(m.num_modalities, dtype=np.int32)
+        self._obs_distr = np.zeros(sum(m.num_obs), dtype=np.float32)
+        self._num_obs_arr = np.asarray(m.num_obs)
+        self._hist_len = int(belief_hist_len)
+        self._act_hist_len = int(action_hist_len)
+        if save_belief_hist:
+            self.qs_hist, self.q_pi_hist = [], []
+        self.prev_obs: list = []
+        self.F = None
+        self.reset()
+        self.action = None
+        self.prev_actions = None
+
+    # -- model views (pymdp attribute names) ----------------------------------------------
+
+    @property
+    def model(self) -> GenerativeModel:
+        """The (possibly shared) generative model this agent uses."""
+        return self._model
+
+    def _set_model_array(self, name, value):
+        self._model = self._model.replace(**{name: value})
+
+    A = property(lambda s: s._model.A, lambda s, v: s._set_model_array("A", v))
+    B = property(lambda s: s._model.B, lambda s, v: s._set_model_array("B", v))
+    C = property(lambda s: s._model.C, lambda s, v: s._set_model_array("C", v))
+    D = property(lambda s: s._model.D, lambda s, v: s._set_model_array("D", v))
+    E = property(lambda s: s._model.E, lambda s, v: s._set_model_array("E", v))
+    pA = property(lambda s: s._model.pA, lambda s, v: s._set_model_array("pA", v))
+    pB = property(lambda s: s._model.pB, lambda s, v: s._set_model_array("pB", v))
+    pD = property(lambda s: s._model.pD, lambda s, v: s._set_model_array("pD", v))
+    H = property(lambda s: s._model.H)
+    I = property(lambda s: s._model.I)
+    policies = property(lambda s: s._model.policies)
+    num_states = property(lambda s: s._model.num_states)
+    num_obs = property(lambda s: s._model.num_obs)
+    num_controls = property(lambda s: s._model.num_controls)
+    num_factors = property(lambda s: s._model.num_factors)
+    num_modalities = property(lambda s: s._model.num_modalities)
+    control_fac_idx = property(lambda s: s._model.control_fac_idx)
+    A_factor_list = property(lambda s: s._model.A_factor_list)
+    B_factor_list = property(lambda s: s._model.B_factor_list)
+    policy_len = property(lambda s: s._model.policy_len)
+    q_pi = property(lambda s: s._q_pi)
+    G = property(lambda s: s._G)
+
+    @property
+    def mb_dict(self) -> dict:
+        return {"A_factor_list": self._model.A_factor_list,
+                "A_modality_list": self._model.A_modality_list}
+
+    @property
+    def prev_actions(self):
+        return None if self._prev_actions is None else list(self._prev_actions)
+
+    @prev_actions.setter
+    def prev_actions(self, value):
+        self._prev_actions = None if value is None else list(value)
+
+    # -- inference -----------------------------------------------------------------------
+
+    def reset(self, init_qs=None):
+        """Uniform beliefs (or ``init_qs``) and time step 0; returns ``qs``.
+
+        As pymdp, ``action`` is kept, so the next ``infer_states`` predicts
+        from it; set ``agent.action = None`` to start from ``D`` instead.
+        """
+        if init_qs is None:
+            for f, n in enumerate(self._model.num_states):
+                self.qs[f][:] = 1.0 / n
+        else:
+            qs = as_array_list(init_qs, "init_qs")
+            if len(qs) != self.num_factors or any(q.shape != (n,) for q, n in
+                                                  zip(qs, self.num_states)):
+                raise ValueError(f"init_qs must hold one vector per factor with lengths "
+                                 f"{self.num_states}")
+            for f, q in enumerate(qs):
+                self.qs[f][:] = q
+        self.curr_timestep = 0
+        return self.qs
+
+    def _load_observation(self, observation, distr_obs: bool) -> bool:
+        """Validate ``observation`` into the agent's buffers; True if it is a distribution."""
+        nm = self._model.num_modalities
+        if isinstance(observation, np.ndarray) and observation.dtype == object:
+            distr_obs = True
+        if distr_obs:
+            parts = as_array_list(observation, "observation")
+            if len(parts) != nm:
+                raise ValueError(f"observation must have one distribution per modality ({nm}), "
+                                 f"got {len(parts)}")
+            for m, p in enumerate(parts):
+                if p.shape != (self._model.num_obs[m],):
+                    raise ValueError(f"observation[{m}] must have shape ({self._model.num_obs[m]},), "
+                                     f"got {p.shape}")
+                if np.any(p < 0):
+                    raise ValueError(f"observation[{m}] has negative probabilities")
+            self._obs_distr[:] = np.concatenate(parts)
+            return True
+        if isinstance(observation, (int, np.integer)) and nm == 1:
+            observation = (observation,)
+        obs = np.asarray(observation)
+        if obs.dtype.kind not in "iu":
+            raise TypeError(f"observation must be integer outcome indices (one per modality), "
+                            f"got {observation!r}")
+        if obs.shape != (nm,):
+            raise ValueError(f"observation must have one outcome per modality ({nm}), got "
+                             f"{observation!r}")
+        if np.any(obs < 0) or np.any(obs >= self._num_obs_arr):
+            raise ValueError(f"observation {list(obs)} out of range: outcome m must be in "
+                             f"0..num_obs[m]-1 with num_obs = {self._model.num_obs}")
+        self._obs[:] = obs
+        return False
+
+    def infer_states(self, observation, distr_obs=False):
+        """Update the posterior over hidden states from one observation; returns ``qs``.
+
+        Parameters
+        ----------
+        observation : sequence of int, or sequence of arrays
+            One outcome index per modality, or with ``distr_obs=True`` one
+            distribution per modality.
+        distr_obs : bool
+            Whether ``observation`` holds distributions.
+        """
+        distr = self._load_observation(observation, distr_obs)
+        km = self._model.kmodel
+        p = self.inference_params
+        _kernels.infer_states(km, self._qs_buf, self._qs_buf, self._act_i, self.action is not None,
+                              self._obs, self._obs_distr, distr, int(p["num_iter"]), float(p["dF"]),
+                              float(p["dF_tol"]), bool(p["compute_vfe"]), scratch(km.scratch_size))
+        if hasattr(self, "qs_hist"):
+            self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self.qs]))
+        if distr_obs or distr:
+            self.prev_obs.append(observation)
+        else:
+            self.prev_obs.append(tuple(int(o) for o in self._obs))
+        if len(self.prev_obs) > self._hist_len:
+            del self.prev_obs[0]
+        return self.qs
+
+    def infer_policies(self):
+        """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
+        km = self._model.kmodel
+        use_param = bool(self.use_param_info_gain)
+        _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
+                                bool(self.use_states_info_gain),
+                                use_param and self._model.pA is not None,
+                                use_param and self._model.pB is not None,
+                                self._model.I is not None, self._G, self._q_pi,
+                                scratch(km.scratch_size))
+        if hasattr(self, "q_pi_hist"):
+            self._append_hist(self.q_pi_hist, self._q_pi.copy())
+        return self._q_pi, self._G
+
+    def _append_hist(self, hist: list, item) -> None:
+        hist.append(item)
+        if len(hist) > self._hist_len:
+            del hist[1]  # keep the first entry: update_D reads it
+
+    def _select(self, probs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """One index per block of ``probs``: pymdp's select_highest or softmax sampling."""
+        out = self._sel[:len(sizes)]
+        if self.action_selection == "deterministic":
+            if _kernels.select_highest(probs, sizes, out, TIE_TOL):
+                off = 0
+                for b, n in enumerate(sizes):
+                    block = probs[off:off + n]
+                    ties = np.flatnonzero(block.max() - block <= TIE_TOL)
+                    if len(ties) > 1:
+                        out[b] = ties[self._rng.choice(len(ties))]
+                    off += n
+        else:
+            off = 0
+            for b, n in enumerate(sizes):
+                logits = np.log(probs[off:off + n].astype(np.float64) + 1e-16) * self.alpha
+                p = np.exp(logits - logits.max())
+                out[b] = int(np.argmax(self._rng.multinomial(1, p / p.sum())))
+                off += n
+        return out
+
+    def sample_action(self):
+        """Select an action per factor, advance time and return it (float array, as pymdp)."""
+        m = self._model
+        if self.sampling_mode == "marginal":
+            _kernels.action_marginals(m.kmodel, self._q_pi, self._marg)
+            sel = self._select(self._marg, self._ctrl_sizes)
+            action = sel.astype(np.float64)
+        else:
+            idx = int(self._select(self._q_pi, self._pol_size)[0])
+            action = m.policies[idx][0, :].astype(np.float64)
+        self._act_i[:] = action
+        self.action = action
+        self.step_time()
+        return action
+
+    def step_time(self):
+        """Record the action and advance ``curr_timestep``; returns it."""
+        if self._prev_actions is None:
+            self._prev_actions = [self.action]
+        else:
+            self._prev_actions.append(self.action)
+            if len(self._prev_actions) > self._act_hist_len:
+                del self._prev_actions[0]
+        self.curr_timestep += 1
+        return self.curr_timestep
+
+    @property
+    def action(self):
+        return self._action
+
+    @action.setter
+    def action(self, value):
+        if value is not None:
+            value = np.asarray(value, dtype=np.float64).reshape(-1)
+            if value.shape != (self.num_factors,) or np.any(value < 0) or \
+                    np.any(value >= self._ctrl_sizes) or np.any(value != np.round(value)):
+                raise ValueError(f"action must hold one control index per factor, within "
+                                 f"num_controls = {self.num_controls}; got {value}")
+            self._act_i[:] = value
+        self._action = value
+
+    def set_latest_beliefs(self, last_belief=None):
+        raise NotImplementedError("set_latest_beliefs belongs to inference_algo='MMP', "
+                                  "which fa_core does not implement yet")
+
+    def get_future_qs(self):
+        raise NotImplementedError("get_future_qs belongs to inference_algo='MMP', "
+                                  "which fa_core does not implement yet")
+
+    # -- learning ------------------------------------------------------------------------
+
+    def _joint(self, qs, deps) -> np.ndarray:
+        out = np.ones(())
+        for f in deps:
+            out = np.multiply.outer(out, np.asarray(qs[f], dtype=np.float64))
+        return out
+
+    def _learn_list(self, which, n: int, name: str) -> list[int]:
+        if isinstance(which, str) and which == "all":
+            return list(range(n))
+        idx = [int(i) for i in which]
+        if any(i < 0 or i >= n for i in idx):
+            raise ValueError(f"{name} contains an index outside 0..{n - 1}")
+        return idx
+
+    def update_A(self, obs):
+        """Dirichlet update of ``pA`` from ``obs`` and the current ``qs``; returns ``qA``.
+
+        The agent gets its own model with the new ``pA`` and ``A``; a model
+        shared with other agents is never changed.
+        """
+        m = self._model
+        if m.pA is None:
+            raise ValueError("update_A needs pA (Dirichlet parameters over A)")
+        mods = self._learn_list(self.modalities_to_learn, m.num_modalities, "modalities_to_learn")
+        saved = (self._obs.copy(), self._obs_distr.copy())
+        try:
+            distr = self._load_observation(obs, False)
+            qA = [np.array(p) for p in m.pA]
+            off = np.cumsum([0] + m.num_obs)
+            for mm in mods:
+                o = (self._obs_distr[off[mm]:off[mm + 1]].astype(np.float64) if distr
+                     else np.eye(m.num_obs[mm])[self._obs[mm]])
+                dfda = np.multiply.outer(o, self._joint(self.qs, m.A_factor_list[mm]))
+                qA[mm] = qA[mm] + self.lr_pA * dfda * (m._A[mm] > 0)
+            self._model = m.replace(pA=qA)
+        finally:
+            self._obs[:], self._obs_distr[:] = saved
+        return self._model.pA
+
+    def update_B(self, qs_prev):
+        """Dirichlet update of ``pB`` from ``qs_prev``, the last action and ``qs``; returns ``qB``."""
+        m = self._model
+        if m.pB is None:
+            raise ValueError("update_B needs pB (Dirichlet parameters over B)")
+        if self.action is None:
+            raise ValueError("update_B needs an action: call sample_action first")
+        prev = as_array_list(qs_prev, "qs_prev")
+        if len(prev) != m.num_factors or any(q.shape != (n,) for q, n in zip(prev, m.num_states)):
+            raise ValueError(f"qs_prev must hold one vector per factor with lengths {m.num_states}")
+        factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
+        qB = [np.array(p) for p in m.pB]
+        for f in factors:
+            a = int(self.action[f])
+            dfdb = np.multiply.outer(np.asarray(self.qs[f], dtype=np.float64),
+                                     self._joint(prev, m.B_factor_list[f]))
+            qB[f][..., a] += self.lr_pB * dfdb * (m._B[f][..., a] > 0)
+        self._model = m.replace(pB=qB)
+        return self._model.pB
+
+    def update_D(self, qs_t0=None):
+        """Dirichlet update of ``pD`` from ``qs_t0`` (default: the first saved belief)."""
+        m = self._model
+        if m.pD is None:
+            raise ValueError("update_D needs pD (Dirichlet parameters over D)")
+        if qs_t0 is None:
+            if not getattr(self, "qs_hist", None):
+                raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
+                                 "infer_states call")
+            qs_t0 = self.qs_hist[0]
+        qs = as_array_list(qs_t0, "qs_t0")
+        if len(qs) != m.num_factors or any(q.shape != (n,) for q, n in zip(qs, m.num_states)):
+            raise ValueError(f"qs_t0 must hold one vector per factor with lengths {m.num_states}")
+        factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
+        qD = [np.array(p) for p in m.pD]
+        for f in factors:
+            idx = qD[f] > 0
+            qD[f][idx] += self.lr_pD * qs[f][idx]
+        self._model = m.replace(pD=qD, D=[d / d.sum() for d in qD])
+        return self._model.pD
+
+    def __repr__(self) -> str:
+        return (f"fa_core.Agent(num_states={self.num_states}, num_obs={self.num_obs}, "
+                f"policies={len(self.policies)}, t={self.curr_timestep})")

@@ -1,0 +1,230 @@
+"""Ready-made generative models in pymdp's layout, for demos, tests and benchmarks.
+
+Each builder returns a dict of keyword arguments (float64 object arrays ``A``,
+``B``, ``C``, ``D`` and whatever else the model needs) accepted unchanged by
+both ``pymdp.legacy.agent.Agent(**d)`` and ``fa_core.Agent(**d)``. Every
+builder is deterministic: random parts use a fixed seed.
+
+The models are the sizes used in the benchmark table of the project's
+reference document, so figures from :mod:`fa_core` and pymdp are comparable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "MODELS",
+    "get",
+    "tmaze",
+    "grid_forager",
+    "grid10",
+    "grid30",
+    "four_factor",
+    "default_reward_locations",
+    "GRID_ACTIONS",
+    "TMAZE_REWARD_PROB",
+]
+
+#: Moves of the grid forager, in control-index order, as (d_row, d_col).
+GRID_ACTIONS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))  # stay, up, down, left, right
+
+#: Probability that the arm matching the context gives reward (else loss), as in
+#: pymdp's ``TMazeEnv``; the other arm gives loss with this probability.
+TMAZE_REWARD_PROB = 0.98
+
+
+def _obj_array(items) -> np.ndarray:
+    # np.array(list_of_arrays, dtype=object) would build a nested array when the
+    # shapes happen to agree, so fill an empty object array instead.
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = np.asarray(x, dtype=np.float64)
+    return out
+
+
+def tmaze() -> dict[str, Any]:
+    """The classic T-maze of pymdp's ``TMazeEnv``.
+
+    Factors: location (0 centre, 1 right arm, 2 left arm, 3 cue location) and
+    context (0: reward in the right arm, 1: reward in the left arm).
+    Modalities: location (4, observed exactly), reward (0 none, 1 reward,
+    2 loss) and cue (2, reveals the context at the cue location and is
+    uninformative elsewhere). Controls: 4 moves to any location, and 1 (none)
+    for the context. The agent starts in the centre, uncertain of the context,
+    and prefers reward (+3) to loss (-3).
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+    """
+    n_loc, n_ctx = 4, 2
+    A_loc = np.zeros((n_loc, n_loc, n_ctx))
+    A_rew = np.zeros((3, n_loc, n_ctx))
+    A_cue = np.zeros((2, n_loc, n_ctx))
+    for loc in range(n_loc):
+        for ctx in range(n_ctx):
+            A_loc[loc, loc, ctx] = 1.0
+            if loc in (0, 3):
+                A_rew[0, loc, ctx] = 1.0
+                if loc == 3:
+                    A_cue[ctx, loc, ctx] = 1.0
+                else:
+                    A_cue[:, loc, ctx] = 0.5
+            else:
+                good, bad = (1, 2) if loc == ctx + 1 else (2, 1)
+                A_rew[good, loc, ctx] = TMAZE_REWARD_PROB
+                A_rew[bad, loc, ctx] = 1.0 - TMAZE_REWARD_PROB
+                A_cue[:, loc, ctx] = 0.5
+
+    # B_loc[next, prev, action] = 1 where next == action: every move is allowed.
+    B_loc = np.zeros((n_loc, n_loc, n_loc))
+    for action in range(n_loc):
+        B_loc[action, :, action] = 1.0
+    B_ctx = np.eye(n_ctx).reshape(n_ctx, n_ctx, 1)
+
+    C = _obj_array([np.zeros(n_loc), np.array([0.0, 3.0, -3.0]), np.zeros(2)])
+    D = _obj_array([np.eye(n_loc)[0], np.full(n_ctx, 1.0 / n_ctx)])
+    return {"A": _obj_array([A_loc, A_rew, A_cue]), "B": _obj_array([B_loc, B_ctx]), "C": C, "D": D}
+
+
+def default_reward_locations(size: int) -> list[tuple[int, int]]:
+    """Food cells used by :func:`grid_forager` when none are given.
+
+    Three cells away from the borders and from each other, so food has to be
+    looked for; the same cells for a given ``size`` every time.
+    """
+    if size < 2:
+        raise ValueError(f"size must be at least 2, got {size}")
+    a, b = size // 4, size - 1 - size // 4
+    return sorted({(a, b), (b, a), (b, b)})
+
+
+def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
+    """A forager on a ``size`` x ``size`` grid looking for food.
+
+    One factor: the location, ``row * size + col``. Five controls: stay, up,
+    down, left, right (moving into a wall keeps the agent in place); ``B`` is
+    one-hot. Modalities: location (identity ``A``, ``size * size`` outcomes)
+    and reward (0 nothing, 1 food, food at ``reward_locations``). The agent
+    prefers food (``C`` = [0, 4]) and starts uncertain of where it is (uniform
+    ``D``); its first location observation settles that.
+
+    Parameters
+    ----------
+    size : int
+        Side of the grid; 10 gives 100 states, 30 gives 900.
+    reward_locations : sequence of (row, col), optional
+        Food cells; :func:`default_reward_locations` if omitted.
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+    """
+    size = int(size)
+    if reward_locations is None:
+        reward_locations = default_reward_locations(size)
+    n = size * size
+    food = np.zeros(n, dtype=bool)
+    for r, c in reward_locations:
+        if not (0 <= r < size and 0 <= c < size):
+            raise ValueError(f"reward_locations: cell ({r}, {c}) is outside a {size}x{size} grid")
+        food[r * size + c] = True
+
+    A_rew = np.zeros((2, n))
+    A_rew[1, food] = 1.0
+    A_rew[0, ~food] = 1.0
+
+    B = np.zeros((n, n, len(GRID_ACTIONS)))
+    rows, cols = np.divmod(np.arange(n), size)
+    for a, (dr, dc) in enumerate(GRID_ACTIONS):
+        nxt = np.clip(rows + dr, 0, size - 1) * size + np.clip(cols + dc, 0, size - 1)
+        B[nxt, np.arange(n), a] = 1.0
+
+    return {
+        "A": _obj_array([np.eye(n), A_rew]),
+        "B": _obj_array([B]),
+        "C": _obj_array([np.zeros(n), np.array([0.0, 4.0])]),
+        "D": _obj_array([np.full(n, 1.0 / n)]),
+    }
+
+
+def grid10() -> dict[str, Any]:
+    """:func:`grid_forager` on a 10 x 10 grid (100 states)."""
+    return grid_forager(10)
+
+
+def grid30() -> dict[str, Any]:
+    """:func:`grid_forager` on a 30 x 30 grid (900 states)."""
+    return grid_forager(30)
+
+
+def four_factor(policy_len: int = 2, seed: int = 0) -> dict[str, Any]:
+    """A dense multi-factor model that stresses policy inference.
+
+    Four factors of 5 states; three modalities of 6 outcomes, each ``A[m]``
+    depending on all four factors (shape ``(6, 5, 5, 5, 5)``, columns drawn
+    from a flat Dirichlet). Factors 0 and 1 are controllable with 3 controls
+    (stay, step forward, step back, cyclically); factors 2 and 3 drift on
+    their own (1 control, random Dirichlet transitions). With ``policy_len=2``
+    there are (3 * 3) ** 2 = 81 policies.
+
+    Parameters
+    ----------
+    policy_len : int
+        Returned in the dict, so ``Agent(**d)`` uses it.
+    seed : int
+        Seed of the random parts; the default gives the benchmark model.
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``, ``control_fac_idx``, ``policy_len``.
+    """
+    rng = np.random.default_rng(seed)
+    ns, no, n_mod = 5, 6, 3
+    A = [np.moveaxis(rng.dirichlet(np.ones(no), size=(ns,) * 4), -1, 0) for _ in range(n_mod)]
+
+    shift = np.stack([np.eye(ns), np.roll(np.eye(ns), 1, axis=0), np.roll(np.eye(ns), -1, axis=0)],
+                     axis=-1)
+    drift = [rng.dirichlet(np.ones(ns), size=ns).T[:, :, None] for _ in range(2)]
+    B = [shift, shift.copy(), *drift]
+
+    C = [rng.normal(0.0, 1.0, size=no) for _ in range(n_mod)]
+    D = [np.full(ns, 1.0 / ns) for _ in range(4)]
+    return {
+        "A": _obj_array(A),
+        "B": _obj_array(B),
+        "C": _obj_array(C),
+        "D": _obj_array(D),
+        "control_fac_idx": [0, 1],
+        "policy_len": int(policy_len),
+    }
+
+
+#: Builders by name, as accepted by :func:`get` and ``python -m fa_core``.
+MODELS: dict[str, Callable[[], dict[str, Any]]] = {
+    "tmaze": tmaze,
+    "grid10": grid10,
+    "grid30": grid30,
+    "four_factor": four_factor,
+}
+
+
+def get(name: str) -> dict[str, Any]:
+    """Build the model registered as ``name`` in :data:`MODELS`.
+
+    Returns
+    -------
+    dict
+        Fresh arrays: the caller may modify them.
+    """
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"name: unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    return builder()

@@ -359,6 +359,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef const Mat* A
     cdef const float* prev
     cdef const float* cur
+    cdef const float* qx
     cdef float mx
 
     if use_I:
@@ -392,8 +393,13 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
                 A = &m.mats[m.a_mat[mm]]
-                K = joint_of(m, cur, dep, nd, joint)
-                mat_vec(A, joint, qo)
+                if nd == 1:  # the joint is the factor's own marginal: no copy
+                    qx = cur + m.s_off[dep[0]]
+                    K = m.ns[dep[0]]
+                else:
+                    K = joint_of(m, cur, dep, nd, joint)
+                    qx = joint
+                mat_vec(A, qx, qo)
                 if use_utility:
                     ut = 0.0
                     for o in range(m.no[mm]):
@@ -404,9 +410,9 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                     sig = 0.0
                     pruned = 0
                     for k in range(K):
-                        if joint[k] > PRUNE:
-                            sig += <double>joint[k] * m.a_H[mm][k]
-                            joint_pr[k] = joint[k]
+                        if qx[k] > PRUNE:
+                            sig += <double>qx[k] * m.a_H[mm][k]
+                            joint_pr[k] = qx[k]
                         else:
                             joint_pr[k] = 0.0
                             pruned = 1
@@ -415,10 +421,11 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                     else:
                         memcpy(qo_p, qo, m.no[mm] * sizeof(float))
                     for o in range(m.no[mm]):
-                        sig -= <double>qo_p[o] * logf(qo_p[o] + EPS)
+                        if qo_p[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
+                            sig -= <double>qo_p[o] * logf(qo_p[o] + EPS)
                     g += sig
                 if use_pA and m.wa_mat[mm] >= 0:
-                    g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, joint)
+                    g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, qx)
             if use_pB:
                 for f in range(m.nf):
                     if m.wb_mat[f] >= 0:
@@ -618,14 +625,16 @@ def predict_states(KModel model, const float[::1] qs, int[::1] action, float[::1
         c_predict_states(&model.c, &qs[0], &action[0], &out[0], &scratch[0])
 
 
-def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, float tol):
-    """Argmax of each consecutive block of ``x`` (block ``i`` has ``sizes[i]`` entries).
+def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, int[::1] counts,
+                   float tol):
+    """Argmax of each consecutive block of ``x`` (block ``b`` has ``sizes[b]`` entries).
 
-    Writes the first maximum of block ``i`` into ``out[i]`` and returns the
-    number of blocks whose maximum is shared, within ``tol``, by another entry:
-    those need a random tie-break, done by the caller with its generator.
+    Writes the first maximum of block ``b`` into ``out[b]`` and the number of
+    entries within ``tol`` of that maximum into ``counts[b]``. Returns the
+    number of blocks with a tie: those need a random pick among the tied
+    entries (:func:`nth_tie`), drawn by the caller from its generator.
     """
-    cdef int b, i, off = 0, best, nties = 0, n
+    cdef int b, i, off = 0, best, n, c, tied = 0
     cdef float mx
     with nogil:
         for b in range(sizes.shape[0]):
@@ -637,9 +646,27 @@ def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, float tol):
                     mx = x[off + i]
                     best = i
             out[b] = best
+            c = 0
             for i in range(n):
-                if i != best and mx - x[off + i] <= tol:
-                    nties += 1
-                    break
+                if mx - x[off + i] <= tol:
+                    c += 1
+            counts[b] = c
+            if c > 1:
+                tied += 1
             off += n
-    return nties
+    return tied
+
+
+def nth_tie(const float[::1] x, int off, int n, float tol, int r):
+    """Index (within the block) of the ``r``-th entry tied with the block's maximum."""
+    cdef int i
+    cdef float mx = x[off]
+    for i in range(1, n):
+        if x[off + i] > mx:
+            mx = x[off + i]
+    for i in range(n):
+        if mx - x[off + i] <= tol:
+            if r == 0:
+                return i
+            r -= 1
+    return -1

@@ -137,6 +137,8 @@ class Agent:
                                  f"VANILLA takes {sorted(params)}")
             params.update(inference_params)
         self.inference_params = params
+        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
+                     bool(params["compute_vfe"]))
         self.inference_algo = "VANILLA"
         self.inference_horizon = inference_horizon
         self.gamma, self.alpha = gamma, alpha
@@ -159,11 +161,12 @@ class Agent:
         self.factorized = A_factor_list is not None or B_factor_list is not None
 
         if seed is None:
-            self._rng = np.random  # the global generator, as pymdp
-        elif isinstance(seed, np.random.Generator):
-            self._rng = seed
+            # the global generator, as pymdp; randint(n) draws what pymdp's choice(n) draws
+            self._rng = np.random
+            self._randint = np.random.randint
         else:
-            self._rng = np.random.default_rng(seed)
+            self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+            self._randint = self._rng.integers
 
         m = model
         self._qs_buf = np.empty(sum(m.num_states), dtype=np.float32)
@@ -174,10 +177,10 @@ class Agent:
         self._ctrl_sizes = np.asarray(m.num_controls, dtype=np.int32)
         self._pol_size = np.asarray([m.num_policies], dtype=np.int32)
         self._sel = np.empty(m.num_factors, dtype=np.int32)
+        self._counts = np.empty(m.num_factors, dtype=np.int32)
         self._act_i = np.zeros(m.num_factors, dtype=np.int32)
         self._obs = np.zeros(m.num_modalities, dtype=np.int32)
         self._obs_distr = np.zeros(sum(m.num_obs), dtype=np.float32)
-        self._num_obs_arr = np.asarray(m.num_obs)
         self._hist_len = int(belief_hist_len)
         self._act_hist_len = int(action_hist_len)
         if save_belief_hist:
@@ -276,17 +279,20 @@ class Agent:
             return True
         if isinstance(observation, (int, np.integer)) and nm == 1:
             observation = (observation,)
-        obs = np.asarray(observation)
-        if obs.dtype.kind not in "iu":
-            raise TypeError(f"observation must be integer outcome indices (one per modality), "
-                            f"got {observation!r}")
-        if obs.shape != (nm,):
+        if not isinstance(observation, (list, tuple, np.ndarray)) or len(observation) != nm:
             raise ValueError(f"observation must have one outcome per modality ({nm}), got "
                              f"{observation!r}")
-        if np.any(obs < 0) or np.any(obs >= self._num_obs_arr):
-            raise ValueError(f"observation {list(obs)} out of range: outcome m must be in "
-                             f"0..num_obs[m]-1 with num_obs = {self._model.num_obs}")
-        self._obs[:] = obs
+        num_obs = self._model.num_obs
+        # validate everything before writing anything: a bad call changes nothing
+        for m, o in enumerate(observation):
+            if not isinstance(o, (int, np.integer)) or isinstance(o, (bool, np.bool_)):
+                raise TypeError(f"observation[{m}] must be an integer outcome index, got {o!r}")
+            if not 0 <= o < num_obs[m]:
+                raise ValueError(f"observation[{m}] = {o} out of range: modality {m} has "
+                                 f"{num_obs[m]} outcomes (0..{num_obs[m] - 1})")
+        obs = self._obs
+        for m, o in enumerate(observation):
+            obs[m] = o
         return False
 
     def infer_states(self, observation, distr_obs=False):
@@ -302,30 +308,23 @@ class Agent:
         """
         distr = self._load_observation(observation, distr_obs)
         km = self._model.kmodel
-        p = self.inference_params
-        _kernels.infer_states(km, self._qs_buf, self._qs_buf, self._act_i, self.action is not None,
-                              self._obs, self._obs_distr, distr, int(p["num_iter"]), float(p["dF"]),
-                              float(p["dF_tol"]), bool(p["compute_vfe"]), scratch(km.scratch_size))
+        num_iter, dF, dF_tol, compute_vfe = self._fpi
+        _kernels.infer_states(km, self._qs_buf, self._qs_buf, self._act_i, self._action is not None,
+                              self._obs, self._obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
+                              scratch(km.scratch_size))
         if hasattr(self, "qs_hist"):
             self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self.qs]))
-        if distr_obs or distr:
-            self.prev_obs.append(observation)
-        else:
-            self.prev_obs.append(tuple(int(o) for o in self._obs))
-        if len(self.prev_obs) > self._hist_len:
-            del self.prev_obs[0]
         return self.qs
 
     def infer_policies(self):
         """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
-        km = self._model.kmodel
+        m = self._model
+        km = m.kmodel
         use_param = bool(self.use_param_info_gain)
         _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
                                 bool(self.use_states_info_gain),
-                                use_param and self._model.pA is not None,
-                                use_param and self._model.pB is not None,
-                                self._model.I is not None, self._G, self._q_pi,
-                                scratch(km.scratch_size))
+                                use_param and m.has_pA, use_param and m.has_pB, m.has_H,
+                                self._G, self._q_pi, scratch(km.scratch_size))
         if hasattr(self, "q_pi_hist"):
             self._append_hist(self.q_pi_hist, self._q_pi.copy())
         return self._q_pi, self._G
@@ -339,13 +338,13 @@ class Agent:
         """One index per block of ``probs``: pymdp's select_highest or softmax sampling."""
         out = self._sel[:len(sizes)]
         if self.action_selection == "deterministic":
-            if _kernels.select_highest(probs, sizes, out, TIE_TOL):
+            counts = self._counts[:len(sizes)]
+            if _kernels.select_highest(probs, sizes, out, counts, TIE_TOL):
                 off = 0
                 for b, n in enumerate(sizes):
-                    block = probs[off:off + n]
-                    ties = np.flatnonzero(block.max() - block <= TIE_TOL)
-                    if len(ties) > 1:
-                        out[b] = ties[self._rng.choice(len(ties))]
+                    if counts[b] > 1:
+                        out[b] = _kernels.nth_tie(probs, off, n, TIE_TOL,
+                                                  int(self._randint(counts[b])))
                     off += n
         else:
             off = 0
@@ -362,12 +361,12 @@ class Agent:
         if self.sampling_mode == "marginal":
             _kernels.action_marginals(m.kmodel, self._q_pi, self._marg)
             sel = self._select(self._marg, self._ctrl_sizes)
-            action = sel.astype(np.float64)
+            self._act_i[:] = sel
         else:
             idx = int(self._select(self._q_pi, self._pol_size)[0])
-            action = m.policies[idx][0, :].astype(np.float64)
-        self._act_i[:] = action
-        self.action = action
+            self._act_i[:] = m.policies[idx][0, :]
+        action = self._act_i.astype(np.float64)
+        self._action = action
         self.step_time()
         return action
 

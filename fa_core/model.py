@@ -342,6 +342,7 @@ class GenerativeModel:
         self._H = H
 
         self._A, self._B = A, B
+        self.has_pA, self.has_pB, self.has_H = pA is not None, pB is not None, H is not None
         self._build()
 
     @staticmethod

@@ -1,0 +1,41 @@
+"""Type stubs for the compiled kernels (fa_core/_kernels.pyx)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+class KModel:
+    """C view of a validated generative model; built by GenerativeModel only."""
+
+    scratch_size: int
+    def __init__(
+        self,
+        ints: dict[str, Any],
+        mats: list[dict[str, Any]],
+        a_H: list[npt.ArrayLike],
+        lnC: list[npt.ArrayLike],
+        lnE: npt.ArrayLike,
+        logD: npt.ArrayLike,
+        I: tuple[npt.ArrayLike, npt.ArrayLike] | None,
+        ii_depth: int,
+    ) -> None: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def infer_states(
+    model: KModel, qs: F32, qs_prev: F32, action: I32, has_action: int, obs: I32,
+    obs_distr: F32, distr: bool, num_iter: int, dF: float, dF_tol: float,
+    compute_vfe: bool, scratch: F32,
+) -> int: ...
+def infer_policies(
+    model: KModel, qs: F32, gamma: float, use_utility: bool, use_states_info_gain: bool,
+    use_pA: bool, use_pB: bool, use_I: bool, G: F32, q_pi: F32, scratch: F32,
+) -> None: ...
+def action_marginals(model: KModel, q_pi: F32, marg: F32) -> None: ...
+def predict_states(model: KModel, qs: F32, action: I32, out: F32, scratch: F32) -> None: ...
+def select_highest(x: F32, sizes: I32, out: I32, counts: I32, tol: float) -> int: ...
+def nth_tie(x: F32, off: int, n: int, tol: float, r: int) -> int: ...

@@ -12,6 +12,8 @@ class KModel:
     """C view of a validated generative model; built by GenerativeModel only."""
 
     scratch_size: int
+    sum_obs: int
+    sum_controls: int
     def __init__(
         self,
         ints: dict[str, Any],

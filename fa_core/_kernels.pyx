@@ -475,6 +475,8 @@ cdef class KModel:
     cdef ModelC c
     cdef readonly object _keep
     cdef readonly int scratch_size
+    cdef readonly int sum_obs
+    cdef readonly int sum_controls
     cdef float** _aH
     cdef float** _lnC
 
@@ -543,6 +545,8 @@ cdef class KModel:
             self.c.ii_depth = ii_depth
             self.c.ind = self._floats(I[0])
             self.c.I_off = self._ints({"I_off": I[1]}, "I_off")
+        self.sum_obs = int(np.sum(ints["no"]))
+        self.sum_controls = int(np.sum(ints["nc"]))
         T1 = self.c.T + 1
         self.scratch_size = int(max(
             sum(ints["a_K"]) + self.c.S * 2 + self.c.max_K + self.c.max_rows,   # infer_states

@@ -24,9 +24,10 @@ from fa_core.scratch import scratch
 #: tied actions can differ by a few units in the last place, hence the wider band.
 TIE_TOL = 1e-5
 
-_MODEL_KEYS = ("A", "B", "C", "D", "E", "H", "pA", "pB", "pD", "num_controls", "policy_len",
-               "control_fac_idx", "policies", "A_factor_list", "B_factor_list", "ii_depth",
-               "ii_threshold")
+# model-defining keywords that cannot be combined with model= (policy_len, ii_depth and
+# ii_threshold have non-None defaults and are taken from the model instead)
+_MODEL_KEYS = ("A", "B", "H", "pA", "pB", "pD", "num_controls", "control_fac_idx", "policies",
+               "A_factor_list", "B_factor_list")
 _DEFAULT_VANILLA = {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001, "compute_vfe": True}
 
 
@@ -51,7 +52,11 @@ class Agent:
     si_prune_penalty, ii_depth, ii_threshold
         As ``pymdp.legacy.agent.Agent``, with the same defaults.
     model : GenerativeModel, optional
-        A model to share instead of ``A``, ``B``, ... (which must then be omitted).
+        A model to share instead of ``A``, ``B``, ... (which must then be
+        omitted; ``C``, ``D`` and ``E`` may still be given per agent, giving a
+        derived model that shares everything else). Without it, the model
+        built from ``A``, ``B``, ... is interned: agents built from equal
+        arrays share one model.
     seed : int or numpy.random.Generator, optional
         Randomness for stochastic action selection and tie-breaks. ``None``
         (default) uses the global ``np.random`` as pymdp does.
@@ -71,6 +76,19 @@ class Agent:
     rewritten in place by the next call: copy them to keep them
     (``[q.copy() for q in qs]``). ``action`` is a new float64 array each step.
     """
+
+    # Slots keep an awake agent small: it owns its beliefs, policy posterior,
+    # action and options; model and scratch are shared. ``__dict__`` is kept so
+    # users can still attach their own attributes (allocated only if they do).
+    __slots__ = ("_model", "_qs_buf", "qs", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
+                 "_rng", "_randint", "_fpi", "_hist_len", "_act_hist_len", "qs_hist", "q_pi_hist",
+                 "prev_obs", "F", "curr_timestep", "inference_params", "inference_algo",
+                 "inference_horizon", "gamma", "alpha", "action_selection", "sampling_mode",
+                 "use_utility", "use_states_info_gain", "use_param_info_gain",
+                 "modalities_to_learn", "factors_to_learn", "lr_pA", "lr_pB", "lr_pD",
+                 "sophisticated", "si_horizon", "si_policy_prune_threshold",
+                 "si_state_prune_threshold", "si_prune_penalty", "edge_handling_params",
+                 "factorized", "__dict__", "__weakref__")
 
     def __init__(self, A=None, B=None, C=None, D=None, E=None, H=None, pA=None, pB=None, pD=None,
                  num_controls=None, policy_len=1, inference_horizon=1, control_fac_idx=None,
@@ -114,19 +132,23 @@ class Agent:
                     # pymdp's own check: plain lists are refused there too
                     raise TypeError(f"{name} must be a numpy array (or object array), "
                                     f"got {type(v).__name__}")
-            model = GenerativeModel(A, B, C=C, D=D, E=E, pA=pA, pB=pB, pD=pD, H=H,
-                                    A_factor_list=A_factor_list, B_factor_list=B_factor_list,
-                                    num_controls=num_controls, policy_len=policy_len,
-                                    control_fac_idx=control_fac_idx, policies=policies,
-                                    ii_depth=ii_depth, ii_threshold=ii_threshold, sparse=sparse)
+            model = GenerativeModel.interned(
+                A=A, B=B, C=C, D=D, E=E, pA=pA, pB=pB, pD=pD, H=H, A_factor_list=A_factor_list,
+                B_factor_list=B_factor_list, num_controls=num_controls, policy_len=policy_len,
+                control_fac_idx=control_fac_idx, policies=policies, ii_depth=ii_depth,
+                ii_threshold=ii_threshold, sparse=sparse)
         else:
             if not isinstance(model, GenerativeModel):
                 raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
             args = locals()
-            given = [k for k in _MODEL_KEYS if args[k] is not None
-                     and k not in ("policy_len", "ii_depth", "ii_threshold")]
+            given = [k for k in _MODEL_KEYS if args[k] is not None]
             if given:
-                raise ValueError(f"pass either model= or model arrays, not both (got {given})")
+                raise ValueError(f"with model=, these belong to the model and cannot be passed: "
+                                 f"{given} (C, D and E can)")
+            per_agent = {k: v for k, v in (("C", C), ("D", D), ("E", E)) if v is not None}
+            if per_agent:
+                # a derived model sharing A and B with the given one
+                model = model.replace(**per_agent)
         self._model = model
 
         params = dict(_DEFAULT_VANILLA)
@@ -173,23 +195,16 @@ class Agent:
         self.qs = _obj_array(np.split(self._qs_buf, np.cumsum(m.num_states)[:-1]))
         self._q_pi = np.full(m.num_policies, 1.0 / m.num_policies, dtype=np.float32)
         self._G = np.zeros(m.num_policies, dtype=np.float32)
-        self._marg = np.empty(sum(m.num_controls), dtype=np.float32)
-        self._ctrl_sizes = np.asarray(m.num_controls, dtype=np.int32)
-        self._pol_size = np.asarray([m.num_policies], dtype=np.int32)
-        self._sel = np.empty(m.num_factors, dtype=np.int32)
-        self._counts = np.empty(m.num_factors, dtype=np.int32)
         self._act_i = np.zeros(m.num_factors, dtype=np.int32)
-        self._obs = np.zeros(m.num_modalities, dtype=np.int32)
-        self._obs_distr = np.zeros(sum(m.num_obs), dtype=np.float32)
         self._hist_len = int(belief_hist_len)
         self._act_hist_len = int(action_hist_len)
         if save_belief_hist:
             self.qs_hist, self.q_pi_hist = [], []
-        self.prev_obs: list = []
+        self.prev_obs = []
         self.F = None
         self.reset()
-        self.action = None
-        self.prev_actions = None
+        self._action = None
+        self._prev_actions = None
 
     # -- model views (pymdp attribute names) ----------------------------------------------
 
@@ -259,9 +274,15 @@ class Agent:
         self.curr_timestep = 0
         return self.qs
 
-    def _load_observation(self, observation, distr_obs: bool) -> bool:
-        """Validate ``observation`` into the agent's buffers; True if it is a distribution."""
+    def _load_observation(self, observation, distr_obs: bool):
+        """Validate ``observation`` into scratch buffers.
+
+        Returns ``(distr, obs, obs_distr)``: whether it is a distribution, the
+        outcome indices (int32) and the concatenated distributions (float32).
+        """
         nm = self._model.num_modalities
+        obs = scratch(nm, "obs", np.int32)
+        obs_distr = scratch(self._model.kmodel.sum_obs, "obs_distr")
         if isinstance(observation, np.ndarray) and observation.dtype == object:
             distr_obs = True
         if distr_obs:
@@ -275,8 +296,8 @@ class Agent:
                                      f"got {p.shape}")
                 if np.any(p < 0):
                     raise ValueError(f"observation[{m}] has negative probabilities")
-            self._obs_distr[:] = np.concatenate(parts)
-            return True
+            obs_distr[:self._model.kmodel.sum_obs] = np.concatenate(parts)
+            return True, obs, obs_distr
         if isinstance(observation, (int, np.integer)) and nm == 1:
             observation = (observation,)
         if not isinstance(observation, (list, tuple, np.ndarray)) or len(observation) != nm:
@@ -290,10 +311,9 @@ class Agent:
             if not 0 <= o < num_obs[m]:
                 raise ValueError(f"observation[{m}] = {o} out of range: modality {m} has "
                                  f"{num_obs[m]} outcomes (0..{num_obs[m] - 1})")
-        obs = self._obs
         for m, o in enumerate(observation):
             obs[m] = o
-        return False
+        return False, obs, obs_distr
 
     def infer_states(self, observation, distr_obs=False):
         """Update the posterior over hidden states from one observation; returns ``qs``.
@@ -306,11 +326,11 @@ class Agent:
         distr_obs : bool
             Whether ``observation`` holds distributions.
         """
-        distr = self._load_observation(observation, distr_obs)
+        distr, obs, obs_distr = self._load_observation(observation, distr_obs)
         km = self._model.kmodel
         num_iter, dF, dF_tol, compute_vfe = self._fpi
         _kernels.infer_states(km, self._qs_buf, self._qs_buf, self._act_i, self._action is not None,
-                              self._obs, self._obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
+                              obs, obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
                               scratch(km.scratch_size))
         if hasattr(self, "qs_hist"):
             self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self.qs]))
@@ -336,9 +356,9 @@ class Agent:
 
     def _select(self, probs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """One index per block of ``probs``: pymdp's select_highest or softmax sampling."""
-        out = self._sel[:len(sizes)]
+        out = scratch(len(sizes), "select", np.int32)
         if self.action_selection == "deterministic":
-            counts = self._counts[:len(sizes)]
+            counts = scratch(len(sizes), "counts", np.int32)
             if _kernels.select_highest(probs, sizes, out, counts, TIE_TOL):
                 off = 0
                 for b, n in enumerate(sizes):
@@ -359,11 +379,12 @@ class Agent:
         """Select an action per factor, advance time and return it (float array, as pymdp)."""
         m = self._model
         if self.sampling_mode == "marginal":
-            _kernels.action_marginals(m.kmodel, self._q_pi, self._marg)
-            sel = self._select(self._marg, self._ctrl_sizes)
-            self._act_i[:] = sel
+            marg = scratch(m.kmodel.sum_controls, "marginals")
+            _kernels.action_marginals(m.kmodel, self._q_pi, marg)
+            sel = self._select(marg, m.num_controls_i32)
+            self._act_i[:] = sel[:m.num_factors]
         else:
-            idx = int(self._select(self._q_pi, self._pol_size)[0])
+            idx = int(self._select(self._q_pi, m.num_policies_i32)[0])
             self._act_i[:] = m.policies[idx][0, :]
         action = self._act_i.astype(np.float64)
         self._action = action
@@ -390,7 +411,7 @@ class Agent:
         if value is not None:
             value = np.asarray(value, dtype=np.float64).reshape(-1)
             if value.shape != (self.num_factors,) or np.any(value < 0) or \
-                    np.any(value >= self._ctrl_sizes) or np.any(value != np.round(value)):
+                    np.any(value >= self.num_controls) or np.any(value != np.round(value)):
                 raise ValueError(f"action must hold one control index per factor, within "
                                  f"num_controls = {self.num_controls}; got {value}")
             self._act_i[:] = value
@@ -430,19 +451,15 @@ class Agent:
         if m.pA is None:
             raise ValueError("update_A needs pA (Dirichlet parameters over A)")
         mods = self._learn_list(self.modalities_to_learn, m.num_modalities, "modalities_to_learn")
-        saved = (self._obs.copy(), self._obs_distr.copy())
-        try:
-            distr = self._load_observation(obs, False)
-            qA = [np.array(p) for p in m.pA]
-            off = np.cumsum([0] + m.num_obs)
-            for mm in mods:
-                o = (self._obs_distr[off[mm]:off[mm + 1]].astype(np.float64) if distr
-                     else np.eye(m.num_obs[mm])[self._obs[mm]])
-                dfda = np.multiply.outer(o, self._joint(self.qs, m.A_factor_list[mm]))
-                qA[mm] = qA[mm] + self.lr_pA * dfda * (m._A[mm] > 0)
-            self._model = m.replace(pA=qA)
-        finally:
-            self._obs[:], self._obs_distr[:] = saved
+        distr, o_idx, o_distr = self._load_observation(obs, False)
+        qA = [np.array(p) for p in m.pA]
+        off = np.cumsum([0] + m.num_obs)
+        for mm in mods:
+            o = (o_distr[off[mm]:off[mm + 1]].astype(np.float64) if distr
+                 else np.eye(m.num_obs[mm])[o_idx[mm]])
+            dfda = np.multiply.outer(o, self._joint(self.qs, m.A_factor_list[mm]))
+            qA[mm] = qA[mm] + self.lr_pA * dfda * (m.A[mm] > 0)
+        self._model = m.replace(pA=qA)
         return self._model.pA
 
     def update_B(self, qs_prev):
@@ -461,7 +478,7 @@ class Agent:
             a = int(self.action[f])
             dfdb = np.multiply.outer(np.asarray(self.qs[f], dtype=np.float64),
                                      self._joint(prev, m.B_factor_list[f]))
-            qB[f][..., a] += self.lr_pB * dfdb * (m._B[f][..., a] > 0)
+            qB[f][..., a] += self.lr_pB * dfdb * (m.B[f][..., a] > 0)
         self._model = m.replace(pB=qB)
         return self._model.pB
 

@@ -11,7 +11,9 @@ every unchanged array with the old one (copy-on-write).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -157,15 +159,6 @@ def _backwards_induction(H: list[np.ndarray], B: list[np.ndarray], B_factor_list
     return out
 
 
-def _readonly(arrays: list[np.ndarray], dtype=np.float32) -> np.ndarray:
-    out = np.empty(len(arrays), dtype=object)
-    for i, a in enumerate(arrays):
-        a = np.array(a, dtype=dtype)
-        a.flags.writeable = False
-        out[i] = a
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------
@@ -202,9 +195,12 @@ class GenerativeModel:
 
     Notes
     -----
-    All arrays exposed (``A``, ``B``, ``C``, ...) are float32 and read-only:
-    a model is shared, so writing into it would change other agents. Use
-    :meth:`replace` to derive a model with some arrays changed.
+    The model keeps only its packed float32 form; the pymdp-layout arrays it
+    exposes (``A``, ``B``, ``C``, ...) are float32, read-only, and built on
+    first access. A model is shared, so writing into it would change other
+    agents: use :meth:`replace` to derive a model with some arrays changed
+    (it shares every unchanged array with this one), or :meth:`interned` to
+    reuse a live model built from equal arrays.
     """
 
     def __init__(self, A, B, C=None, D=None, E=None, pA=None, pB=None, pD=None, H=None,
@@ -219,62 +215,104 @@ class GenerativeModel:
         self.policy_len = int(policy_len)
         self.ii_depth = int(ii_depth)
         self.ii_threshold = float(ii_threshold)
+        self._views: dict[str, Any] = {}
+        A_dense, B_dense = self._set_A(A, pA), None
+        B_dense = self._set_B(B, pB, num_controls)
+        self._set_factor_lists(A_factor_list, B_factor_list, A_dense, B_dense)
+        self._set_policies(control_fac_idx, policies)
+        self._set_C(C)
+        self._set_D(D, pD)
+        self._set_E(E)
+        self._set_H(H, B_dense)
+        self._pack()
 
-        # learning priors: A / B / D are their expectations, as pymdp's reset()
+    # -- one setter per component: validate, then compute its packed form ---------------
+
+    def _set_A(self, A, pA) -> list[np.ndarray]:
         self._pA = as_array_list(pA, "pA") if pA is not None else None
-        self._pB = as_array_list(pB, "pB") if pB is not None else None
-        self._pD = as_array_list(pD, "pD") if pD is not None else None
-        for name, p in (("pA", self._pA), ("pB", self._pB), ("pD", self._pD)):
-            if p is not None and any(np.any(a < 0) for a in p):
-                raise ValueError(f"{name} has negative Dirichlet parameters")
         A = as_array_list(A, "A")
-        B = as_array_list(B, "B")
         if self._pA is not None:
-            self._check_same_shapes(self._pA, A, "pA", "A")
-            A = [_normalise(p) for p in self._pA]
-        if self._pB is not None:
-            self._check_same_shapes(self._pB, B, "pB", "B")
-            B = [_normalise(p) for p in self._pB]
+            if any(np.any(p < 0) for p in self._pA):
+                raise ValueError("pA has negative Dirichlet parameters")
+            _check_same_shapes(self._pA, A, "pA", "A")
+            A = [_normalise(p) for p in self._pA]  # A is the expectation of pA, as pymdp
         check_normalised(A, "A")
+        for m, a in enumerate(A):
+            if a.ndim < 2:
+                raise ValueError(f"A[{m}] must have at least 2 axes (outcome, states), "
+                                 f"got shape {a.shape}")
+        self.num_obs = [a.shape[0] for a in A]
+        self.num_modalities = len(A)
+        self._A_shapes = [a.shape for a in A]
+        self._A_specs, self._wA_specs, self._a_H = [], [], []
+        for m, a in enumerate(A):
+            a2 = a.reshape(a.shape[0], -1)
+            self._A_specs.append(_mat_spec(a2, self.sparse, with_log=True))
+            self._a_H.append((a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0))
+            self._wA_specs.append(None if self._pA is None else
+                                  _mat_spec(_spm_wnorm(self._pA[m]).reshape(a2.shape),
+                                            self.sparse, with_log=False))
+        self._views.pop("A", None)
+        return A
+
+    def _set_B(self, B, pB, num_controls=None) -> list[np.ndarray]:
+        self._pB = as_array_list(pB, "pB") if pB is not None else None
+        B = as_array_list(B, "B")
+        if self._pB is not None:
+            if any(np.any(p < 0) for p in self._pB):
+                raise ValueError("pB has negative Dirichlet parameters")
+            _check_same_shapes(self._pB, B, "pB", "B")
+            B = [_normalise(p) for p in self._pB]
         check_normalised(B, "B")
         for f, b in enumerate(B):
             if b.ndim < 3:
                 raise ValueError(f"B[{f}] must have at least 3 axes (next state, previous "
                                  f"state(s), control), got shape {b.shape}")
-        for m, a in enumerate(A):
-            if a.ndim < 2:
-                raise ValueError(f"A[{m}] must have at least 2 dimensions (outcome, states), "
-                                 f"got shape {a.shape}")
-
-        self.num_obs = [a.shape[0] for a in A]
-        self.num_states = [b.shape[0] for b in B]
-        self.num_modalities, self.num_factors = len(A), len(B)
-        nf = self.num_factors
-        inferred_controls = [b.shape[-1] for b in B]
-        if num_controls is not None and list(num_controls) != inferred_controls:
+        inferred = [b.shape[-1] for b in B]
+        if num_controls is not None and list(num_controls) != inferred:
             raise ValueError(f"num_controls {list(num_controls)} does not match the last axis "
-                             f"of B {inferred_controls}")
-        self.num_controls = inferred_controls
+                             f"of B {inferred}")
+        self.num_controls = inferred
+        self.num_states = [b.shape[0] for b in B]
+        self.num_factors = len(B)
+        self._B_shapes = [b.shape for b in B]
+        self._B_specs, self._wB_specs = [], []
+        for f, b in enumerate(B):
+            self._B_specs.append([_mat_spec(b[..., u].reshape(b.shape[0], -1), self.sparse, False)
+                                  for u in range(b.shape[-1])])
+            if self._pB is None:
+                self._wB_specs.append(None)
+            else:
+                w = _spm_wnorm(self._pB[f])
+                self._wB_specs.append([_mat_spec(w[..., u].reshape(b.shape[0], -1), self.sparse,
+                                                 False) for u in range(b.shape[-1])])
+        self._views.pop("B", None)
+        return B
 
+    def _set_factor_lists(self, A_factor_list, B_factor_list, A, B) -> None:
+        nf = self.num_factors
         if A_factor_list is None:
             A_factor_list = [list(range(nf))] * self.num_modalities
-        self.A_factor_list = _check_factor_list(A_factor_list, self.num_modalities, nf, "A_factor_list")
+        self.A_factor_list = _check_factor_list(A_factor_list, self.num_modalities, nf,
+                                                "A_factor_list")
         if B_factor_list is None:
             B_factor_list = [[f] for f in range(nf)]
         self.B_factor_list = _check_factor_list(B_factor_list, nf, nf, "B_factor_list")
-        for m, a in enumerate(A):
+        for m, shape in enumerate(self._A_shapes):
             want = tuple(self.num_states[f] for f in self.A_factor_list[m])
-            if a.shape[1:] != want:
-                raise ValueError(f"A[{m}] has shape {a.shape}; with A_factor_list[{m}] = "
+            if shape[1:] != want:
+                raise ValueError(f"A[{m}] has shape {shape}; with A_factor_list[{m}] = "
                                  f"{self.A_factor_list[m]} its trailing axes must be {want}")
-        for f, b in enumerate(B):
+        for f, shape in enumerate(self._B_shapes):
             want = tuple(self.num_states[g] for g in self.B_factor_list[f])
-            if b.shape[1:-1] != want:
-                raise ValueError(f"B[{f}] has shape {b.shape}; with B_factor_list[{f}] = "
+            if shape[1:-1] != want:
+                raise ValueError(f"B[{f}] has shape {shape}; with B_factor_list[{f}] = "
                                  f"{self.B_factor_list[f]} its middle axes must be {want}")
-        self.A_modality_list = [[m for m in range(self.num_modalities) if f in self.A_factor_list[m]]
-                                for f in range(nf)]
+        self.A_modality_list = [[m for m in range(self.num_modalities)
+                                 if f in self.A_factor_list[m]] for f in range(nf)]
 
+    def _set_policies(self, control_fac_idx, policies) -> None:
+        nf = self.num_factors
         if control_fac_idx is None:
             control_fac_idx = [f for f in range(nf) if self.num_controls[f] > 1]
         else:
@@ -283,45 +321,62 @@ class GenerativeModel:
                 if not 0 <= f < nf:
                     raise ValueError(f"control_fac_idx contains {f}, outside 0..{nf - 1}")
                 if self.num_controls[f] <= 1:
-                    raise ValueError(f"control_fac_idx contains factor {f}, which has only one control")
+                    raise ValueError(f"control_fac_idx contains factor {f}, which has only "
+                                     "one control")
         self.control_fac_idx = control_fac_idx
         if policies is None:
             policies = construct_policies(self.num_states, self.num_controls, self.policy_len,
                                           self.control_fac_idx)
         self.policies = validate_policies(policies, self.num_controls)
-        if self.policies[0].shape[0] != self.policy_len:
-            # pymdp evaluates custom policies over their own length
-            self.policy_len = self.policies[0].shape[0]
-        n_pol = len(self.policies)
+        # pymdp evaluates custom policies over their own length
+        self.policy_len = self.policies[0].shape[0]
 
-        # C: log-preferences, 1-D per modality or (num_obs, T)
+    def _set_C(self, C) -> None:
         if C is None:
             C = [np.zeros(n) for n in self.num_obs]
         else:
             C = as_array_list(C, "C")
             if len(C) != self.num_modalities:
-                raise ValueError(f"C has {len(C)} entries; expected one per modality ({self.num_modalities})")
+                raise ValueError(f"C has {len(C)} entries; expected one per modality "
+                                 f"({self.num_modalities})")
             for m, c in enumerate(C):
                 if c.ndim not in (1, 2) or c.shape[0] != self.num_obs[m]:
                     raise ValueError(f"C[{m}] must have shape ({self.num_obs[m]},) or "
                                      f"({self.num_obs[m]}, T); got {c.shape}")
                 if c.ndim == 2 and c.shape[1] < self.policy_len:
-                    raise ValueError(f"C[{m}] has {c.shape[1]} time columns; policy_len is {self.policy_len}")
-        self._C = C
+                    raise ValueError(f"C[{m}] has {c.shape[1]} time columns; policy_len is "
+                                     f"{self.policy_len}")
+        self._C = [c.astype(np.float32) for c in C]
+        T = self.policy_len
+        self._lnC = []
+        for c in C:
+            c2 = np.tile(c[:, None], (1, T)) if c.ndim == 1 else c[:, :T]
+            # softmax over outcomes of each time column, as pymdp's softmax_obj_arr
+            c2 = np.exp(c2 - c2.max(axis=0))
+            self._lnC.append(np.log(c2 / c2.sum(axis=0) + _LOG_EPS).astype(np.float32).ravel())
+        self._views.pop("C", None)
 
+    def _set_D(self, D, pD) -> None:
+        self._pD = as_array_list(pD, "pD") if pD is not None else None
+        if self._pD is not None and any(np.any(p < 0) for p in self._pD):
+            raise ValueError("pD has negative Dirichlet parameters")
         if D is None:
-            D = [_normalise(p) for p in self._pD] if self._pD is not None else \
-                [np.full(n, 1.0 / n) for n in self.num_states]
+            D = ([_normalise(p) for p in self._pD] if self._pD is not None
+                 else [np.full(n, 1.0 / n) for n in self.num_states])
         else:
             D = as_array_list(D, "D")
-        if len(D) != nf or any(d.shape != (n,) for d, n in zip(D, self.num_states)):
+        if len(D) != self.num_factors or any(d.shape != (n,) for d, n in zip(D, self.num_states)):
             raise ValueError(f"D must hold one vector per factor with lengths {self.num_states}; "
                              f"got shapes {[d.shape for d in D]}")
         check_normalised(D, "D")
-        self._D = D
         if self._pD is not None and any(p.shape != d.shape for p, d in zip(self._pD, D)):
             raise ValueError("pD must have the same shapes as D")
+        self._D = [d.astype(np.float32) for d in D]
+        self._logD = np.log(np.concatenate(D) + _LOG_EPS).astype(np.float32)
+        self._views.pop("D", None)
 
+    def _set_E(self, E) -> None:
+        n_pol = len(self.policies)
         if E is None:
             E = np.full(n_pol, 1.0 / n_pol)
         else:
@@ -330,60 +385,40 @@ class GenerativeModel:
                 raise ValueError(f"E must have one entry per policy ({n_pol}); got shape {E.shape}")
             if np.any(E < 0):
                 raise ValueError("E has negative entries")
-        self._E = E
+        self._E = E.astype(np.float32)
+        self._lnE = np.log(E + _LOG_EPS).astype(np.float32)
+        self._views.pop("E", None)
 
-        if H is not None:
-            H = as_array_list(H, "H")
-            if len(H) != nf or any(h.shape != (n,) for h, n in zip(H, self.num_states)):
-                raise ValueError(f"H must hold one vector per factor with lengths {self.num_states}")
-            self._I = _backwards_induction(H, B, self.B_factor_list, self.ii_threshold, self.ii_depth)
-        else:
-            self._I = None
-        self._H = H
+    def _set_H(self, H, B) -> None:
+        if H is None:
+            self._H = self._I = None
+            return
+        H = as_array_list(H, "H")
+        if len(H) != self.num_factors or any(h.shape != (n,) for h, n in zip(H, self.num_states)):
+            raise ValueError(f"H must hold one vector per factor with lengths {self.num_states}")
+        if B is None:
+            B = [np.asarray(b, dtype=np.float64) for b in self.B]
+        self._H = [h.astype(np.float32) for h in H]
+        self._I = _backwards_induction(H, B, self.B_factor_list, self.ii_threshold, self.ii_depth)
+        self._views.pop("H", None)
+        self._views.pop("I", None)
 
-        self._A, self._B = A, B
-        self.has_pA, self.has_pB, self.has_H = pA is not None, pB is not None, H is not None
-        self._build()
-
-    @staticmethod
-    def _check_same_shapes(p, a, pname, aname):
-        if len(p) != len(a) or any(x.shape != y.shape for x, y in zip(p, a)):
-            raise ValueError(f"{pname} must have the same shapes as {aname}: "
-                             f"{[x.shape for x in p]} vs {[y.shape for y in a]}")
-
-    def _build(self) -> None:
-        """Pack everything for the kernels (the only place the C layout is decided)."""
-        A, B, nf, nm = self._A, self._B, self.num_factors, self.num_modalities
+    def _pack(self) -> None:
+        """Hand every packed component to the kernels (the only place the C layout is fixed)."""
         mats: list[dict] = []
-        a_mat, wa_mat, a_H, lnC = [], [], [], []
-        T = self.policy_len
-        for m, a in enumerate(A):
-            a2 = a.reshape(a.shape[0], -1)
+        a_mat, wa_mat, b_mat, wb_mat = [], [], [], []
+        for spec, wspec in zip(self._A_specs, self._wA_specs):
             a_mat.append(len(mats))
-            mats.append(_mat_spec(a2, self.sparse, with_log=True))
-            a_H.append((a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0))
-            if self._pA is not None:
-                wa_mat.append(len(mats))
-                mats.append(_mat_spec(_spm_wnorm(self._pA[m]).reshape(a2.shape), self.sparse, False))
-            else:
-                wa_mat.append(-1)
-            c = self._C[m]
-            c2 = np.tile(c[:, None], (1, T)) if c.ndim == 1 else c[:, :T]
-            # softmax over outcomes of each time column, as pymdp's softmax_obj_arr
-            c2 = np.exp(c2 - c2.max(axis=0))
-            lnC.append(np.log(c2 / c2.sum(axis=0) + _LOG_EPS))
-        b_mat, wb_mat = [], []
-        for f, b in enumerate(B):
+            mats.append(spec)
+            wa_mat.append(-1 if wspec is None else len(mats))
+            if wspec is not None:
+                mats.append(wspec)
+        for specs, wspecs in zip(self._B_specs, self._wB_specs):
             b_mat.append(len(mats))
-            for u in range(b.shape[-1]):
-                mats.append(_mat_spec(b[..., u].reshape(b.shape[0], -1), self.sparse, False))
-            if self._pB is not None:
-                wb_mat.append(len(mats))
-                w = _spm_wnorm(self._pB[f])
-                for u in range(b.shape[-1]):
-                    mats.append(_mat_spec(w[..., u].reshape(b.shape[0], -1), self.sparse, False))
-            else:
-                wb_mat.append(-1)
+            mats.extend(specs)
+            wb_mat.append(-1 if wspecs is None else len(mats))
+            if wspecs is not None:
+                mats.extend(wspecs)
 
         def offsets(lengths):
             return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
@@ -401,45 +436,60 @@ class GenerativeModel:
             "b_mat": b_mat, "wb_mat": wb_mat,
             "policies": np.ascontiguousarray(np.stack(self.policies), dtype=np.int32),
         }
-        logD = np.log(np.concatenate(self._D) + _LOG_EPS)
-        lnE = np.log(self._E + _LOG_EPS)
         I = None
         if self._I is not None:
             I = (np.concatenate([i.ravel() for i in self._I]),
                  offsets([i.size for i in self._I])[:-1])
-        self.kmodel = _kernels.KModel(ints, mats, a_H, [c.ravel() for c in lnC], lnE, logD,
+        self.kmodel = _kernels.KModel(ints, mats, self._a_H, self._lnC, self._lnE, self._logD,
                                       I, self.ii_depth)
-        self.is_sparse = {"A": [bool(mats[i]["sparse"]) for i in a_mat],
-                          "B": [bool(mats[i]["sparse"]) for i in b_mat]}
-        self._views: dict[str, np.ndarray] = {}
+        self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
+        self.has_H = self._I is not None
+        self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
+        self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
+        self.is_sparse = {"A": [bool(s["sparse"]) for s in self._A_specs],
+                          "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
 
     # -- pymdp-layout views, built on first use -------------------------------------------
 
-    def _view(self, name: str, arrays, dtype=np.float32):
-        if arrays is None:
-            return None
+    def _view(self, name: str, build):
         if name not in self._views:
-            self._views[name] = _readonly(arrays, dtype)
+            arrays = build()
+            if arrays is None:
+                return None
+            out = np.empty(len(arrays), dtype=object)
+            for i, a in enumerate(arrays):
+                a = np.array(a, dtype=np.float64 if name.startswith("p") else np.float32)
+                a.flags.writeable = False
+                out[i] = a
+            self._views[name] = out
         return self._views[name]
 
-    A = property(lambda self: self._view("A", self._A), doc="Observation model, float32 read-only.")
-    B = property(lambda self: self._view("B", self._B), doc="Transition model, float32 read-only.")
-    C = property(lambda self: self._view("C", self._C), doc="Log-preferences, float32 read-only.")
-    D = property(lambda self: self._view("D", self._D), doc="Initial-state prior, float32 read-only.")
-    pA = property(lambda self: self._view("pA", self._pA, np.float64))
-    pB = property(lambda self: self._view("pB", self._pB, np.float64))
-    pD = property(lambda self: self._view("pD", self._pD, np.float64))
-    H = property(lambda self: self._view("H", self._H))
+    @property
+    def A(self) -> np.ndarray:
+        """Observation model (object array of float32 read-only arrays)."""
+        return self._view("A", lambda: [_unpack(s).reshape(shape) for s, shape
+                                        in zip(self._A_specs, self._A_shapes)])
+
+    @property
+    def B(self) -> np.ndarray:
+        """Transition model (object array of float32 read-only arrays)."""
+        return self._view("B", lambda: [
+            np.stack([_unpack(s) for s in specs], axis=-1).reshape(shape)
+            for specs, shape in zip(self._B_specs, self._B_shapes)])
+
+    C = property(lambda self: self._view("C", lambda: self._C), doc="Log-preferences.")
+    D = property(lambda self: self._view("D", lambda: self._D), doc="Initial-state prior.")
+    H = property(lambda self: self._view("H", lambda: self._H), doc="Goal prior (or None).")
+    I = property(lambda self: self._view("I", lambda: self._I),
+                 doc="Inductive-inference reachability per factor (or None).")
+    pA = property(lambda self: self._view("pA", lambda: self._pA), doc="Dirichlet over A.")
+    pB = property(lambda self: self._view("pB", lambda: self._pB), doc="Dirichlet over B.")
+    pD = property(lambda self: self._view("pD", lambda: self._pD), doc="Dirichlet over D.")
 
     @property
     def E(self) -> np.ndarray:
         """Prior over policies, float32 read-only."""
-        return self._view("E", [self._E])[0]
-
-    @property
-    def I(self):
-        """Inductive-inference reachability per factor (None without H)."""
-        return self._view("I", self._I)
+        return self._view("E", lambda: [self._E])[0]
 
     @property
     def num_policies(self) -> int:
@@ -447,24 +497,103 @@ class GenerativeModel:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the packed model the kernels read."""
+        """Bytes of the packed model the kernels read (views built on access not counted)."""
         return self.kmodel.nbytes
 
-    def replace(self, **changes) -> "GenerativeModel":
-        """A new model with some arrays or options changed (this one is left as it is)."""
-        kw = self._kwargs()
-        kw.update(changes)
-        return GenerativeModel(**kw)
+    # -- deriving and sharing models -----------------------------------------------------
 
-    def _kwargs(self) -> dict:
-        return dict(A=self._A, B=self._B, C=self._C, D=self._D, E=self._E,
-                    pA=self._pA, pB=self._pB, pD=self._pD, H=self._H,
-                    A_factor_list=self.A_factor_list, B_factor_list=self.B_factor_list,
-                    policy_len=self.policy_len, control_fac_idx=self.control_fac_idx,
-                    policies=self.policies, ii_depth=self.ii_depth,
-                    ii_threshold=self.ii_threshold, sparse=self.sparse)
+    def replace(self, **changes) -> "GenerativeModel":
+        """A new model with some components changed; this one is left as it is.
+
+        Accepts ``A``, ``B``, ``C``, ``D``, ``E``, ``H``, ``pA``, ``pB``, ``pD``.
+        Every component not changed is shared with this model, not copied.
+        """
+        allowed = {"A", "B", "C", "D", "E", "H", "pA", "pB", "pD"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"replace() takes {sorted(allowed)}, got {sorted(unknown)}")
+        new = object.__new__(GenerativeModel)
+        new.__dict__.update(self.__dict__)
+        new._views = {k: v for k, v in self._views.items() if k not in changes}
+        B_dense = None
+        if "A" in changes or "pA" in changes:
+            A = changes.get("A", self.A if "pA" in changes else None)
+            pA = changes.get("pA", self._pA if "A" not in changes else None)
+            new._set_A(A, pA)
+            if new._A_shapes != self._A_shapes:
+                raise ValueError("replace() cannot change the shapes of A")
+        if "B" in changes or "pB" in changes:
+            B = changes.get("B", self.B if "pB" in changes else None)
+            pB = changes.get("pB", self._pB if "B" not in changes else None)
+            B_dense = new._set_B(B, pB)
+            if new._B_shapes != self._B_shapes:
+                raise ValueError("replace() cannot change the shapes of B")
+        if "C" in changes:
+            new._set_C(changes["C"])
+        if "D" in changes or "pD" in changes:
+            new._set_D(changes.get("D", None if "pD" in changes else self._D),
+                       changes.get("pD", self._pD))
+        if "E" in changes:
+            new._set_E(changes["E"])
+        if "H" in changes or B_dense is not None and self._H is not None:
+            new._set_H(changes.get("H", self._H), B_dense)
+        new._pack()
+        return new
+
+    @classmethod
+    def interned(cls, **kwargs) -> "GenerativeModel":
+        """The live model built from equal arguments, or a new one (then remembered).
+
+        Models are keyed by a hash of their arguments' contents and held
+        weakly: a model is freed when the last agent using it goes.
+        """
+        key = _content_key(kwargs)
+        model = _INTERNED.get(key)
+        if model is None:
+            model = cls(**kwargs)
+            _INTERNED[key] = model
+        return model
 
     def __repr__(self) -> str:
         return (f"GenerativeModel(num_states={self.num_states}, num_obs={self.num_obs}, "
                 f"num_controls={self.num_controls}, policies={self.num_policies}, "
-                f"sparse={self.is_sparse})")
+                f"nbytes={self.nbytes})")
+
+
+_INTERNED: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
+
+
+def _content_key(kwargs: dict) -> bytes:
+    """Digest of model arguments: array bytes, shapes and dtypes, and plain values."""
+    h = hashlib.blake2b(digest_size=20)
+
+    def feed(x):
+        if isinstance(x, np.ndarray) and x.dtype != object:
+            h.update(f"nd{x.dtype.str}{x.shape}".encode())
+            h.update(np.ascontiguousarray(x).data)
+        elif isinstance(x, (list, tuple, np.ndarray)):
+            h.update(f"seq{len(x)}(".encode())
+            for v in x:
+                feed(v)
+            h.update(b")")
+        else:
+            h.update(repr(x).encode())
+
+    for k in sorted(kwargs):
+        h.update(k.encode())
+        feed(kwargs[k])
+    return h.digest()
+
+
+def _check_same_shapes(p, a, pname, aname):
+    if len(p) != len(a) or any(x.shape != y.shape for x, y in zip(p, a)):
+        raise ValueError(f"{pname} must have the same shapes as {aname}: "
+                         f"{[x.shape for x in p]} vs {[y.shape for y in a]}")
+
+
+def _unpack(spec: dict) -> np.ndarray:
+    """The (rows, cols) float32 matrix a spec holds."""
+    if spec["sparse"]:
+        return sp.csc_matrix((spec["val"], spec["idx"], spec["indptr"]),
+                             shape=(spec["rows"], spec["cols"])).toarray()
+    return spec["val"].reshape(spec["cols"], spec["rows"]).T

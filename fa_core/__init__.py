@@ -2,7 +2,8 @@
 
 from fa_core.agent import Agent
 from fa_core.model import GenerativeModel
+from fa_core.population import Population
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "GenerativeModel", "__version__"]
+__all__ = ["Agent", "GenerativeModel", "Population", "__version__"]

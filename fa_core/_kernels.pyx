@@ -19,6 +19,7 @@ reason.
 """
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cython.parallel cimport prange, threadid
 from libc.math cimport expf, logf, exp, log
 from libc.string cimport memset, memcpy
 
@@ -62,7 +63,8 @@ cdef struct ModelC:
     int* a_mat          # index of A[m] in mats
     int* wa_mat         # index of the pA information-gain weight, or -1
     float** a_H         # per column sum_o A log(A + exp(-16)) (length K)
-    float** lnC         # log softmax C[m], shape (no[m], T) row-major
+    float* lnC          # log softmax C, per modality (no[m], T) row-major at lnC_off[m]
+    int* lnC_off
     # factor f: parents b_dep[b_dep_off[f]:...], K = b_K[f], slice u at mats[b_mat[f] + u]
     int* b_dep
     int* b_dep_off
@@ -341,8 +343,11 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
 
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                            int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
-                           const float* lnE, float* G, float* q_pi, float* scratch) noexcept nogil:
+                           const float* lnC, const float* lnE, float* G, float* q_pi,
+                           float* scratch) noexcept nogil:
     """Expected free energy of every policy and the policy posterior.
+
+    ``lnC`` and ``lnE`` are the model's (``m.lnC``, ``m.lnE``) or one agent's own.
 
     Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf floats.
     """
@@ -403,7 +408,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 if use_utility:
                     ut = 0.0
                     for o in range(m.no[mm]):
-                        ut += <double>qo[o] * m.lnC[mm][o * m.T + t]
+                        ut += <double>qo[o] * lnC[m.lnC_off[mm] + o * m.T + t]
                     g += ut
                 if use_sig:
                     # spm_MDP_G: joint states at or below exp(-16) are left out
@@ -477,13 +482,12 @@ cdef class KModel:
     cdef readonly int scratch_size
     cdef readonly int sum_obs
     cdef readonly int sum_controls
+    cdef readonly int lnC_size
     cdef float** _aH
-    cdef float** _lnC
 
     def __cinit__(self):
         self.c.mats = NULL
         self._aH = NULL
-        self._lnC = NULL
 
     def __init__(self, dict ints, list mats, list a_H, list lnC, object lnE, object logD,
                  object I, int ii_depth):
@@ -525,14 +529,14 @@ cdef class KModel:
                 self.c.mats[i].idx = self._ints(spec, "idx")
 
         self._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
-        self._lnC = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
-        if self._aH == NULL or self._lnC == NULL:
+        if self._aH == NULL:
             raise MemoryError()
         for i in range(self.c.nm):
             self._aH[i] = self._floats(a_H[i])
-            self._lnC[i] = self._floats(lnC[i])
         self.c.a_H = self._aH
-        self.c.lnC = self._lnC
+        self.c.lnC = self._floats(np.concatenate([np.ravel(c) for c in lnC]))
+        self.c.lnC_off = self._ints({"o": np.cumsum([0] + [np.size(c) for c in lnC])}, "o")
+        self.lnC_size = int(sum(np.size(c) for c in lnC))
         self.c.lnE = self._floats(lnE)
         self.c.logD = self._floats(logD)
         if I is None:
@@ -570,7 +574,6 @@ cdef class KModel:
     def __dealloc__(self):
         PyMem_Free(self.c.mats)
         PyMem_Free(self._aH)
-        PyMem_Free(self._lnC)
 
     @property
     def nbytes(self):
@@ -613,7 +616,8 @@ def infer_policies(KModel model, const float[::1] qs, double gamma, bint use_uti
     cdef const ModelC* m = &model.c
     with nogil:
         c_infer_policies(m, &qs[0], gamma, use_utility, use_states_info_gain,
-                         use_pA, use_pB, use_I and m.has_I, m.lnE, &G[0], &q_pi[0], &scratch[0])
+                         use_pA, use_pB, use_I and m.has_I, m.lnC, m.lnE, &G[0], &q_pi[0],
+                         &scratch[0])
 
 
 def action_marginals(KModel model, const float[::1] q_pi, float[::1] marg):
@@ -674,3 +678,182 @@ def nth_tie(const float[::1] x, int off, int n, float tol, int r):
                 return i
             r -= 1
     return -1
+
+
+# ---------------------------------------------------------------------------
+# Populations: the per-agent kernels above in one parallel loop
+# ---------------------------------------------------------------------------
+
+cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
+    """SplitMix64: one 64-bit word of state per agent, so streams are independent of threads."""
+    cdef unsigned long long z
+    state[0] += 0x9E3779B97F4A7C15ULL
+    z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline double uniform01(unsigned long long* state) noexcept nogil:
+    return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef int c_select(const float* p, int n, int deterministic, double alpha, float tol,
+                  unsigned long long* rng, float* tmp) noexcept nogil:
+    """pymdp's choice rule on one distribution, with this agent's random stream.
+
+    Deterministic: the maximum, ties (within ``tol``) broken uniformly at random.
+    Stochastic: a draw from ``softmax(alpha * log(p + 1e-16))``.
+    """
+    cdef int i, best = 0, count = 0, r
+    cdef float mx = p[0]
+    cdef double u, acc
+    if deterministic:
+        for i in range(1, n):
+            if p[i] > mx:
+                mx = p[i]
+                best = i
+        for i in range(n):
+            if mx - p[i] <= tol:
+                count += 1
+        if count == 1:
+            return best
+        r = <int>(uniform01(rng) * count)
+        for i in range(n):
+            if mx - p[i] <= tol:
+                if r == 0:
+                    return i
+                r -= 1
+        return best
+    for i in range(n):
+        tmp[i] = <float>(alpha * logf(p[i] + EPS))
+    softmax_inplace(tmp, n)
+    u = uniform01(rng)
+    acc = 0.0
+    for i in range(n):
+        acc += tmp[i]
+        if u < acc:
+            return i
+    return n - 1
+
+
+cdef void c_sample_action(const ModelC* m, const float* q_pi, int full, int deterministic,
+                          double alpha, float tol, unsigned long long* rng, int* action,
+                          float* scratch) noexcept nogil:
+    """Action per factor from the policy posterior (marginal or full sampling mode)."""
+    cdef int f, p
+    cdef float* marg = scratch
+    cdef float* tmp = scratch + m.nc_off[m.nf]
+    if full:
+        p = c_select(q_pi, m.n_pol, deterministic, alpha, tol, rng, tmp)
+        for f in range(m.nf):
+            action[f] = m.policies[p * m.T * m.nf + f]
+    else:
+        c_action_marginals(m, q_pi, marg)
+        for f in range(m.nf):
+            action[f] = c_select(marg + m.nc_off[f], m.nc[f], deterministic, alpha, tol, rng, tmp)
+
+
+cdef struct PopArgs:
+    const ModelC* m
+    float* qs               # (n, S)
+    float* q_pi             # (n, P)
+    float* G                # (n, P)
+    int* action             # (n, nf)
+    unsigned char* has_action
+    const int* obs          # (n, nm)
+    const float* gamma      # per agent
+    const float* alpha      # per agent
+    const float* lnC        # per agent (n, lnC_size) or NULL (the model's)
+    const float* lnE        # per agent (n, P) or NULL (the model's)
+    unsigned long long* rng
+    float* scratch          # (threads, scratch_size)
+    long long scratch_size
+    int num_iter
+    double dF
+    double dF_tol
+    int compute_vfe
+    int use_utility
+    int use_sig
+    int use_pA
+    int use_pB
+    int use_I
+    int full
+    int deterministic
+    float tol
+    int lnC_size
+
+
+cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) noexcept nogil:
+    """Run stages (1 infer_states, 2 infer_policies, 4 sample_action) for agent ``i``."""
+    cdef const ModelC* m = a.m
+    cdef float* qs = a.qs + i * m.S
+    cdef float* ll_all
+    cdef float* logprior
+    cdef int mm, nll = 0
+    if stages & 1:
+        for mm in range(m.nm):
+            nll += m.a_K[mm]
+        ll_all = sc
+        logprior = sc + nll
+        if a.has_action[i]:
+            c_log_prior(m, qs, a.action + i * m.nf, logprior, logprior + m.S)
+        else:
+            memcpy(logprior, m.logD, m.S * sizeof(float))
+        c_log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all)
+        c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
+                       logprior + m.S)
+    if stages & 2:
+        c_infer_policies(m, qs, a.gamma[i], a.use_utility, a.use_sig, a.use_pA, a.use_pB,
+                         a.use_I, a.lnC + i * a.lnC_size if a.lnC != NULL else m.lnC,
+                         a.lnE + i * m.n_pol if a.lnE != NULL else m.lnE,
+                         a.G + i * m.n_pol, a.q_pi + i * m.n_pol, sc)
+    if stages & 4:
+        c_sample_action(m, a.q_pi + i * m.n_pol, a.full, a.deterministic, a.alpha[i], a.tol,
+                        a.rng + i, a.action + i * m.nf, sc)
+        a.has_action[i] = 1
+
+
+def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] q_pi,
+                      float[:, ::1] G, int[:, ::1] action, unsigned char[::1] has_action,
+                      const int[:, ::1] obs, const float[::1] gamma, const float[::1] alpha,
+                      object lnC, object lnE, unsigned long long[::1] rng,
+                      float[:, ::1] scratch, int num_iter, double dF, double dF_tol,
+                      bint compute_vfe, bint use_utility, bint use_states_info_gain,
+                      bint use_pA, bint use_pB, bint use_I, bint full, bint deterministic,
+                      float tol, int n_threads):
+    """Run ``stages`` (bit mask: 1 infer_states, 2 infer_policies, 4 sample_action)
+    for every agent of a population, in parallel over agents.
+
+    All arrays are (n_agents, ...) and C-contiguous; shapes were checked by
+    :class:`fa_core.population.Population`. ``scratch`` has one row per thread.
+    Each agent draws only from its own ``rng`` word, so results do not depend
+    on the number of threads.
+    """
+    cdef PopArgs a
+    cdef Py_ssize_t i, n = qs.shape[0]
+    cdef float[:, ::1] lnC_v
+    cdef float[:, ::1] lnE_v
+    if n == 0:
+        return
+    a.m = &model.c
+    a.qs = &qs[0, 0]; a.q_pi = &q_pi[0, 0]; a.G = &G[0, 0]
+    a.action = &action[0, 0]; a.has_action = &has_action[0]
+    a.obs = &obs[0, 0]; a.gamma = &gamma[0]; a.alpha = &alpha[0]
+    a.lnC = NULL; a.lnE = NULL; a.lnC_size = model.lnC_size
+    if lnC is not None:
+        lnC_v = lnC
+        a.lnC = &lnC_v[0, 0]
+    if lnE is not None:
+        lnE_v = lnE
+        a.lnE = &lnE_v[0, 0]
+    a.rng = &rng[0]
+    a.scratch = &scratch[0, 0]; a.scratch_size = scratch.shape[1]
+    a.num_iter = num_iter; a.dF = dF; a.dF_tol = dF_tol; a.compute_vfe = compute_vfe
+    a.use_utility = use_utility; a.use_sig = use_states_info_gain
+    a.use_pA = use_pA; a.use_pB = use_pB; a.use_I = use_I and model.c.has_I
+    a.full = full; a.deterministic = deterministic; a.tol = tol
+    if n_threads < 1:
+        n_threads = 1
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
+        c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)

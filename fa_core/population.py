@@ -1,0 +1,364 @@
+"""``fa_core.Population``: many agents of one model, stepped in one kernel call.
+
+State lives in contiguous ``(n_agents, ...)`` arrays; one call runs the same
+per-agent kernels as :class:`fa_core.Agent` in a loop over agents in C with
+the GIL released, across OpenMP threads when the build has OpenMP. Each agent
+has its own random stream (one 64-bit SplitMix64 word seeded from
+``numpy.random.SeedSequence``), so results and random draws are identical
+whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+from fa_core import _kernels
+from fa_core.agent import TIE_TOL, Agent, _DEFAULT_VANILLA
+from fa_core.model import GenerativeModel, as_array_list
+
+_INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
+
+
+def default_threads() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Population:
+    """A population of agents sharing one generative model.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The model every agent uses.
+    n_agents : int
+        Number of agents.
+    gamma, alpha : float or array of shape (n_agents,)
+        Policy and action precisions, per agent if arrays.
+    C : optional
+        Per-agent log-preferences: one array per modality of shape
+        ``(n_agents, num_obs[m])``. Default: the model's ``C``.
+    E : optional
+        Per-agent policy priors, shape ``(n_agents, n_policies)``. Default: the model's.
+    use_utility, use_states_info_gain, use_param_info_gain, action_selection,
+    sampling_mode, inference_params
+        As :class:`fa_core.Agent`.
+    seed : int or numpy.random.SeedSequence, optional
+        Seeds the per-agent random streams (tie-breaks, stochastic actions).
+    n_threads : int, optional
+        Threads for the agent loop; default all cores available to the process.
+
+    Attributes
+    ----------
+    qs : ndarray, (n_agents, sum(num_states)) float32
+        Beliefs, factors concatenated; :meth:`qs_factor` gives one factor.
+    q_pi, G : ndarray, (n_agents, n_policies) float32
+    actions : ndarray, (n_agents, num_factors) int32
+    curr_timestep : ndarray, (n_agents,) int64
+    """
+
+    def __init__(self, model: GenerativeModel, n_agents: int, *, gamma=16.0, alpha=16.0,
+                 C=None, E=None, use_utility=True, use_states_info_gain=True,
+                 use_param_info_gain=False, action_selection="deterministic",
+                 sampling_mode="marginal", inference_params=None, seed=None,
+                 n_threads: int | None = None):
+        if not isinstance(model, GenerativeModel):
+            raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
+        if not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
+            raise ValueError(f"n_agents must be a non-negative integer, got {n_agents!r}")
+        if action_selection not in ("deterministic", "stochastic"):
+            raise ValueError(f"action_selection must be 'deterministic' or 'stochastic', "
+                             f"got {action_selection!r}")
+        if sampling_mode not in ("marginal", "full"):
+            raise ValueError(f"sampling_mode must be 'marginal' or 'full', got {sampling_mode!r}")
+        params = dict(_DEFAULT_VANILLA)
+        if inference_params is not None:
+            unknown = set(inference_params) - set(params)
+            if unknown:
+                raise ValueError(f"inference_params has unknown keys {sorted(unknown)}")
+            params.update(inference_params)
+        self.model = model
+        self.inference_params = params
+        self.use_utility = bool(use_utility)
+        self.use_states_info_gain = bool(use_states_info_gain)
+        self.use_param_info_gain = bool(use_param_info_gain)
+        self.action_selection = action_selection
+        self.sampling_mode = sampling_mode
+        self.n_threads = default_threads() if n_threads is None else int(n_threads)
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        self._seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
+                          else np.random.SeedSequence(seed))
+        self._n_seeded = 0  # streams handed out so far, so added agents get fresh ones
+
+        n = int(n_agents)
+        m = model
+        self._n = 0
+        self._alloc(n)
+        self._n = n
+        self.qs[:] = self._uniform_qs()
+        self.q_pi[:] = 1.0 / m.num_policies
+        self.rng[:] = self._new_streams(n)
+        self.gamma[:] = self._per_agent(gamma, "gamma", n)
+        self.alpha[:] = self._per_agent(alpha, "alpha", n)
+        self.lnC = None if C is None else self._ln_C(C, n)
+        self.lnE = None if E is None else self._ln_E(E, n)
+
+    # -- storage -----------------------------------------------------------------------
+
+    _ARRAYS = ("qs", "q_pi", "G", "actions", "has_action", "curr_timestep", "rng", "gamma",
+               "alpha")
+
+    def _alloc(self, capacity: int) -> None:
+        """(Re)allocate storage for ``capacity`` agents, keeping the first ``self._n``."""
+        m = self.model
+        shapes = {"qs": (sum(m.num_states), np.float32), "q_pi": (m.num_policies, np.float32),
+                  "G": (m.num_policies, np.float32), "actions": (m.num_factors, np.int32),
+                  "has_action": (None, np.uint8), "curr_timestep": (None, np.int64),
+                  "rng": (None, np.uint64), "gamma": (None, np.float32),
+                  "alpha": (None, np.float32)}
+        for name, (width, dtype) in shapes.items():
+            shape = (capacity,) if width is None else (capacity, width)
+            new = np.zeros(shape, dtype=dtype)
+            old = self.__dict__.get("_" + name)
+            if old is not None:
+                new[:self._n] = old[:self._n]
+            self.__dict__["_" + name] = new
+        self._capacity = capacity
+
+    def __getattr__(self, name):
+        # public arrays are views of the first n_agents rows of the storage
+        if name in Population._ARRAYS:
+            return self.__dict__["_" + name][:self.__dict__["_n"]]
+        raise AttributeError(name)
+
+    @property
+    def n_agents(self) -> int:
+        return self._n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _uniform_qs(self) -> np.ndarray:
+        return np.concatenate([np.full(n, 1.0 / n, dtype=np.float32)
+                               for n in self.model.num_states])
+
+    def _new_streams(self, k: int) -> np.ndarray:
+        words = np.random.SeedSequence(self._seed_seq.entropy,
+                                       spawn_key=self._seed_seq.spawn_key + (self._n_seeded,)
+                                       ).generate_state(max(k, 1), dtype=np.uint64)[:k]
+        self._n_seeded += 1
+        return words
+
+    @staticmethod
+    def _per_agent(x, name: str, n: int) -> np.ndarray:
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim == 0:
+            arr = np.full(n, float(arr))
+        if arr.shape != (n,):
+            raise ValueError(f"{name} must be a number or an array of shape ({n},), got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        return arr.astype(np.float32)
+
+    def _ln_C(self, C, n: int) -> np.ndarray:
+        m = self.model
+        C = as_array_list(C, "C")
+        if len(C) != m.num_modalities or any(c.shape != (n, k) for c, k in zip(C, m.num_obs)):
+            raise ValueError(f"per-agent C must hold one array per modality of shapes "
+                             f"{[(n, k) for k in m.num_obs]}, got {[c.shape for c in C]}")
+        T = m.policy_len
+        parts = []
+        for c in C:
+            e = np.exp(c - c.max(axis=1, keepdims=True))
+            ln = np.log(e / e.sum(axis=1, keepdims=True) + 1e-16)
+            parts.append(np.repeat(ln[:, :, None], T, axis=2).reshape(n, -1))  # (n, no * T)
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+
+    def _ln_E(self, E, n: int) -> np.ndarray:
+        E = np.asarray(E, dtype=np.float64)
+        if E.shape != (n, self.model.num_policies):
+            raise ValueError(f"per-agent E must have shape ({n}, {self.model.num_policies}), "
+                             f"got {E.shape}")
+        if not np.all(np.isfinite(E)) or np.any(E < 0):
+            raise ValueError("E must be finite and non-negative")
+        return np.log(E + 1e-16).astype(np.float32)
+
+    # -- stepping ----------------------------------------------------------------------
+
+    def _check_obs(self, obs) -> np.ndarray:
+        obs = np.asarray(obs)
+        m = self.model
+        if obs.dtype.kind not in "iu":
+            raise TypeError(f"obs must be an integer array of outcome indices, got dtype {obs.dtype}")
+        if obs.shape != (self._n, m.num_modalities):
+            raise ValueError(f"obs must have shape (n_agents, num_modalities) = "
+                             f"({self._n}, {m.num_modalities}), got {obs.shape}")
+        bad = (obs < 0) | (obs >= np.asarray(m.num_obs))
+        if bad.any():
+            i, mm = np.argwhere(bad)[0]
+            raise ValueError(f"obs[{i}, {mm}] = {obs[i, mm]} out of range: modality {mm} has "
+                             f"{m.num_obs[mm]} outcomes")
+        return np.ascontiguousarray(obs, dtype=np.int32)
+
+    def _run(self, stages: int, obs=None) -> None:
+        m, p = self.model, self.inference_params
+        if obs is None:  # stages that read no observation
+            obs = self.__dict__.get("_no_obs")
+            if obs is None or obs.shape[0] < self._n:
+                obs = self._no_obs = np.zeros((max(self._n, 1), m.num_modalities), dtype=np.int32)
+        scratch = self.__dict__.get("_scratch")
+        if scratch is None or scratch.shape != (self.n_threads, m.kmodel.scratch_size):
+            scratch = self._scratch = np.empty((self.n_threads, m.kmodel.scratch_size),
+                                               dtype=np.float32)
+        use_param = self.use_param_info_gain
+        _kernels.population_stages(
+            m.kmodel, stages, self.qs, self.q_pi, self.G, self.actions, self.has_action, obs,
+            self.gamma, self.alpha, self.lnC, self.lnE, self.rng, scratch,
+            int(p["num_iter"]), float(p["dF"]), float(p["dF_tol"]), bool(p["compute_vfe"]),
+            self.use_utility, self.use_states_info_gain, use_param and m.has_pA,
+            use_param and m.has_pB, m.has_H, self.sampling_mode == "full",
+            self.action_selection == "deterministic", TIE_TOL, self.n_threads)
+
+    def infer_states(self, obs) -> np.ndarray:
+        """Update every agent's beliefs from ``obs`` (n_agents, n_modalities) ints; returns ``qs``."""
+        self._run(_INFER_STATES, self._check_obs(obs))
+        return self.qs
+
+    def infer_policies(self):
+        """Policy posteriors and negative expected free energies ``(q_pi, G)``."""
+        self._run(_INFER_POLICIES)
+        return self.q_pi, self.G
+
+    def sample_action(self) -> np.ndarray:
+        """Select every agent's action and advance time; returns ``actions`` (n_agents, n_factors)."""
+        self._run(_SAMPLE)
+        self.curr_timestep[:] += 1
+        return self.actions
+
+    def step(self, obs) -> np.ndarray:
+        """``infer_states(obs)``, ``infer_policies()`` and ``sample_action()`` in one kernel call."""
+        self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, self._check_obs(obs))
+        self.curr_timestep[:] += 1
+        return self.actions
+
+    def reset(self) -> None:
+        """Uniform beliefs, no previous action (next prior is D), time 0, for every agent."""
+        self.qs[:] = self._uniform_qs()
+        self.has_action[:] = 0
+        self.curr_timestep[:] = 0
+
+    def qs_factor(self, f: int) -> np.ndarray:
+        """Beliefs over factor ``f`` for every agent: a (n_agents, num_states[f]) view."""
+        off = int(np.sum(self.model.num_states[:f]))
+        return self.qs[:, off:off + self.model.num_states[f]]
+
+    # -- membership ----------------------------------------------------------------------
+
+    def add(self, k: int = 1) -> np.ndarray:
+        """Add ``k`` fresh agents (uniform beliefs, own random streams); returns their indices.
+
+        Storage grows geometrically, so adding one agent at a time costs
+        amortised O(1), not a copy of the population.
+        """
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        n = self._n
+        if n + k > self._capacity:
+            self._alloc(max(n + k, 2 * self._capacity, 16))
+        for name in Population._ARRAYS:
+            self.__dict__["_" + name][n:n + k] = 0
+        self._n = n + k
+        new = slice(n, n + k)
+        self.qs[new] = self._uniform_qs()
+        self.q_pi[new] = 1.0 / self.model.num_policies
+        self.rng[new] = self._new_streams(k)
+        self.gamma[new] = self.gamma[0] if n else 16.0
+        self.alpha[new] = self.alpha[0] if n else 16.0
+        for name in ("lnC", "lnE"):
+            arr = getattr(self, name)
+            if arr is not None:
+                setattr(self, name, np.concatenate([arr, np.repeat(arr[:1], k, axis=0)]))
+        return np.arange(n, n + k)
+
+    def remove(self, indices) -> dict[int, int]:
+        """Remove agents by moving the last agents into their rows.
+
+        Returns ``{old_index: new_index}`` for every agent that moved; other
+        indices are unchanged. Costs O(len(indices)), not a copy.
+        """
+        idx = np.unique(np.asarray(indices, dtype=np.int64))
+        if idx.size and (idx[0] < 0 or idx[-1] >= self._n):
+            raise IndexError(f"indices must be in 0..{self._n - 1}")
+        gone = set(idx.tolist())
+        n_new = self._n - idx.size
+        holes = [i for i in idx.tolist() if i < n_new]
+        movers = [j for j in range(n_new, self._n) if j not in gone]
+        moved = dict(zip(movers, holes))
+        arrays = [self.__dict__["_" + name] for name in Population._ARRAYS]
+        arrays += [a for a in (self.lnC, self.lnE) if a is not None]
+        for src, dst in moved.items():
+            for a in arrays:
+                a[dst] = a[src]
+        self._n = n_new
+        if self.lnC is not None:
+            self.lnC = self.lnC[:n_new]
+        if self.lnE is not None:
+            self.lnE = self.lnE[:n_new]
+        return moved
+
+    def __getitem__(self, i: int) -> Agent:
+        """An :class:`Agent` whose beliefs, q_pi, G and action indices are views of row ``i``.
+
+        Calls on it (``infer_states``, ...) update the population in place.
+        Its time step and action history are its own, and it draws random
+        numbers from its own generator, not the population's stream.
+        """
+        i = int(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"agent index {i} out of range for {self._n} agents")
+        i %= self._n
+        if self.lnC is not None or self.lnE is not None:
+            raise NotImplementedError("pop[i] is not available with per-agent C or E")
+        return Agent._view_of(self, i)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")
+                 or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
+        for name in Population._ARRAYS:
+            state[name] = getattr(self, name).copy()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        arrays = {name: state.pop(name) for name in Population._ARRAYS}
+        self.__dict__.update(state)
+        n = self._n
+        self._n = 0
+        self._alloc(n)
+        self._n = n
+        for name, arr in arrays.items():
+            self.__dict__["_" + name][:n] = arr
+
+    def hibernate(self) -> bytes:
+        """The whole population as bytes (its model included once); see :meth:`wake`."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def wake(blob: bytes) -> "Population":
+        """A population restored exactly from :meth:`hibernate` bytes."""
+        pop = pickle.loads(blob)
+        if not isinstance(pop, Population):
+            raise TypeError("blob does not hold a Population")
+        return pop
+
+    def __repr__(self) -> str:
+        return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
+                f"n_threads={self.n_threads})")

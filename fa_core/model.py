@@ -130,7 +130,7 @@ def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool) -> dict:
                 "val": val.astype(np.float32),
                 "indptr": csc.indptr.astype(np.int32), "idx": csc.indices.astype(np.int32)}
     else:
-        val = np.ascontiguousarray(mat2d.T)
+        val = np.ascontiguousarray(mat2d)
         spec = {"rows": rows, "cols": cols, "sparse": 0, "val": val.astype(np.float32).ravel()}
     spec["logval"] = np.log(val + _LOG_EPS).astype(np.float32).ravel() if with_log else None
     return spec
@@ -596,4 +596,4 @@ def _unpack(spec: dict) -> np.ndarray:
     if spec["sparse"]:
         return sp.csc_matrix((spec["val"], spec["idx"], spec["indptr"]),
                              shape=(spec["rows"], spec["cols"])).toarray()
-    return spec["val"].reshape(spec["cols"], spec["rows"]).T
+    return spec["val"].reshape(spec["rows"], spec["cols"])

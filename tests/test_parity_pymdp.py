@@ -258,6 +258,85 @@ def test_episode_parity(num_states, num_obs, num_controls, A_factor_list, B_fact
         np.testing.assert_array_equal(a_f, a_r)
 
 
+EPISODE_OPTIONS = {
+    "full-mode": dict(sampling_mode="full"),
+    "param-info": dict(use_param_info_gain=True, pA=True, pB=True),
+    "gamma-E": dict(gamma=4.0, E=True),
+    "C-2d": dict(C_len=True),
+    "no-utility": dict(use_utility=False),
+}
+
+
+@pytest.mark.parametrize("option", list(EPISODE_OPTIONS))
+def test_episode_parity_options(option, RefAgent, FaAgent):
+    """25-step closed loops on the factored 2-factor, 3-modality case under each option."""
+    extra = dict(EPISODE_OPTIONS[option], policy_len=2)
+    model = make_model(25, [3, 2], [3, 2, 2], [2, 1], [[0], [1], [0, 1]], None,
+                       near_onehot_B=True, C_scale=2.0, C_len=2 if extra.pop("C_len", 0) else None)
+    rng = np.random.default_rng(26)
+    if extra.pop("pA", False):
+        extra["pA"] = dirichlet_counts(rng, model["A"])
+    if extra.pop("pB", False):
+        extra["pB"] = dirichlet_counts(rng, model["B"])
+    if extra.pop("E", False):
+        extra["E"] = rng.dirichlet(np.ones(4))
+    env = RandomEnv(np.random.default_rng(27), model)
+    pair = Pair(RefAgent, FaAgent, **agent_kwargs(model, **extra))
+    obs = env.observe()
+    for _ in range(25):
+        if not pair.step(obs):
+            break
+        obs = env.step(pair.ref.action)
+    assert pair.t == 25, f"near tie split the agents after {pair.t} steps; pick another seed"
+
+
+def test_plain_ndarray_single_factor_model(RefAgent, FaAgent):
+    """One factor, one modality passed as plain arrays (A 2-D, B 3-D, C and D 1-D)."""
+    model = make_model(28, [4], [3], [3], None, None)
+    kw = dict(A=model["A"][0], B=model["B"][0], C=model["C"][0], D=model["D"][0])
+    pair = Pair(RefAgent, FaAgent, **kw)
+    assert_attributes(pair.fa, pair.ref)
+    rng = np.random.default_rng(29)
+    for _ in range(4):
+        assert pair.step([int(rng.integers(3))])
+
+
+def test_reassigning_C_D_E_gamma_mid_run(RefAgent, FaAgent):
+    """Users change preferences, priors and precision between steps by assignment."""
+    model = make_model(30, [3, 2], [3, 2], [3, 2], None, None)
+    rng = np.random.default_rng(31)
+    pair = Pair(RefAgent, FaAgent, **agent_kwargs(model))
+    assert run_random_obs(pair, rng, [3, 2], 2) == 2
+    new_C = obj_array([3.0 * rng.standard_normal(3), 3.0 * rng.standard_normal(2)])
+    new_E = rng.dirichlet(np.ones(6))
+    for agent in (pair.ref, pair.fa):
+        agent.C = copy.deepcopy(new_C)
+        agent.E = new_E.copy()
+        agent.gamma = 4.0
+    assert run_random_obs(pair, rng, [3, 2], 2) == 4
+    new_D = random_distr_obs(rng, [3, 2])
+    for agent in (pair.ref, pair.fa):
+        agent.D = copy.deepcopy(new_D)
+        agent.reset()
+        agent.action = None  # start from D again rather than from the last action
+        agent.prev_actions = None
+    assert run_random_obs(pair, rng, [3, 2], 2) == 6
+
+
+def test_in_place_edit_of_C_is_not_silently_ignored(RefAgent, FaAgent):
+    """``agent.C[m][i] = v`` is common pymdp usage: it must take effect or raise, never be lost."""
+    model = make_model(32, [3, 2], [3, 2], [3, 2], None, None)
+    rng = np.random.default_rng(33)
+    pair = Pair(RefAgent, FaAgent, **agent_kwargs(model))
+    assert run_random_obs(pair, rng, [3, 2], 1) == 1
+    pair.ref.C[0][1] = 6.0
+    try:
+        pair.fa.C[0][1] = 6.0
+    except (ValueError, TypeError):
+        return  # refused loudly (read-only): acceptable
+    assert run_random_obs(pair, rng, [3, 2], 2) == 3
+
+
 def test_unsorted_A_factor_list(RefAgent, FaAgent):
     """A modality listing its factors out of order (``[3, 0]``).
 

@@ -14,6 +14,8 @@ class KModel:
     scratch_size: int
     sum_obs: int
     sum_controls: int
+    lnC_size: int
+    s_off: npt.NDArray[np.intp]
     def __init__(
         self,
         ints: dict[str, Any],

@@ -60,6 +60,7 @@ cdef struct ModelC:
     # modality m: parent factors a_dep[a_dep_off[m]:a_dep_off[m+1]], K = a_K[m]
     int* a_dep
     int* a_dep_off
+    int* a_dep_vfe      # sorted(a_dep) per modality: the axis order pymdp's free energy reads
     int* a_K
     int* a_mat          # index of A[m] in mats
     int* wa_mat         # index of the pA information-gain weight, or -1
@@ -262,7 +263,9 @@ cdef inline double free_energy(const ModelC* m, const float* qs, const float* lo
     if with_ll:
         off = 0
         for mm in range(m.nm):
-            F -= contract_except(m, ll_all + off, m.a_dep + m.a_dep_off[mm],
+            # pymdp reshapes (not transposes) each log likelihood into sorted factor
+            # order for its stopping rule; reading it the same way stops where it stops
+            F -= contract_except(m, ll_all + off, m.a_dep_vfe + m.a_dep_off[mm],
                                  m.a_dep_off[mm + 1] - m.a_dep_off[mm], -1, qs, NULL,
                                  buf_a, buf_b)
             off += m.a_K[mm]
@@ -503,6 +506,7 @@ cdef class KModel:
     cdef readonly int sum_obs
     cdef readonly int sum_controls
     cdef readonly int lnC_size
+    cdef readonly object s_off
     cdef float** _aH
 
     def __cinit__(self):
@@ -518,6 +522,7 @@ cdef class KModel:
         self.c.nc = self._ints(ints, "nc"); self.c.s_off = self._ints(ints, "s_off")
         self.c.nc_off = self._ints(ints, "nc_off")
         self.c.a_dep = self._ints(ints, "a_dep"); self.c.a_dep_off = self._ints(ints, "a_dep_off")
+        self.c.a_dep_vfe = self._ints(ints, "a_dep_vfe")
         self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
         self.c.wa_mat = self._ints(ints, "wa_mat")
         self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
@@ -569,6 +574,7 @@ cdef class KModel:
             self.c.ii_depth = ii_depth
             self.c.ind = self._floats(I[0])
             self.c.I_off = self._ints({"I_off": I[1]}, "I_off")
+        self.s_off = np.asarray(ints["s_off"], dtype=np.intp)
         self.sum_obs = int(np.sum(ints["no"]))
         self.sum_controls = int(np.sum(ints["nc"]))
         T1 = self.c.T + 1

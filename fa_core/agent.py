@@ -69,18 +69,23 @@ class Agent:
         ``update_D``). pymdp keeps them all.
     action_hist_len : int
         ``prev_actions`` keeps at most this many past actions. pymdp keeps them all.
+    reuse_buffers : bool
+        ``False`` (default): like pymdp, every ``infer_states`` /
+        ``infer_policies`` call returns new arrays (the kernel writes straight
+        into them), so references a user holds (``qs_prev = agent.qs``) keep
+        their values. ``True``: results are rewritten in place in the agent's
+        preallocated buffers, with no allocation per step; copy what you keep.
 
     Notes
     -----
-    ``qs``, ``q_pi`` and ``G`` are float32 views of the agent's own buffers,
-    rewritten in place by the next call: copy them to keep them
-    (``[q.copy() for q in qs]``). ``action`` is a new float64 array each step.
+    ``qs``, ``q_pi`` and ``G`` are float32. ``action`` is a new float64 array
+    each step, as in pymdp.
     """
 
     # Slots keep an awake agent small: it owns its beliefs, policy posterior,
     # action and options; model and scratch are shared. ``__dict__`` is kept so
     # users can still attach their own attributes (allocated only if they do).
-    __slots__ = ("_model", "_qs_buf", "qs", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
+    __slots__ = ("_model", "_qs_buf", "_qs", "_reuse", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
                  "_rng", "_randint", "_fpi", "_hist_len", "_act_hist_len", "qs_hist", "q_pi_hist",
                  "prev_obs", "F", "curr_timestep", "inference_params", "inference_algo",
                  "inference_horizon", "gamma", "alpha", "action_selection", "sampling_mode",
@@ -102,7 +107,8 @@ class Agent:
                  si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
                  si_prune_penalty=512, ii_depth=10, ii_threshold=1 / 16, *,
                  model: GenerativeModel | None = None, seed=None, sparse="auto",
-                 belief_hist_len: int = 1000, action_hist_len: int = 1000):
+                 belief_hist_len: int = 1000, action_hist_len: int = 1000,
+                 reuse_buffers: bool = False):
         if inference_algo is None:
             inference_algo = "VANILLA"
         if inference_algo == "MMP":
@@ -191,8 +197,8 @@ class Agent:
             self._randint = self._rng.integers
 
         m = model
-        self._qs_buf = np.empty(sum(m.num_states), dtype=np.float32)
-        self.qs = _obj_array(np.split(self._qs_buf, np.cumsum(m.num_states)[:-1]))
+        self._reuse = bool(reuse_buffers)
+        self._set_qs_buffer(np.empty(sum(m.num_states), dtype=np.float32))
         self._q_pi = np.full(m.num_policies, 1.0 / m.num_policies, dtype=np.float32)
         self._G = np.zeros(m.num_policies, dtype=np.float32)
         self._act_i = np.zeros(m.num_factors, dtype=np.int32)
@@ -240,6 +246,36 @@ class Agent:
     G = property(lambda s: s._G)
 
     @property
+    def qs(self) -> np.ndarray:
+        """Posterior over hidden states: object array of per-factor float32 arrays."""
+        return self._qs
+
+    @qs.setter
+    def qs(self, value):
+        self._load_beliefs(value, "qs")
+
+    def _load_beliefs(self, value, name: str) -> None:
+        """Validate per-factor beliefs and make them the agent's ``qs``."""
+        qs = self._factor_vectors(value, name)
+        buf = self._qs_buf if self._reuse else np.empty_like(self._qs_buf)
+        buf[:] = np.concatenate(qs)
+        self._set_qs_buffer(buf)
+
+    def _factor_vectors(self, value, name: str) -> list[np.ndarray]:
+        """``value`` as one float64 vector per factor, or a ValueError naming ``name``."""
+        vecs = as_array_list(value, name)
+        if len(vecs) != self.num_factors or any(v.shape != (n,) for v, n in
+                                                zip(vecs, self.num_states)):
+            raise ValueError(f"{name} must hold one vector per factor with lengths "
+                             f"{self.num_states}; got shapes {[v.shape for v in vecs]}")
+        return vecs
+
+    def _set_qs_buffer(self, buf: np.ndarray) -> None:
+        """Make ``buf`` (flat, float32) the agent's beliefs; ``qs`` views its factors."""
+        self._qs_buf = buf
+        self._qs = _obj_array(np.split(buf, self._model.kmodel.s_off[1:-1]))
+
+    @property
     def mb_dict(self) -> dict:
         return {"A_factor_list": self._model.A_factor_list,
                 "A_modality_list": self._model.A_modality_list}
@@ -261,18 +297,10 @@ class Agent:
         from it; set ``agent.action = None`` to start from ``D`` instead.
         """
         if init_qs is None:
-            for f, n in enumerate(self._model.num_states):
-                self.qs[f][:] = 1.0 / n
-        else:
-            qs = as_array_list(init_qs, "init_qs")
-            if len(qs) != self.num_factors or any(q.shape != (n,) for q, n in
-                                                  zip(qs, self.num_states)):
-                raise ValueError(f"init_qs must hold one vector per factor with lengths "
-                                 f"{self.num_states}")
-            for f, q in enumerate(qs):
-                self.qs[f][:] = q
+            init_qs = [np.full(n, 1.0 / n) for n in self._model.num_states]
+        self._load_beliefs(init_qs, "init_qs")
         self.curr_timestep = 0
-        return self.qs
+        return self._qs
 
     def _load_observation(self, observation, distr_obs: bool):
         """Validate ``observation`` into scratch buffers.
@@ -329,18 +357,24 @@ class Agent:
         distr, obs, obs_distr = self._load_observation(observation, distr_obs)
         km = self._model.kmodel
         num_iter, dF, dF_tol, compute_vfe = self._fpi
-        _kernels.infer_states(km, self._qs_buf, self._qs_buf, self._act_i, self._action is not None,
+        prev = self._qs_buf
+        out = prev if self._reuse else np.empty_like(prev)
+        _kernels.infer_states(km, out, prev, self._act_i, self._action is not None,
                               obs, obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
                               scratch(km.scratch_size))
+        if out is not prev:
+            self._set_qs_buffer(out)
         if hasattr(self, "qs_hist"):
-            self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self.qs]))
-        return self.qs
+            self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self._qs]))
+        return self._qs
 
     def infer_policies(self):
         """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
         m = self._model
         km = m.kmodel
         use_param = bool(self.use_param_info_gain)
+        if not self._reuse:
+            self._q_pi, self._G = np.empty_like(self._q_pi), np.empty_like(self._G)
         _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
                                 bool(self.use_states_info_gain),
                                 use_param and m.has_pA, use_param and m.has_pB, m.has_H,
@@ -469,9 +503,7 @@ class Agent:
             raise ValueError("update_B needs pB (Dirichlet parameters over B)")
         if self.action is None:
             raise ValueError("update_B needs an action: call sample_action first")
-        prev = as_array_list(qs_prev, "qs_prev")
-        if len(prev) != m.num_factors or any(q.shape != (n,) for q, n in zip(prev, m.num_states)):
-            raise ValueError(f"qs_prev must hold one vector per factor with lengths {m.num_states}")
+        prev = self._factor_vectors(qs_prev, "qs_prev")
         factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
         qB = [np.array(p) for p in m.pB]
         for f in factors:
@@ -492,9 +524,7 @@ class Agent:
                 raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
                                  "infer_states call")
             qs_t0 = self.qs_hist[0]
-        qs = as_array_list(qs_t0, "qs_t0")
-        if len(qs) != m.num_factors or any(q.shape != (n,) for q, n in zip(qs, m.num_states)):
-            raise ValueError(f"qs_t0 must hold one vector per factor with lengths {m.num_states}")
+        qs = self._factor_vectors(qs_t0, "qs_t0")
         factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
         qD = [np.array(p) for p in m.pD]
         for f in factors:
@@ -508,8 +538,8 @@ class Agent:
         """An agent whose state buffers are row ``i`` of a Population's arrays."""
         self = cls.__new__(cls)
         self._model = pop.model
-        self._qs_buf = pop.qs[i]
-        self.qs = _obj_array(np.split(self._qs_buf, np.cumsum(pop.model.num_states)[:-1]))
+        self._reuse = True  # a view writes into the population's rows
+        self._set_qs_buffer(pop.qs[i])
         self._q_pi, self._G, self._act_i = pop.q_pi[i], pop.G[i], pop.actions[i]
         self._action = self._act_i.astype(np.float64) if pop.has_action[i] else None
         self._prev_actions = None
@@ -535,6 +565,40 @@ class Agent:
         self.prev_obs, self.F = [], None
         self.curr_timestep = int(pop.curr_timestep[i])
         return self
+
+    # -- lifecycle and memory (implemented in fa_core.lifecycle and fa_core.memory) -----
+
+    def __getstate__(self) -> dict:
+        """Pickle state: the agent's own buffers and options, the model by reference."""
+        from fa_core.lifecycle import agent_getstate
+        return agent_getstate(self)
+
+    def __setstate__(self, state: dict) -> None:
+        from fa_core.lifecycle import agent_setstate
+        agent_setstate(self, state)
+
+    def hibernate(self, *, lossy: str | None = None, prune: float | None = None,
+                  compress: bool = True) -> bytes:
+        """This agent's own state as a compact blob; :meth:`wake` restores it.
+
+        Lossless by default. See :func:`fa_core.lifecycle.hibernate` for the
+        opt-in lossy modes and their error bounds.
+        """
+        from fa_core.lifecycle import hibernate
+        return hibernate(self, lossy=lossy, prune=prune, compress=compress)
+
+    @classmethod
+    def wake(cls, blob: bytes, model: GenerativeModel | None = None) -> "Agent":
+        """The agent :meth:`hibernate` stored in ``blob`` (model found by content key,
+        or given)."""
+        from fa_core.lifecycle import wake
+        return wake(blob, model)
+
+    def memory_report(self):
+        """Bytes this agent uses, split into shared model, private parameters,
+        beliefs, history and pooled scratch (:func:`fa_core.memory.memory_report`)."""
+        from fa_core.memory import memory_report
+        return memory_report(self)
 
     def __repr__(self) -> str:
         return (f"fa_core.Agent(num_states={self.num_states}, num_obs={self.num_obs}, "

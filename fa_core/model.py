@@ -427,6 +427,7 @@ class GenerativeModel:
             "ns": self.num_states, "no": self.num_obs, "nc": self.num_controls,
             "s_off": offsets(self.num_states), "nc_off": offsets(self.num_controls),
             "a_dep": list(itertools.chain(*self.A_factor_list)),
+            "a_dep_vfe": list(itertools.chain(*(sorted(d) for d in self.A_factor_list))),
             "a_dep_off": offsets([len(d) for d in self.A_factor_list]),
             "a_K": [int(np.prod([self.num_states[f] for f in d])) for d in self.A_factor_list],
             "a_mat": a_mat, "wa_mat": wa_mat,
@@ -554,6 +555,39 @@ class GenerativeModel:
             _INTERNED[key] = model
         return model
 
+    # -- pickling: by content, so an unpickled model is the live equal model when there is one
+
+    def content_key(self) -> bytes:
+        """Digest of the packed contents: equal models have equal keys, in any process.
+
+        Computed once per model; from then on :func:`model_by_key` finds the
+        model while it is alive (the first live model of a key wins).
+        """
+        entry = _KEYED.get(id(self))
+        if entry is not None:
+            return entry[0]
+        key = _content_key({k: _plain(v) for k, v in self.__getstate__().items()})
+        _remember_key(self, key)
+        return key
+
+    def __getstate__(self) -> dict:
+        """Packed arrays and settings; the kernel view and pymdp-layout views are rebuilt."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("kmodel", "_views")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._views = {}
+        self._pack()
+
+    def __reduce__(self):
+        return _unpickle_model, (self.content_key(), self.__getstate__())
+
+    def __copy__(self) -> "GenerativeModel":
+        return self  # immutable: a copy would only cost memory
+
+    def __deepcopy__(self, memo) -> "GenerativeModel":
+        return self
+
     def __repr__(self) -> str:
         return (f"GenerativeModel(num_states={self.num_states}, num_obs={self.num_obs}, "
                 f"num_controls={self.num_controls}, policies={self.num_policies}, "
@@ -561,6 +595,55 @@ class GenerativeModel:
 
 
 _INTERNED: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
+
+
+#: content key -> a live model with that key, for unpickling and waking; and
+#: id(model) -> (content key, weak reference) for every keyed model (kept outside
+#: the model because replace() copies the model's __dict__ into derived models)
+_BY_CONTENT: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
+_KEYED: "dict[int, tuple[bytes, weakref.ref]]" = {}
+
+
+def _remember_key(model: GenerativeModel, key: bytes) -> None:
+    ident = id(model)
+    _KEYED[ident] = (key, weakref.ref(model, lambda _, i=ident: _KEYED.pop(i, None)))
+    _BY_CONTENT.setdefault(key, model)
+
+
+def model_by_key(key: bytes) -> "GenerativeModel | None":
+    """The live model whose :meth:`GenerativeModel.content_key` is ``key``, or None.
+
+    Finds models that have computed their key (pickled, hibernated, or
+    unpickled ones) and every live interned model.
+    """
+    model = _BY_CONTENT.get(key)
+    if model is None:
+        for m in list(_INTERNED.values()):
+            m.content_key()
+        for k, ref in list(_KEYED.values()):
+            m = ref()
+            if k == key and m is not None:
+                _BY_CONTENT[key] = m
+                return m
+    return model
+
+
+def _unpickle_model(key: bytes, state: dict) -> GenerativeModel:
+    model = model_by_key(key)
+    if model is None:
+        model = object.__new__(GenerativeModel)
+        model.__setstate__(state)
+        _remember_key(model, key)
+    return model
+
+
+def _plain(x):
+    """``x`` with dicts turned into key-sorted tuples, as :func:`_content_key` reads them."""
+    if isinstance(x, dict):
+        return tuple((k, _plain(x[k])) for k in sorted(x))
+    if isinstance(x, (list, tuple)):
+        return tuple(_plain(v) for v in x)
+    return x
 
 
 def _content_key(kwargs: dict) -> bytes:

@@ -38,9 +38,3 @@ def FaAgent():
 
     return fa_core.Agent
 
-
-@pytest.fixture
-def rng(request):
-    """A Generator seeded from the test's node id, so each test has fixed, distinct data."""
-    seed = int.from_bytes(request.node.nodeid.encode(), "little") % (2**63)
-    return np.random.default_rng(seed)

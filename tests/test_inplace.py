@@ -181,3 +181,28 @@ def test_in_place_results_do_change(FaAgent):
     agent.infer_policies()
     assert any(not np.allclose(a, b) for a, b in zip(first[0], qs_k))
     assert not np.allclose(first[1], q_pi_k) or not np.allclose(first[2], G_k)
+
+
+@pytest.mark.parametrize("name", ["2f2m", "3f-factored-len2", "distr-obs"])
+def test_default_returns_fresh_results_held_references_keep_values(name, FaAgent):
+    """Without reuse_buffers (pymdp's semantics) a result a user keeps is never overwritten."""
+    cfg = CONFIGS[name]
+    distr = bool(cfg.get("distr_obs"))
+    agent = build(FaAgent, cfg, reuse_buffers=False)
+    obs = observations(cfg, 5)
+    run(agent, obs[:1], distr)
+    for o in obs[1:]:
+        qs_k, q_pi_k, G_k = _held(agent)
+        kept = [q.copy() for q in qs_k], q_pi_k.copy(), G_k.copy()
+        qs_ret = agent.infer_states(o, distr_obs=distr)
+        q_pi_ret, G_ret = agent.infer_policies()
+        agent.sample_action()
+        for f, q in enumerate(qs_k):
+            assert not np.shares_memory(q, agent.qs[f]), f"qs[{f}] overwrote a held result"
+            np.testing.assert_array_equal(q, kept[0][f])
+            assert np.shares_memory(qs_ret[f], agent.qs[f])
+        assert not np.shares_memory(q_pi_k, agent.q_pi)
+        assert not np.shares_memory(G_k, agent.G)
+        np.testing.assert_array_equal(q_pi_k, kept[1])
+        np.testing.assert_array_equal(G_k, kept[2])
+        assert np.shares_memory(q_pi_ret, agent.q_pi) and np.shares_memory(G_ret, agent.G)

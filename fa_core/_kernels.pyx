@@ -60,8 +60,17 @@ cdef struct ModelC:
     # modality m: parent factors a_dep[a_dep_off[m]:a_dep_off[m+1]], K = a_K[m]
     int* a_dep
     int* a_dep_off
-    int* a_dep_vfe      # sorted(a_dep) per modality: the axis order pymdp's free energy reads
     int* a_K
+    # groups of modalities with the same parent list: their log likelihoods are summed
+    # once per step, so the fixed-point iteration contracts one tensor per group
+    int ng
+    int* a_group        # group of modality m
+    int* a_group_first  # 1 if m is the first modality of its group
+    int* g_dep          # parents of group g at g_dep[g_dep_off[g]:...]
+    int* g_dep_off
+    int* g_dep_vfe      # sorted parents: the axis order pymdp's free energy reads
+    int* g_K
+    int* g_off          # offset of group g in the summed log likelihood
     int* a_mat          # index of A[m] in mats
     int* wa_mat         # index of the pA information-gain weight, or -1
     float** a_H         # per column sum_o A log(A + exp(-16)) (length K)
@@ -261,14 +270,12 @@ cdef inline double free_energy(const ModelC* m, const float* qs, const float* lo
             q = qs[m.s_off[f] + i]
             F += q * (logf(q + EPS) - logprior[m.s_off[f] + i])
     if with_ll:
-        off = 0
-        for mm in range(m.nm):
+        for mm in range(m.ng):
             # pymdp reshapes (not transposes) each log likelihood into sorted factor
             # order for its stopping rule; reading it the same way stops where it stops
-            F -= contract_except(m, ll_all + off, m.a_dep_vfe + m.a_dep_off[mm],
-                                 m.a_dep_off[mm + 1] - m.a_dep_off[mm], -1, qs, NULL,
+            F -= contract_except(m, ll_all + m.g_off[mm], m.g_dep_vfe + m.g_dep_off[mm],
+                                 m.g_dep_off[mm + 1] - m.g_dep_off[mm], -1, qs, NULL,
                                  buf_a, buf_b)
-            off += m.a_K[mm]
     return F
 
 
@@ -294,15 +301,26 @@ cdef void c_log_prior(const ModelC* m, const float* qs, const int* action,
 
 
 cdef void c_log_likelihood(const ModelC* m, const int* obs, const float* obs_distr,
-                           int distr, float* ll_all) noexcept nogil:
-    """Per-modality log likelihoods over each modality's parent joint states."""
-    cdef int mm, off = 0, poff = 0
+                           int distr, float* ll_all, float* tmp) noexcept nogil:
+    """Log likelihoods over parent joint states, summed within each modality group.
+
+    ``tmp`` needs max_K floats.
+    """
+    cdef int mm, k, K, poff = 0
+    cdef float* dst
     for mm in range(m.nm):
+        dst = ll_all + m.g_off[m.a_group[mm]]
+        if not m.a_group_first[mm]:
+            dst = tmp
         if distr:
-            mat_row_log_distr(&m.mats[m.a_mat[mm]], obs_distr + poff, ll_all + off)
+            mat_row_log_distr(&m.mats[m.a_mat[mm]], obs_distr + poff, dst)
         else:
-            mat_row_log(&m.mats[m.a_mat[mm]], obs[mm], ll_all + off)
-        off += m.a_K[mm]
+            mat_row_log(&m.mats[m.a_mat[mm]], obs[mm], dst)
+        if not m.a_group_first[mm]:
+            K = m.a_K[mm]
+            dst = ll_all + m.g_off[m.a_group[mm]]
+            for k in range(K):
+                dst[k] += tmp[k]
         poff += m.no[mm]
 
 
@@ -317,17 +335,12 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     cdef float* buf_a = scratch + m.S
     cdef float* buf_b = buf_a + m.max_K
     cdef float* qL = buf_b + m.max_K
-    cdef int f, i, mm, it = 0, off, pos, d, nd
+    cdef int f, i, mm, it = 0, pos, d, nd
     cdef double prev_vfe, vfe
     cdef const int* dep
-    if m.nf == 1:
+    if m.nf == 1:  # one group: closed form
         for i in range(m.S):
-            qs[i] = logprior[i]
-        off = 0
-        for mm in range(m.nm):
-            for i in range(m.S):
-                qs[i] += ll_all[off + i]
-            off += m.a_K[mm]
+            qs[i] = logprior[i] + ll_all[i]
         softmax_inplace(qs, m.S)
         return 1
     for f in range(m.nf):
@@ -339,19 +352,17 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
         for f in range(m.nf):
             for i in range(m.ns[f]):
                 qs_new[m.s_off[f] + i] = logprior[m.s_off[f] + i]
-            off = 0
-            for mm in range(m.nm):
-                dep = m.a_dep + m.a_dep_off[mm]
-                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+            for mm in range(m.ng):
+                dep = m.g_dep + m.g_dep_off[mm]
+                nd = m.g_dep_off[mm + 1] - m.g_dep_off[mm]
                 pos = -1
                 for d in range(nd):
                     if dep[d] == f:
                         pos = d
                 if pos >= 0:
-                    contract_except(m, ll_all + off, dep, nd, pos, qs, qL, buf_a, buf_b)
+                    contract_except(m, ll_all + m.g_off[mm], dep, nd, pos, qs, qL, buf_a, buf_b)
                     for i in range(m.ns[f]):
                         qs_new[m.s_off[f] + i] += qL[i]
-                off += m.a_K[mm]
             softmax_inplace(qs_new + m.s_off[f], m.ns[f])
         memcpy(qs, qs_new, m.S * sizeof(float))
         if compute_vfe:
@@ -522,7 +533,12 @@ cdef class KModel:
         self.c.nc = self._ints(ints, "nc"); self.c.s_off = self._ints(ints, "s_off")
         self.c.nc_off = self._ints(ints, "nc_off")
         self.c.a_dep = self._ints(ints, "a_dep"); self.c.a_dep_off = self._ints(ints, "a_dep_off")
-        self.c.a_dep_vfe = self._ints(ints, "a_dep_vfe")
+        self.c.ng = len(ints["g_K"])
+        self.c.a_group = self._ints(ints, "a_group")
+        self.c.a_group_first = self._ints(ints, "a_group_first")
+        self.c.g_dep = self._ints(ints, "g_dep"); self.c.g_dep_off = self._ints(ints, "g_dep_off")
+        self.c.g_dep_vfe = self._ints(ints, "g_dep_vfe"); self.c.g_K = self._ints(ints, "g_K")
+        self.c.g_off = self._ints(ints, "g_off")
         self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
         self.c.wa_mat = self._ints(ints, "wa_mat")
         self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
@@ -629,7 +645,7 @@ def infer_states(KModel model, float[::1] qs, float[::1] qs_prev, int[::1] actio
             c_log_prior(m, &qs_prev[0], &action[0], logprior, rest)
         else:
             memcpy(logprior, m.logD, m.S * sizeof(float))
-        c_log_likelihood(m, &obs[0], &obs_distr[0], distr, ll_all)
+        c_log_likelihood(m, &obs[0], &obs_distr[0], distr, ll_all, rest)
         it = c_infer_states(m, ll_all, logprior, &qs[0], num_iter, dF, dF_tol,
                             compute_vfe, rest)
     return it
@@ -826,7 +842,7 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
             c_log_prior(m, qs, a.action + i * m.nf, logprior, logprior + m.S)
         else:
             memcpy(logprior, m.logD, m.S * sizeof(float))
-        c_log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all)
+        c_log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
         c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
                        logprior + m.S)
     if stages & 2:

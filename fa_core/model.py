@@ -423,11 +423,22 @@ class GenerativeModel:
         def offsets(lengths):
             return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
+        groups: list[list[int]] = []  # modalities sharing a parent list, in order
+        for d in self.A_factor_list:
+            if d not in groups:
+                groups.append(d)
+        a_group = [groups.index(d) for d in self.A_factor_list]
+        g_K = [int(np.prod([self.num_states[f] for f in d])) for d in groups]
         ints = {
+            "a_group": a_group,
+            "a_group_first": [int(a_group.index(g) == m) for m, g in enumerate(a_group)],
+            "g_dep": list(itertools.chain(*groups)),
+            "g_dep_off": offsets([len(d) for d in groups]),
+            "g_dep_vfe": list(itertools.chain(*(sorted(d) for d in groups))),
+            "g_K": g_K, "g_off": offsets(g_K),
             "ns": self.num_states, "no": self.num_obs, "nc": self.num_controls,
             "s_off": offsets(self.num_states), "nc_off": offsets(self.num_controls),
             "a_dep": list(itertools.chain(*self.A_factor_list)),
-            "a_dep_vfe": list(itertools.chain(*(sorted(d) for d in self.A_factor_list))),
             "a_dep_off": offsets([len(d) for d in self.A_factor_list]),
             "a_K": [int(np.prod([self.num_states[f] for f in d])) for d in self.A_factor_list],
             "a_mat": a_mat, "wa_mat": wa_mat,

@@ -3,7 +3,10 @@
 from fa_core.agent import Agent
 from fa_core.model import GenerativeModel
 from fa_core.population import Population
+from fa_core.lifecycle import AgentPool
+from fa_core.memory import MemoryReport, memory_report, memory_report_many
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "GenerativeModel", "Population", "__version__"]
+__all__ = ["Agent", "AgentPool", "GenerativeModel", "MemoryReport", "Population",
+           "memory_report", "memory_report_many", "__version__"]

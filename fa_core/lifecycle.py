@@ -1,0 +1,760 @@
+"""Agent lifecycle: pickling, hibernation to compact bytes, and a pool under a memory budget.
+
+Three ways to put an :class:`~fa_core.agent.Agent` away:
+
+* ``pickle``: self-contained and exact. The agent's model is pickled by
+  reference, so a pickle of many agents sharing one model stores it once, and
+  unpickling it where an equal model is alive reuses that model (see
+  :meth:`GenerativeModel.content_key <fa_core.model.GenerativeModel.content_key>`).
+  :func:`dumps` / :func:`loads` go further and leave models out of the pickle.
+* :func:`hibernate` / :func:`wake`: a compact blob holding only what the agent
+  owns (beliefs, policy posterior, expected free energies, action, action
+  history, time step, options that differ from the defaults, RNG state) and
+  the model's content key. Exact by default; opt-in lossy compression of beliefs.
+* :class:`AgentPool`: agents by id with at most a budget of them awake; the
+  least recently used are hibernated and woken again on access.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import functools
+import gc
+import itertools
+import math
+import pickle
+import struct
+import zlib
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from typing import Any, Hashable, Iterator
+
+import numpy as np
+
+from fa_core.agent import Agent
+from fa_core.model import GenerativeModel, model_by_key
+
+__all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads", "AgentPool",
+           "FLOAT16_REL_ERROR"]
+
+#: Largest relative error float16 rounding puts on a belief entry in the normal
+#: float16 range (>= 2**-14): half a unit in the last of its 11 significant bits.
+FLOAT16_REL_ERROR = 2.0 ** -11
+#: Largest absolute error float16 rounding puts on any belief entry in [0, 1]:
+#: half the spacing of float16's subnormals (entries below it become 0).
+FLOAT16_ABS_ERROR = 2.0 ** -25
+
+# slots rebuilt from others rather than stored
+_DERIVED = ("_qs", "_randint")
+
+# ---------------------------------------------------------------------------
+# Pickling
+# ---------------------------------------------------------------------------
+
+
+def agent_getstate(agent: Agent) -> dict:
+    """Every set slot of ``agent`` except derived views, for ``Agent.__getstate__``.
+
+    The model stays an object reference: pickle's memo then stores a model
+    shared by many agents once per pickle, and the model pickles by content
+    (:meth:`GenerativeModel.__reduce__`). The global ``np.random`` (``seed=None``)
+    is recorded as ``None``; a ``numpy.random.Generator`` pickles with its state.
+    """
+    state = {}
+    for name in copyreg._slotnames(type(agent)):
+        if name not in _DERIVED:
+            try:
+                state[name] = getattr(agent, name)
+            except AttributeError:
+                pass  # unset slots stay unset (``qs_hist`` without save_belief_hist)
+    extra = _instance_dict(agent)
+    if state.get("_rng") is np.random:
+        state["_rng"] = None
+    if extra:
+        state["__dict__"] = dict(extra)
+    return state
+
+
+def agent_setstate(agent: Agent, state: dict) -> None:
+    """Restore an agent from :func:`agent_getstate` output (``Agent.__setstate__``)."""
+    state = dict(state)
+    extra = state.pop("__dict__", None)
+    rng = state.pop("_rng", None)
+    qs_buf = state.pop("_qs_buf")
+    for name, value in state.items():
+        setattr(agent, name, value)
+    agent._rng = np.random if rng is None else rng
+    agent._randint = np.random.randint if rng is None else rng.integers
+    agent._set_qs_buffer(qs_buf)
+    if extra:
+        agent.__dict__.update(extra)
+
+
+def _instance_dict(agent: Agent) -> dict | None:
+    """The agent's ``__dict__`` if it has attributes there, else None.
+
+    Reading ``agent.__dict__`` would allocate a dict on every agent it is
+    asked of, so look first: the garbage collector's view of an agent is its
+    set slots and its type, plus anything in its ``__dict__``.
+    """
+    cls = type(agent)
+    names = copyreg._slotnames(cls)
+    n_set = sum(map(hasattr, itertools.repeat(agent, len(names)), names))
+    refs = gc.get_referents(agent)
+    if len(refs) - sum(r is cls for r in refs) <= n_set:
+        return None
+    return object.__getattribute__(agent, "__dict__")
+
+
+class _ModelRefPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if type(obj) is GenerativeModel:
+            return ("fa_core.GenerativeModel", obj.content_key())
+        return None
+
+
+class _ModelRefUnpickler(pickle.Unpickler):
+    def __init__(self, file, models: dict[bytes, GenerativeModel]):
+        super().__init__(file)
+        self._models = models
+
+    def persistent_load(self, pid):
+        kind, key = pid
+        if kind != "fa_core.GenerativeModel":
+            raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
+        model = self._models.get(key) or model_by_key(key)
+        if model is None:
+            raise pickle.UnpicklingError(
+                f"the pickle refers to model {key.hex()}, which is not alive here: "
+                "pass it in models=, or pickle with fa_core.lifecycle.dumps(..., "
+                "include_models=True) or plain pickle")
+        return model
+
+
+def dumps(obj: Any, *, include_models: bool = False, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+    """Pickle ``obj`` (agents, lists of agents, ...) with models left out.
+
+    Every :class:`GenerativeModel` inside is written as its content key only,
+    so the pickle holds per-agent state alone; :func:`loads` resolves the keys
+    to live models. With ``include_models=True`` this is plain ``pickle.dumps``.
+    """
+    if include_models:
+        return pickle.dumps(obj, protocol=protocol)
+    import io
+    buf = io.BytesIO()
+    _ModelRefPickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
+
+
+def loads(data: bytes, models=()) -> Any:
+    """Unpickle :func:`dumps` output; models come from ``models`` or the live registry.
+
+    Parameters
+    ----------
+    data : bytes
+    models : iterable of GenerativeModel
+        Models to resolve keys with, in addition to every live model that
+        :func:`fa_core.model.model_by_key` finds.
+
+    Raises
+    ------
+    pickle.UnpicklingError
+        If a model the pickle refers to is neither given nor alive.
+    """
+    import io
+    by_key = {m.content_key(): m for m in models}
+    return _ModelRefUnpickler(io.BytesIO(data), by_key).load()
+
+
+# ---------------------------------------------------------------------------
+# Hibernation
+# ---------------------------------------------------------------------------
+
+# blob = header + body (zlib-compressed when that makes it smaller)
+_MAGIC, _VERSION = b"FA", 1
+_HEAD = struct.Struct("<2sBB20s")   # magic, version, flags, model content key
+_F_ZLIB, _F_RENORM = 1, 2
+_FIXED = struct.Struct("<qBB")      # curr_timestep, field flags, rng kind
+_B_ACTION, _B_PREV, _B_PREV_LAST_IS_ACTION, _B_QS_HIST, _B_QPI_HIST = 1, 2, 4, 8, 16
+_RNG_GLOBAL, _RNG_PCG64, _RNG_OTHER = 0, 1, 2
+_PCG64 = struct.Struct("<16s16sBI")  # state, increment, has_uint32, uinteger
+_U32 = struct.Struct("<I")
+# float section encodings: dense or (index, value) pairs, float32 or float16 values
+_DENSE32, _DENSE16, _SPARSE32, _SPARSE16 = 0, 1, 2, 3
+# the zlib level: 6 is within a few bytes of 9 on beliefs and about twice as fast
+_ZLIB_LEVEL = 6
+
+_MISSING = object()
+_F64 = np.dtype(np.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> dict:
+    """Option slots of an agent built with every default."""
+    tiny = GenerativeModel(A=[np.ones((1, 1))], B=[np.ones((1, 1, 1))])
+    state = agent_getstate(Agent(model=tiny))
+    return {k: v for k, v in state.items() if k not in _COMPACT}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_containers() -> tuple[str, ...]:
+    """Options whose defaults are mutable containers (each woken agent gets its own)."""
+    return tuple(k for k, v in _defaults().items() if type(v) in (dict, list))
+
+
+def _fresh(value):
+    """A copy of a default option that shares no mutable container with it."""
+    if type(value) is dict:
+        return {k: _fresh(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh(v) for v in value]
+    return value
+
+
+def _option_extras(agent: Agent) -> dict:
+    """Slots other than the binary-encoded ones whose values differ from the defaults
+    (and the instance ``__dict__``, the class if not Agent, and default slots left unset)."""
+    options = _defaults()
+    extras, absent = {}, []
+    for name, default in options.items():
+        value = getattr(agent, name, _MISSING)
+        if value is _MISSING:
+            absent.append(name)
+        elif value is not default and not _same(value, default):
+            extras[name] = value
+    cls = type(agent)
+    if cls is not Agent:
+        extras["\0class"] = cls
+        for name in copyreg._slotnames(cls):
+            if name not in options and name not in _COMPACT and name not in _DERIVED \
+                    and hasattr(agent, name):
+                extras[name] = getattr(agent, name)
+    if absent:
+        extras["\0absent"] = absent
+    d = _instance_dict(agent)
+    if d:
+        extras["__dict__"] = dict(d)
+    return extras
+
+
+# slots the blob encodes in binary; every other slot is an option, stored
+# (pickled) only when it differs from the default
+_COMPACT = frozenset({"_model", "_qs_buf", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
+                      "curr_timestep", "_rng", "qs_hist", "q_pi_hist"})
+
+
+def _same(a, b) -> bool:
+    """Equal values of the same types (so restoring the default changes nothing)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, float):
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if isinstance(a, (np.ndarray, np.generic)):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - any object that cannot compare is simply stored
+        return False
+
+
+def _lossy_check(lossy, prune) -> None:
+    if lossy not in (None, "float16"):
+        raise ValueError(f"lossy must be None or 'float16', got {lossy!r}")
+    if prune is not None and not (isinstance(prune, (int, float)) and 0 < prune < 1):
+        raise ValueError(f"prune must be a threshold in (0, 1), got {prune!r}")
+
+
+def _encode_floats(out: bytearray, x: np.ndarray, sizes, lossy, prune) -> None:
+    """Append float32 vector ``x`` (blocks of ``sizes``), pruned / float16 if asked,
+    dense or as (index, value) pairs, whichever is smaller."""
+    if prune is not None:
+        x = x.copy()
+        off = 0
+        for n in sizes:
+            block = x[off:off + n]
+            keep = int(np.argmax(block))  # never prune a block to nothing
+            top = block[keep]
+            block[block < prune] = 0.0
+            block[keep] = top
+            off += n
+    vals = x.astype(np.float16) if lossy == "float16" else x
+    n = x.shape[0]
+    nz = np.flatnonzero(vals)
+    idx_dtype = np.uint16 if n <= 1 << 16 else np.uint32
+    sparse_bytes = 4 + nz.size * (idx_dtype().itemsize + vals.itemsize)
+    half = vals.dtype == np.float16
+    if sparse_bytes < vals.nbytes:
+        out.append(_SPARSE16 if half else _SPARSE32)
+        out += _U32.pack(nz.size)
+        out += nz.astype(idx_dtype).tobytes()
+        out += vals[nz].tobytes()
+    else:
+        out.append(_DENSE16 if half else _DENSE32)
+        out += vals.tobytes()
+
+
+def _decode_floats(body: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
+    method = body[pos]
+    pos += 1
+    dtype = np.float16 if method in (_DENSE16, _SPARSE16) else np.float32
+    if method in (_DENSE32, _DENSE16):
+        vals = np.frombuffer(body, dtype, n, pos)
+        return vals.astype(np.float32), pos + vals.nbytes
+    (nnz,) = _U32.unpack_from(body, pos)
+    pos += 4
+    idx_dtype = np.uint16 if n <= 1 << 16 else np.uint32
+    idx = np.frombuffer(body, idx_dtype, nnz, pos)
+    pos += idx.nbytes
+    vals = np.frombuffer(body, dtype, nnz, pos)
+    out = np.zeros(n, dtype=np.float32)
+    out[idx] = vals
+    return out, pos + vals.nbytes
+
+
+def _renormalise(x: np.ndarray, sizes) -> np.ndarray:
+    """Each block rescaled to sum to 1, in float64, returned as float32."""
+    y = x.astype(np.float64)
+    off = 0
+    for n in sizes:
+        s = y[off:off + n].sum()
+        if s > 0:
+            y[off:off + n] /= s
+        off += n
+    return y.astype(np.float32)
+
+
+def _compact_actions(prev, nf: int, dtype) -> np.ndarray | None:
+    """``prev_actions`` as a ``dtype`` matrix, or None if it holds anything else
+    (``None`` entries, other shapes or types, values ``dtype`` cannot hold
+    exactly, aliased entries): then it is pickled."""
+    if type(prev) is not list or len(set(map(id, prev))) != len(prev):
+        return None
+    if not prev:
+        return np.zeros((0, nf), dtype=dtype)
+    if not all(type(a) is np.ndarray and (a.dtype is _F64 or a.dtype == _F64) for a in prev):
+        return None
+    mat = np.array(prev)
+    if mat.shape != (len(prev), nf):
+        return None
+    with np.errstate(invalid="ignore"):
+        small = mat.astype(dtype)
+    if small.astype(np.float64).tobytes() != mat.tobytes():  # exact, -0.0 and NaN included
+        return None
+    return small
+
+
+def _compact_qs_hist(hist, sizes) -> bool:
+    if not isinstance(hist, list):
+        return False
+    for entry in hist:
+        if (type(entry) is not np.ndarray or entry.dtype != object or entry.shape != (len(sizes),)
+                or any(type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != (n,)
+                       for q, n in zip(entry, sizes))):
+            return False
+    return True
+
+
+def _compact_qpi_hist(hist, n_pol: int) -> bool:
+    return isinstance(hist, list) and all(
+        type(q) is np.ndarray and q.dtype == np.float32 and q.shape == (n_pol,) for q in hist)
+
+
+def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = None,
+              compress: bool = True) -> bytes:
+    """Everything ``agent`` owns, as a compact blob that :func:`wake` restores.
+
+    The blob holds the beliefs (``qs``), ``q_pi``, ``G``, the action, the action
+    history, the time step, ``qs_hist`` / ``q_pi_hist`` when kept, every option
+    that differs from its default, the RNG state and the model's content key
+    (not the model: keep the model alive, or pass it to :func:`wake`).
+
+    Parameters
+    ----------
+    agent : Agent
+    lossy : {None, "float16"}
+        ``None`` (default): lossless, :func:`wake` restores every value bit for
+        bit. ``"float16"``: beliefs (``qs`` and ``qs_hist``) are stored as
+        float16 and renormalised per factor on waking. Before renormalisation
+        each entry ``x`` in [0, 1] becomes ``x16`` with
+        ``|x16 - x| <= max(2**-11 * x, 2**-25)``: relative error at most
+        ``2**-11`` (:data:`FLOAT16_REL_ERROR`) for ``x >= 2**-14``, absolute error
+        at most ``2**-25`` below that (entries under ``2**-25`` become 0).
+        After renormalisation of a factor with ``n`` states whose beliefs sum
+        to ``s`` (1 up to float32 rounding), the L1 distance to the original is
+        at most ``|1 - s| + 2 * (2**-11 + n * 2**-25)`` (plus float32 rounding
+        of the result, ``2**-24`` per entry).
+    prune : float in (0, 1), optional
+        Belief entries below ``prune`` are set to 0 (the largest entry of each
+        factor is always kept), then each factor is renormalised on waking.
+        If the pruned entries of a factor held mass ``r`` (at most ``n *
+        prune``), the L1 distance to the original is at most ``|1 - s| + 2r``
+        and each kept entry changes by a factor ``1 / (1 - r)`` (up to float32
+        rounding). Combined with ``lossy="float16"`` the two bounds add.
+    compress : bool
+        zlib-compress the blob when that makes it smaller (beliefs often hold
+        a few distinct values, which compresses well).
+
+    Notes
+    -----
+    ``q_pi``, ``G`` and ``q_pi_hist`` are always stored exactly. A
+    ``numpy.random.Generator`` shared by several agents is copied into each
+    blob, so woken agents no longer share it; a PCG64 generator is stored as
+    its 37-byte state (its SeedSequence, used only by ``spawn``, is not kept).
+    """
+    _lossy_check(lossy, prune)
+    model = agent._model
+    sizes = model.num_states
+    extras = _option_extras(agent)
+    state = {name: getattr(agent, name) for name in _COMPACT if hasattr(agent, name)}
+
+    flags = 0
+    act_i = state["_act_i"]
+    action = state.get("_action")
+    if action is not None:
+        if (type(action) is np.ndarray and action.dtype == np.float64
+                and action.shape == act_i.shape and np.array_equal(action, act_i)):
+            flags |= _B_ACTION
+        else:
+            extras["_action"] = action
+    prev = state.get("_prev_actions")
+    prev_mat = None
+    if prev is not None:
+        prev_mat = _compact_actions(prev, model.num_factors,
+                                    np.uint8 if max(model.num_controls) <= 256 else np.int32)
+        if prev_mat is None:
+            extras["_prev_actions"] = prev
+        else:
+            flags |= _B_PREV
+            if prev and flags & _B_ACTION and prev[-1] is action:
+                flags |= _B_PREV_LAST_IS_ACTION
+    qs_hist = state.get("qs_hist", _MISSING)
+    if qs_hist is not _MISSING:
+        if _compact_qs_hist(qs_hist, sizes):
+            flags |= _B_QS_HIST
+        else:
+            extras["qs_hist"] = qs_hist
+    q_pi_hist = state.get("q_pi_hist", _MISSING)
+    if q_pi_hist is not _MISSING:
+        if _compact_qpi_hist(q_pi_hist, model.num_policies):
+            flags |= _B_QPI_HIST
+        else:
+            extras["q_pi_hist"] = q_pi_hist
+
+    rng = state.get("_rng")
+    rng_kind = _RNG_GLOBAL
+    if rng is not np.random:
+        if (type(rng) is np.random.Generator
+                and type(rng.bit_generator) is np.random.PCG64):
+            rng_kind = _RNG_PCG64
+        else:
+            rng_kind = _RNG_OTHER
+            extras["_rng"] = rng
+
+    body = bytearray(_FIXED.pack(int(state.get("curr_timestep", 0)), flags, rng_kind))
+    body += np.ascontiguousarray(act_i, dtype=np.int32).tobytes()
+    _encode_floats(body, np.asarray(state["_qs_buf"], dtype=np.float32), sizes, lossy, prune)
+    body += np.asarray(state["_q_pi"], dtype=np.float32).tobytes()
+    body += np.asarray(state["_G"], dtype=np.float32).tobytes()
+    if rng_kind == _RNG_PCG64:
+        st = rng.bit_generator.state
+        body += _PCG64.pack(st["state"]["state"].to_bytes(16, "little"),
+                            st["state"]["inc"].to_bytes(16, "little"),
+                            st["has_uint32"], st["uinteger"])
+    if flags & _B_PREV:
+        body += _U32.pack(len(prev_mat)) + bytes([prev_mat.dtype.itemsize])
+        body += prev_mat.tobytes()
+    if flags & _B_QS_HIST:
+        body += _U32.pack(len(qs_hist))
+        for entry in qs_hist:
+            _encode_floats(body, np.concatenate(list(entry)), sizes, lossy, prune)
+    if flags & _B_QPI_HIST:
+        body += _U32.pack(len(q_pi_hist))
+        for q in q_pi_hist:
+            body += q.tobytes()
+    if extras:
+        pickled = pickle.dumps(extras, protocol=pickle.HIGHEST_PROTOCOL)
+        body += _U32.pack(len(pickled)) + pickled
+    else:
+        body += _U32.pack(0)
+
+    head_flags = _F_RENORM if (lossy is not None or prune is not None) else 0
+    if compress:
+        packed = zlib.compress(body, _ZLIB_LEVEL)
+        if len(packed) < len(body):
+            body, head_flags = packed, head_flags | _F_ZLIB
+    return _HEAD.pack(_MAGIC, _VERSION, head_flags, model.content_key()) + bytes(body)
+
+
+def blob_model_key(blob: bytes) -> bytes:
+    """The content key of the model a hibernated agent needs."""
+    magic, version, _, key = _HEAD.unpack_from(blob)
+    if magic != _MAGIC or version != _VERSION:
+        raise ValueError("blob is not an fa_core hibernated agent (or is from another version)")
+    return key
+
+
+def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
+    """The agent :func:`hibernate` put in ``blob``.
+
+    Parameters
+    ----------
+    blob : bytes
+    model : GenerativeModel, optional
+        The agent's model. By default the live model with the blob's content
+        key (see :func:`fa_core.model.model_by_key`).
+
+    Raises
+    ------
+    ValueError
+        If ``blob`` is not a hibernated agent, no live model has its key, or
+        ``model`` is not the model the agent was hibernated with.
+    """
+    key = blob_model_key(blob)
+    if model is None:
+        model = model_by_key(key)
+        if model is None:
+            raise ValueError(f"no live model has content key {key.hex()}: keep the agent's "
+                             "model alive or pass it as model=")
+    elif not isinstance(model, GenerativeModel):
+        raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
+    elif model.content_key() != key:
+        raise ValueError("model is not the model this agent was hibernated with "
+                         "(its content key differs)")
+    head_flags = blob[3]
+    body = memoryview(blob)[_HEAD.size:]
+    if head_flags & _F_ZLIB:
+        body = memoryview(zlib.decompress(body))
+    sizes = model.num_states
+    nf, n_pol, S = model.num_factors, model.num_policies, sum(sizes)
+
+    defaults = _defaults()
+    state = dict(defaults)
+    for name in _default_containers():
+        state[name] = _fresh(defaults[name])
+    t, flags, rng_kind = _FIXED.unpack_from(body)
+    pos = _FIXED.size
+    state["_model"] = model
+    state["curr_timestep"] = t
+    act_i = np.frombuffer(body, np.int32, nf, pos).copy()
+    pos += act_i.nbytes
+    state["_act_i"] = act_i
+    qs, pos = _decode_floats(body, pos, S)
+    state["_qs_buf"] = _renormalise(qs, sizes) if head_flags & _F_RENORM else qs
+    state["_q_pi"] = np.frombuffer(body, np.float32, n_pol, pos).copy()
+    pos += 4 * n_pol
+    state["_G"] = np.frombuffer(body, np.float32, n_pol, pos).copy()
+    pos += 4 * n_pol
+    action = act_i.astype(np.float64) if flags & _B_ACTION else None
+    state["_action"] = action
+    state["_rng"] = None
+    if rng_kind == _RNG_PCG64:
+        s, inc, has32, uint = _PCG64.unpack_from(body, pos)
+        pos += _PCG64.size
+        bg = np.random.PCG64()
+        bg.state = {"bit_generator": "PCG64",
+                    "state": {"state": int.from_bytes(s, "little"),
+                              "inc": int.from_bytes(inc, "little")},
+                    "has_uint32": has32, "uinteger": uint}
+        state["_rng"] = np.random.Generator(bg)
+    state["_prev_actions"] = None
+    if flags & _B_PREV:
+        (count,) = _U32.unpack_from(body, pos)
+        code = body[pos + 4]
+        pos += 5
+        mat = np.frombuffer(body, {1: np.uint8, 4: np.int32}[code], count * nf, pos)
+        pos += mat.nbytes
+        prev = list(mat.reshape(count, nf).astype(np.float64))
+        if flags & _B_PREV_LAST_IS_ACTION:
+            prev[-1] = action
+        state["_prev_actions"] = prev
+    if flags & _B_QS_HIST:
+        (count,) = _U32.unpack_from(body, pos)
+        pos += 4
+        cuts = np.cumsum(sizes)[:-1]
+        hist = []
+        for _ in range(count):
+            flat, pos = _decode_floats(body, pos, S)
+            if head_flags & _F_RENORM:
+                flat = _renormalise(flat, sizes)
+            entry = np.empty(nf, dtype=object)
+            for f, q in enumerate(np.split(flat, cuts)):
+                entry[f] = q.copy()
+            hist.append(entry)
+        state["qs_hist"] = hist
+    if flags & _B_QPI_HIST:
+        (count,) = _U32.unpack_from(body, pos)
+        pos += 4
+        hist = []
+        for _ in range(count):
+            hist.append(np.frombuffer(body, np.float32, n_pol, pos).copy())
+            pos += 4 * n_pol
+        state["q_pi_hist"] = hist
+    (n_extra,) = _U32.unpack_from(body, pos)
+    if n_extra:
+        extras = pickle.loads(body[pos + 4:pos + 4 + n_extra])
+        for name in extras.pop("\0absent", ()):
+            state.pop(name, None)
+        state.update(extras)
+    cls = state.pop("\0class", Agent)
+    agent = cls.__new__(cls)
+    agent_setstate(agent, state)
+    return agent
+
+
+# ---------------------------------------------------------------------------
+# The pool
+# ---------------------------------------------------------------------------
+
+
+class AgentPool(MutableMapping):
+    """Agents by id, with at most a budget of them awake; the rest hibernated.
+
+    ``pool[id] = agent`` adds an agent, ``pool[id]`` returns it (waking it if
+    it was hibernated), ``del pool[id]`` removes it. When the awake agents
+    exceed the budget, the least recently used are hibernated (lossless by
+    default), so a run through the pool gives the same numbers as a run with
+    every agent awake.
+
+    Parameters
+    ----------
+    max_awake : int, optional
+        At most this many agents awake.
+    max_bytes : int, optional
+        At most this many bytes of awake agents' own memory (beliefs, history
+        and private parameters, as :func:`fa_core.memory.memory_report` counts
+        them; measured when an agent is added or woken). At least one agent
+        (the one just used) is always awake.
+    lossy, prune
+        Passed to :func:`hibernate`.
+
+    Notes
+    -----
+    The agent object ``pool[id]`` returns is valid until the pool hibernates
+    it: do not keep it across other pool accesses (changes made to it after
+    that are lost); ask the pool again. Models of hibernated agents are kept
+    alive by the pool.
+    """
+
+    def __init__(self, max_awake: int | None = None, *, max_bytes: int | None = None,
+                 lossy: str | None = None, prune: float | None = None):
+        if (max_awake is None) == (max_bytes is None):
+            raise ValueError("AgentPool needs exactly one of max_awake and max_bytes")
+        for name, v in (("max_awake", max_awake), ("max_bytes", max_bytes)):
+            if v is not None and (not isinstance(v, (int, np.integer)) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _lossy_check(lossy, prune)
+        self.max_awake, self.max_bytes = max_awake, max_bytes
+        self._hib = {"lossy": lossy, "prune": prune}
+        self._awake: OrderedDict[Hashable, Agent] = OrderedDict()  # least recently used first
+        self._sizes: dict[Hashable, int] = {}
+        self._awake_bytes = 0
+        self._asleep: dict[Hashable, bytes] = {}
+        self._models: dict[bytes, list] = {}  # key -> [model, number of blobs needing it]
+        self.n_hibernated = self.n_woken = 0
+
+    # -- mapping ---------------------------------------------------------------
+
+    def __getitem__(self, agent_id: Hashable) -> Agent:
+        agent = self._awake.get(agent_id)
+        if agent is not None:
+            self._awake.move_to_end(agent_id)
+            return agent
+        blob = self._asleep.pop(agent_id)  # KeyError for an unknown id
+        key = blob_model_key(blob)
+        entry = self._models[key]
+        agent = wake(blob, entry[0])
+        self._release(key)
+        self.n_woken += 1
+        self._admit(agent_id, agent)
+        return agent
+
+    def __setitem__(self, agent_id: Hashable, agent: Agent) -> None:
+        if not isinstance(agent, Agent):
+            raise TypeError(f"AgentPool holds fa_core.Agent objects, got {type(agent).__name__}")
+        if agent_id in self:
+            del self[agent_id]
+        self._admit(agent_id, agent)
+
+    def __delitem__(self, agent_id: Hashable) -> None:
+        if agent_id in self._awake:
+            del self._awake[agent_id]
+            self._awake_bytes -= self._sizes.pop(agent_id, 0)
+        else:
+            self._release(blob_model_key(self._asleep.pop(agent_id)))
+
+    def __contains__(self, agent_id) -> bool:
+        return agent_id in self._awake or agent_id in self._asleep
+
+    def __iter__(self) -> Iterator[Hashable]:
+        # a snapshot: reading values while iterating wakes and hibernates agents
+        return iter(list(self._awake) + list(self._asleep))
+
+    def __len__(self) -> int:
+        return len(self._awake) + len(self._asleep)
+
+    # -- budget ----------------------------------------------------------------
+
+    @property
+    def n_awake(self) -> int:
+        return len(self._awake)
+
+    @property
+    def n_asleep(self) -> int:
+        return len(self._asleep)
+
+    @property
+    def asleep_nbytes(self) -> int:
+        """Bytes of the hibernated agents' blobs (``bytes`` objects included)."""
+        import sys
+        return sum(sys.getsizeof(b) for b in self._asleep.values())
+
+    def is_awake(self, agent_id: Hashable) -> bool:
+        return agent_id in self._awake
+
+    def hibernate_all(self) -> None:
+        """Hibernate every awake agent."""
+        while self._awake:
+            self._evict_one()
+
+    def _admit(self, agent_id: Hashable, agent: Agent) -> None:
+        self._awake[agent_id] = agent
+        if self.max_bytes is not None:
+            from fa_core.memory import agent_nbytes
+            size = agent_nbytes(agent)
+            self._sizes[agent_id] = size
+            self._awake_bytes += size
+            while self._awake_bytes > self.max_bytes and len(self._awake) > 1:
+                self._evict_one()
+        else:
+            while len(self._awake) > self.max_awake:
+                self._evict_one()
+
+    def _evict_one(self) -> None:
+        agent_id, agent = self._awake.popitem(last=False)
+        self._awake_bytes -= self._sizes.pop(agent_id, 0)
+        blob = hibernate(agent, **self._hib)
+        key = blob_model_key(blob)
+        entry = self._models.get(key)
+        if entry is None:
+            self._models[key] = [agent._model, 1]
+        else:
+            entry[1] += 1
+        self._asleep[agent_id] = blob
+        self.n_hibernated += 1
+
+    def _release(self, key: bytes) -> None:
+        entry = self._models[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._models[key]
+
+    def __repr__(self) -> str:
+        budget = (f"max_awake={self.max_awake}" if self.max_bytes is None
+                  else f"max_bytes={self.max_bytes}")
+        return f"AgentPool({budget}, awake={self.n_awake}, asleep={self.n_asleep})"

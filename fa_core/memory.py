@@ -1,0 +1,241 @@
+"""Memory accounting: which bytes an agent owns and which it shares.
+
+:func:`memory_report` and :func:`memory_report_many` walk the objects agents
+reference (their slots, arrays, dicts, lists, RNGs, models and the arrays a
+model's kernel view keeps) and split their bytes into
+
+* ``shared_model``: model objects reachable from more than one agent, or also
+  referenced from outside the agents (another model, a user's variable),
+  counted once;
+* ``private_params``: model objects reachable from one agent only (a model
+  only this agent uses, e.g. after learning: copy-on-write shares the
+  unchanged arrays with the original model, so only the changed ones are private);
+* ``beliefs``: what the agent owns besides history and model: ``qs``,
+  ``q_pi``, ``G``, action buffers, options, RNG, and the agent object itself;
+* ``history``: ``qs_hist``, ``q_pi_hist`` and ``prev_actions``;
+* ``scratch``: the per-thread scratch pool (:func:`fa_core.scratch.scratch_nbytes`),
+  shared by every agent on the thread.
+
+An object counts as owned by an agent when every reference to it comes from
+objects the agent owns, which is decided from reference counts
+(``sys.getrefcount``), so the split needs no bookkeeping in the agents.
+Sizes are ``sys.getsizeof`` (numpy arrays that own their data include it)
+plus the shape and strides block numpy allocates beside each array, so the
+totals agree with tracemalloc, which sees the same allocations.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import gc
+import sys
+import types
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+
+from fa_core.model import GenerativeModel
+from fa_core.scratch import scratch_nbytes
+
+__all__ = ["MemoryReport", "memory_report", "memory_report_many", "agent_nbytes"]
+
+_HISTORY_SLOTS = ("qs_hist", "q_pi_hist", "_prev_actions")
+_SKIP = (type, types.ModuleType, types.FunctionType, types.CodeType, types.FrameType)
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None))
+_SHARED = -1   # owner label of objects not owned by a single agent
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Bytes used by ``n_agents`` agents, by component (see :mod:`fa_core.memory`)."""
+
+    n_agents: int
+    shared_model: int
+    private_params: int
+    beliefs: int
+    history: int
+    scratch: int
+
+    @property
+    def per_agent(self) -> float:
+        """Bytes each agent owns on average (private parameters, beliefs, history)."""
+        return (self.private_params + self.beliefs + self.history) / max(self.n_agents, 1)
+
+    @property
+    def total(self) -> int:
+        return (self.shared_model + self.private_params + self.beliefs + self.history
+                + self.scratch)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "per_agent": self.per_agent, "total": self.total}
+
+    def __str__(self) -> str:
+        rows = [("shared model", self.shared_model), ("private parameters", self.private_params),
+                ("beliefs", self.beliefs), ("history", self.history),
+                ("pooled scratch", self.scratch), ("total", self.total)]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"memory of {self.n_agents} agent(s):"]
+        lines += [f"  {name:<{width}}  {n:>14,} B" for name, n in rows]
+        lines.append(f"  {'per agent (owned)':<{width}}  {self.per_agent:>14,.0f} B")
+        return "\n".join(lines)
+
+
+def memory_report(agent) -> MemoryReport:
+    """Bytes of one agent, by component; the model counts as shared if anything
+    else references it (another agent, a variable, the model it was derived from)."""
+    return memory_report_many([agent])
+
+
+def agent_nbytes(agent) -> int:
+    """Bytes ``agent`` owns: private parameters, beliefs and history."""
+    r = memory_report_many([agent], include_scratch=False)
+    return r.private_params + r.beliefs + r.history
+
+
+def memory_report_many(agents: Iterable, include_scratch: bool = True) -> MemoryReport:
+    """Bytes of many agents, each distinct model (and each shared array) counted once.
+
+    Parameters
+    ----------
+    agents : iterable of Agent
+    include_scratch : bool
+        Add the calling thread's scratch pool.
+    """
+    agents = list(agents)
+    walk = _Walk()
+    for i, agent in enumerate(agents):
+        walk.add_agent(i, agent)
+    owner = walk.owners(len(agents))
+    totals = {"model": [0, 0], "beliefs": 0, "history": 0}
+    for oid, obj in walk.nodes.items():
+        size, kind = walk.size[oid], walk.kind[oid]
+        if kind == "model":
+            totals["model"][owner[oid] != _SHARED] += size
+        elif owner[oid] != _SHARED:
+            totals[kind] += size
+    return MemoryReport(n_agents=len(walk.roots), shared_model=totals["model"][0],
+                        private_params=totals["model"][1], beliefs=totals["beliefs"],
+                        history=totals["history"],
+                        scratch=scratch_nbytes() if include_scratch else 0)
+
+
+def _sizeof(obj) -> int:
+    size = sys.getsizeof(obj)
+    if isinstance(obj, np.ndarray) and obj.ndim:
+        size += 16 * obj.ndim  # numpy's separate shape + strides block
+    return size
+
+
+def _children(obj) -> list:
+    """Objects ``obj`` references, each reference once (as tp_traverse visits them)."""
+    if isinstance(obj, np.ndarray):  # arrays are not tracked by gc
+        out = [] if obj.base is None else [obj.base]
+        if obj.dtype == object:
+            out.extend(obj.ravel(order="K").tolist())
+        return out
+    if isinstance(obj, (types.BuiltinMethodType, types.MethodType)):
+        self = obj.__self__
+        return [] if self is None or isinstance(self, types.ModuleType) else [self]
+    if isinstance(obj, _ATOMIC):
+        return []
+    return gc.get_referents(obj)
+
+
+class _Walk:
+    """The graph of objects reachable from agents, with in-edge counts."""
+
+    def __init__(self):
+        self.nodes: dict[int, object] = {}
+        self.size: dict[int, int] = {}
+        self.kind: dict[int, str] = {}
+        self.parents: dict[int, list[int]] = {}
+        self.roots: dict[int, int] = {}  # id(agent) -> agent index
+
+    def add_agent(self, index: int, agent) -> None:
+        aid = id(agent)
+        if aid in self.nodes:
+            return
+        self._add(agent, "beliefs", None)
+        self.roots[aid] = index
+        # beliefs first: the last action is also the last entry of prev_actions
+        slots = [(n, getattr(agent, n)) for n in copyreg._slotnames(type(agent))
+                 if n not in _HISTORY_SLOTS and n != "_model" and hasattr(agent, n)]
+        history = [getattr(agent, n) for n in _HISTORY_SLOTS if hasattr(agent, n)]
+        refs = gc.get_referents(agent)
+        slot_ids = {id(v) for _, v in slots} | {id(v) for v in history} | {id(agent._model)}
+        for ref in refs:  # the instance __dict__, if any, and anything not in a slot
+            if id(ref) not in slot_ids and not isinstance(ref, _SKIP):
+                slots.append(("", ref))
+        for _, value in slots:
+            self._visit(value, "beliefs", aid)
+        for value in history:
+            self._visit(value, "history", aid)
+        self._visit(agent._model, "model", aid)
+
+    def _add(self, obj, kind: str, parent: int | None) -> bool:
+        oid = id(obj)
+        if oid in self.nodes:
+            if parent is not None:
+                self.parents[oid].append(parent)
+            return False
+        self.nodes[oid] = obj
+        self.size[oid] = _sizeof(obj)
+        self.kind[oid] = kind
+        self.parents[oid] = [] if parent is None else [parent]
+        return True
+
+    def _visit(self, obj, kind: str, parent: int) -> None:
+        stack = [(obj, parent)]
+        while stack:
+            o, p = stack.pop()
+            if isinstance(o, _SKIP) or o is None or isinstance(o, bool):
+                continue
+            if self._add(o, kind, p):
+                oid = id(o)
+                for child in _children(o):
+                    stack.append((child, oid))
+
+    def owners(self, n_agents: int) -> dict[int, int]:
+        """Agent index owning each node, or ``_SHARED``.
+
+        A node is owned by agent ``i`` when all its references come from
+        nodes owned by ``i``. References from outside the walk are found by
+        comparing ``sys.getrefcount`` with the in-edges the walk saw.
+        """
+        baseline = _refcount_baseline()
+        external = {}
+        for oid, obj in self.nodes.items():
+            external[oid] = sys.getrefcount(obj) - baseline - len(self.parents[oid])
+            obj = None
+        owner = {}
+        for oid, index in self.roots.items():
+            owner[oid] = index
+        # propagate in topological order; nodes left in a cycle are shared
+        pending = {oid: len(set(ps)) for oid, ps in self.parents.items() if oid not in owner}
+        children: dict[int, list[int]] = {}
+        for oid, ps in self.parents.items():
+            for p in set(ps):
+                children.setdefault(p, []).append(oid)
+        ready = list(owner)
+        while ready:
+            nid = ready.pop()
+            for child in children.get(nid, ()):
+                pending[child] -= 1
+                if pending[child] == 0:
+                    labels = {owner[p] for p in self.parents[child]}
+                    owner[child] = (labels.pop() if len(labels) == 1 and external[child] <= 0
+                                    else _SHARED)
+                    ready.append(child)
+        for oid in self.nodes:
+            owner.setdefault(oid, _SHARED)
+        return owner
+
+
+def _refcount_baseline() -> int:
+    """``sys.getrefcount`` of an object referenced only by the walk, measured the
+    way :meth:`_Walk.owners` measures (one dict value, one loop variable)."""
+    probe = {0: [object()]}
+    for _, obj in probe.items():
+        return sys.getrefcount(obj)
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""asv benchmarks of fa_core, each beside the same benchmark of pymdp's numpy Agent."""

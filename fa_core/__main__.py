@@ -1,9 +1,10 @@
 """Command line of fa_core: ``python -m fa_core simulate [options]``.
 
-``simulate`` runs many agents of one builtin model in a vectorised
-environment and reports throughput, memory per agent and what the agents did.
-All agents share one :class:`fa_core.GenerativeModel`; each owns only its
-beliefs, policy posterior, action and random generator.
+``simulate`` runs a :class:`fa_core.Population` of one builtin model in a
+vectorised environment and reports throughput, memory per agent and what the
+agents did. All agents share one :class:`fa_core.GenerativeModel`; each owns
+only its beliefs, policy posterior, action and random stream, and every step
+of the whole population is one kernel call.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fa_core import builtin_models
-from fa_core.agent import Agent
 from fa_core.envs import GridWorld, TMaze
 from fa_core.model import GenerativeModel
+from fa_core.population import Population, default_threads
 
 #: Environment factory per model name: (n_agents, rng) -> environment.
 ENVS: dict[str, Callable] = {
@@ -30,32 +31,10 @@ ENVS: dict[str, Callable] = {
 }
 
 
-def step_agents(agents: Sequence[Agent], obs: np.ndarray) -> np.ndarray:
-    """One perception-action cycle of every agent.
-
-    This is the whole per-step cost of the simulation, kept in one function
-    so a vectorised population can replace the loop over agents.
-
-    Parameters
-    ----------
-    agents : sequence of Agent
-    obs : ndarray of int, shape (n_agents, n_modalities)
-
-    Returns
-    -------
-    ndarray of int64, shape (n_agents, n_factors)
-        The action each agent took.
-    """
-    actions = np.empty((len(agents), agents[0].num_factors), dtype=np.int64)
-    for i, agent in enumerate(agents):
-        agent.infer_states(obs[i].tolist())
-        agent.infer_policies()
-        actions[i] = agent.sample_action()
-    return actions
-
-
 class _Progress:
-    """``step k/T`` on one rewritten line on a terminal, every tenth of the run otherwise."""
+    """A progress bar rewritten in place on a terminal; every tenth of the run otherwise."""
+
+    WIDTH = 30
 
     def __init__(self, total: int, stream=sys.stdout):
         self.total, self.stream = total, stream
@@ -64,8 +43,10 @@ class _Progress:
 
     def __call__(self, done: int) -> None:
         if self.tty:
+            filled = self.WIDTH * done // self.total
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
             end = "\n" if done == self.total else ""
-            print(f"\r  step {done}/{self.total}", end=end, file=self.stream, flush=True)
+            print(f"\r  [{bar}] step {done}/{self.total}", end=end, file=self.stream, flush=True)
         elif done % self.every == 0 or done == self.total:
             print(f"  step {done}/{self.total}", file=self.stream, flush=True)
 
@@ -102,25 +83,28 @@ def _behaviour(env) -> str:
             f"{env.losses.mean():.2f} losses")
 
 
-def simulate(model: str = "grid10", n_agents: int = 200, steps: int = 20, seed: int = 0,
-             out=sys.stdout) -> dict:
-    """Run ``n_agents`` agents of a builtin model for ``steps`` steps and report on ``out``.
+def simulate(model: str = "grid30", n_agents: int = 10_000, steps: int = 100, seed: int = 0,
+             threads: int | None = None, out=sys.stdout) -> dict:
+    """Run a population of a builtin model for ``steps`` steps and report on ``out``.
 
-    Memory is measured with :mod:`tracemalloc` while the agents are built and
-    take their first step (so every per-agent buffer exists); throughput is
-    timed over the remaining steps, untraced.
+    Memory is measured with :mod:`tracemalloc` while the model and the
+    population are built and take their first step (so every per-agent buffer
+    exists); throughput is timed over the remaining steps, untraced.
 
     Returns
     -------
     dict
         The reported figures: ``agent_steps_per_s`` (None if ``steps == 1``),
-        ``bytes_per_agent``, ``model_bytes``, ``rss_bytes`` and the environment ``env``.
+        ``bytes_per_agent``, ``model_bytes``, ``rss_bytes``, the ``population``
+        and the environment ``env``.
     """
-    seeds = np.random.SeedSequence(seed).spawn(n_agents + 1)
-    env = ENVS[model](n_agents, np.random.default_rng(seeds[0]))
+    env_seed, pop_seed = np.random.SeedSequence(seed).spawn(2)
+    env = ENVS[model](n_agents, np.random.default_rng(env_seed))
     arrays = builtin_models.get(model)
+    threads = default_threads() if threads is None else threads
 
-    print(f"fa_core simulate: {model}, {n_agents} agents, {steps} steps, seed {seed}", file=out)
+    print(f"fa_core simulate: {model}, {n_agents:,} agents, {steps} steps, seed {seed}, "
+          f"{threads} thread(s)", file=out)
     progress = _Progress(steps, out)
     tracemalloc.start()
     try:
@@ -128,17 +112,16 @@ def simulate(model: str = "grid10", n_agents: int = 200, steps: int = 20, seed: 
         t0 = time.perf_counter()
         gm = GenerativeModel(**arrays)
         model_bytes = tracemalloc.get_traced_memory()[0] - base
-        agents = [Agent(model=gm, seed=np.random.default_rng(s)) for s in seeds[1:]]
+        pop = Population(gm, n_agents, seed=pop_seed, n_threads=threads)
         t_build = time.perf_counter() - t0
-        print(f"  {gm!r}, built with {n_agents} agents in {t_build:.2f} s (traced)", file=out)
-        obs = env.reset()
-        obs = env.step(step_agents(agents, obs))
+        print(f"  {gm!r}; population built in {t_build:.2f} s (traced)", file=out)
+        obs = env.step(pop.step(env.reset()))
         progress(1)
         agent_bytes = tracemalloc.get_traced_memory()[0] - base - model_bytes
     finally:
         tracemalloc.stop()
 
-    elapsed = run(agents, env, obs, steps - 1, lambda k: progress(k + 1))
+    elapsed = run(pop, env, obs, steps - 1, lambda k: progress(k + 1))
     rate = n_agents * (steps - 1) / elapsed if steps > 1 and elapsed > 0 else None
     rss, rss_kind = _rss_bytes()
 
@@ -152,15 +135,15 @@ def simulate(model: str = "grid10", n_agents: int = 200, steps: int = 20, seed: 
           file=out)
     print(f"behaviour: {_behaviour(env)}", file=out)
     return {"agent_steps_per_s": rate, "bytes_per_agent": agent_bytes / n_agents,
-            "model_bytes": model_bytes, "rss_bytes": rss, "env": env}
+            "model_bytes": model_bytes, "rss_bytes": rss, "population": pop, "env": env}
 
 
-def run(agents: Sequence[Agent], env, obs: np.ndarray, steps: int,
+def run(pop: Population, env, obs: np.ndarray, steps: int,
         progress: Callable[[int], None] | None = None) -> float:
-    """Step ``agents`` and ``env`` together ``steps`` times from ``obs``; return seconds spent."""
+    """Step ``pop`` and ``env`` together ``steps`` times from ``obs``; return seconds spent."""
     t0 = time.perf_counter()
     for k in range(1, steps + 1):
-        obs = env.step(step_agents(agents, obs))
+        obs = env.step(pop.step(obs))
         if progress is not None:
             progress(k)
     return time.perf_counter() - t0
@@ -188,22 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run N agents sharing one generative model in a vectorised environment; "
                     "each step every agent infers states, infers policies and samples an action. "
                     "Reports agent-steps per second, memory per agent and what the agents did.")
-    sim.add_argument("--model", choices=sorted(ENVS), default="grid10",
+    sim.add_argument("--model", choices=sorted(ENVS), default="grid30",
                      help="grid10 / grid30: forager on a 10x10 / 30x30 grid looking for food; "
                           "tmaze: the classic T-maze (default: %(default)s)")
-    sim.add_argument("--agents", type=_int_at_least(1), default=200, metavar="N",
+    sim.add_argument("--agents", type=_int_at_least(1), default=10_000, metavar="N",
                      help="number of agents (default: %(default)s)")
-    sim.add_argument("--steps", type=_int_at_least(1), default=20, metavar="T",
+    sim.add_argument("--steps", type=_int_at_least(1), default=100, metavar="T",
                      help="number of time steps (default: %(default)s)")
     sim.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                      help="seed of the environment and of every agent (default: %(default)s)")
+    sim.add_argument("--threads", type=_int_at_least(1), default=None, metavar="K",
+                     help="threads stepping the agents (default: all cores available)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
-        simulate(args.model, args.agents, args.steps, args.seed)
+        simulate(args.model, args.agents, args.steps, args.seed, args.threads)
     return 0
 
 

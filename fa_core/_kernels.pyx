@@ -40,6 +40,7 @@ cdef struct Mat:
     int rows
     int cols
     int sparse
+    int onehot      # sparse with exactly one stored value per column (deterministic maps)
     float* val      # dense: rows*cols, row r at val + r*cols; sparse: nnz
     float* logval   # log(val + 1e-16), same layout; NULL when not needed
     int* indptr     # sparse only: cols + 1
@@ -152,7 +153,11 @@ cdef inline void mat_vec(const Mat* M, const float* x, float* out) noexcept nogi
     """out[rows] = M @ x."""
     cdef int k, r, j
     cdef float xk
-    if M.sparse:
+    if M.onehot:
+        memset(out, 0, M.rows * sizeof(float))
+        for k in range(M.cols):
+            out[M.idx[k]] += M.val[k] * x[k]
+    elif M.sparse:
         memset(out, 0, M.rows * sizeof(float))
         for k in range(M.cols):
             xk = x[k]
@@ -164,10 +169,30 @@ cdef inline void mat_vec(const Mat* M, const float* x, float* out) noexcept nogi
             out[r] = <float>dot4(M.val + <long long>r * M.cols, x, M.cols)
 
 
+cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int ncols,
+                          float* out) noexcept nogil:
+    """out[rows] = sum over the listed columns k of M[:, k] * x[k]."""
+    cdef int c, k, r, j
+    cdef float xk
+    memset(out, 0, M.rows * sizeof(float))
+    for c in range(ncols):
+        k = cols[c]
+        xk = x[k]
+        if M.sparse:
+            for j in range(M.indptr[k], M.indptr[k + 1]):
+                out[M.idx[j]] += M.val[j] * xk
+        else:
+            for r in range(M.rows):
+                out[r] += M.val[<long long>r * M.cols + k] * xk
+
+
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
     """out[k] = log(M[o, k] + 1e-16): log likelihood of outcome ``o``."""
     cdef int k, j
-    if M.sparse:
+    if M.onehot:
+        for k in range(M.cols):
+            out[k] = M.logval[k] if M.idx[k] == o else LOG_EPS
+    elif M.sparse:
         for k in range(M.cols):
             out[k] = LOG_EPS
             for j in range(M.indptr[k], M.indptr[k + 1]):
@@ -286,10 +311,16 @@ cdef inline double free_energy(const ModelC* m, const float* qs, const float* lo
 cdef void c_predict_states(const ModelC* m, const float* qs, const int* action,
                            float* out, float* joint) noexcept nogil:
     """out[f] = B[f][..., action[f]] @ joint(qs[B_factor_list[f]]) for every factor."""
-    cdef int f, K
+    cdef int f, nd
+    cdef const int* dep
     for f in range(m.nf):
-        K = joint_of(m, qs, m.b_dep + m.b_dep_off[f], m.b_dep_off[f + 1] - m.b_dep_off[f], joint)
-        mat_vec(&m.mats[m.b_mat[f] + action[f]], joint, out + m.s_off[f])
+        dep = m.b_dep + m.b_dep_off[f]
+        nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
+        if nd == 1:  # the parent's own marginal: no copy
+            mat_vec(&m.mats[m.b_mat[f] + action[f]], qs + m.s_off[dep[0]], out + m.s_off[f])
+        else:
+            joint_of(m, qs, dep, nd, joint)
+            mat_vec(&m.mats[m.b_mat[f] + action[f]], joint, out + m.s_off[f])
 
 
 cdef void c_log_prior(const ModelC* m, const float* qs, const int* action,
@@ -387,11 +418,11 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     """
     cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
     cdef float* joint = qs_pi + (m.T + 1) * m.S
-    cdef float* joint_pr = joint + m.max_K
-    cdef float* qo = joint_pr + m.max_K
+    cdef int* kept = <int*>(joint + m.max_K)       # max_K ints: joint states kept by SIG
+    cdef float* qo = <float*>(kept + m.max_K)
     cdef float* qo_p = qo + m.max_rows
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
-    cdef int p, t, f, mm, K, k, o, a, nd, pruned, row, i
+    cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i
     cdef double g, sig, ut
     cdef const int* pol
     cdef const int* dep
@@ -447,16 +478,14 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 if use_sig:
                     # spm_MDP_G: joint states at or below exp(-16) are left out
                     sig = 0.0
-                    pruned = 0
+                    nkept = 0
                     for k in range(K):
                         if qx[k] > PRUNE:
                             sig += <double>qx[k] * m.a_H[mm][k]
-                            joint_pr[k] = qx[k]
-                        else:
-                            joint_pr[k] = 0.0
-                            pruned = 1
-                    if pruned:
-                        mat_vec(A, joint_pr, qo_p)
+                            kept[nkept] = k
+                            nkept += 1
+                    if nkept < K:  # outcomes predicted from the kept joint states only
+                        mat_cols(A, qx, kept, nkept, qo_p)
                     else:
                         memcpy(qo_p, qo, m.no[mm] * sizeof(float))
                     for o in range(m.no[mm]):
@@ -559,6 +588,8 @@ cdef class KModel:
             self.c.mats[i].rows = spec["rows"]
             self.c.mats[i].cols = spec["cols"]
             self.c.mats[i].sparse = spec["sparse"]
+            self.c.mats[i].onehot = int(bool(spec["sparse"])
+                                        and bool(np.all(np.diff(spec["indptr"]) == 1)))
             self.c.mats[i].val = self._floats(spec["val"])
             self.c.mats[i].logval = NULL
             self.c.mats[i].indptr = NULL
@@ -675,17 +706,43 @@ def predict_states(KModel model, const float[::1] qs, int[::1] action, float[::1
         c_predict_states(&model.c, &qs[0], &action[0], &out[0], &scratch[0])
 
 
+cdef double c_tie_rtol(const ModelC* m, const float* G, double gamma,
+                       const float* lnE) noexcept nogil:
+    """Relative band within which two probabilities are a tie.
+
+    pymdp breaks exact float64 ties at random. In float32 the policy logits
+    ``gamma * G + ln E`` carry a rounding error proportional to their size,
+    so symmetric choices differ by up to that much: the band is 16 float32
+    epsilons times ``1 + max |logit|``. Leads larger than that decide the
+    choice, as in pymdp.
+    """
+    cdef int p
+    cdef double mx = 0.0, v
+    for p in range(m.n_pol):
+        v = gamma * G[p] + lnE[p]
+        if v < 0:
+            v = -v
+        if v > mx:
+            mx = v
+    return 16.0 * 1.1920928955078125e-07 * (1.0 + mx)
+
+
+def tie_rtol(KModel model, const float[::1] G, double gamma):
+    """The tie band (relative) for an agent whose last ``infer_policies`` gave ``G``."""
+    return c_tie_rtol(&model.c, &G[0], gamma, model.c.lnE)
+
+
 def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, int[::1] counts,
-                   float tol):
+                   double rtol):
     """Argmax of each consecutive block of ``x`` (block ``b`` has ``sizes[b]`` entries).
 
     Writes the first maximum of block ``b`` into ``out[b]`` and the number of
-    entries within ``tol`` of that maximum into ``counts[b]``. Returns the
-    number of blocks with a tie: those need a random pick among the tied
-    entries (:func:`nth_tie`), drawn by the caller from its generator.
+    entries within ``rtol`` (relative) of that maximum into ``counts[b]``.
+    Returns the number of blocks with a tie: those need a random pick among
+    the tied entries (:func:`nth_tie`), drawn by the caller from its generator.
     """
     cdef int b, i, off = 0, best, n, c, tied = 0
-    cdef float mx
+    cdef float mx, tol
     with nogil:
         for b in range(sizes.shape[0]):
             n = sizes[b]
@@ -696,6 +753,7 @@ def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, int[::1] co
                     mx = x[off + i]
                     best = i
             out[b] = best
+            tol = <float>(rtol * mx)
             c = 0
             for i in range(n):
                 if mx - x[off + i] <= tol:
@@ -707,13 +765,14 @@ def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, int[::1] co
     return tied
 
 
-def nth_tie(const float[::1] x, int off, int n, float tol, int r):
+def nth_tie(const float[::1] x, int off, int n, double rtol, int r):
     """Index (within the block) of the ``r``-th entry tied with the block's maximum."""
     cdef int i
-    cdef float mx = x[off]
+    cdef float mx = x[off], tol
     for i in range(1, n):
         if x[off + i] > mx:
             mx = x[off + i]
+    tol = <float>(rtol * mx)
     for i in range(n):
         if mx - x[off + i] <= tol:
             if r == 0:
@@ -740,21 +799,22 @@ cdef inline double uniform01(unsigned long long* state) noexcept nogil:
     return (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0)
 
 
-cdef int c_select(const float* p, int n, int deterministic, double alpha, float tol,
+cdef int c_select(const float* p, int n, int deterministic, double alpha, double rtol,
                   unsigned long long* rng, float* tmp) noexcept nogil:
     """pymdp's choice rule on one distribution, with this agent's random stream.
 
-    Deterministic: the maximum, ties (within ``tol``) broken uniformly at random.
+    Deterministic: the maximum, ties (within ``rtol``, relative) broken uniformly at random.
     Stochastic: a draw from ``softmax(alpha * log(p + 1e-16))``.
     """
     cdef int i, best = 0, count = 0, r
-    cdef float mx = p[0]
+    cdef float mx = p[0], tol
     cdef double u, acc
     if deterministic:
         for i in range(1, n):
             if p[i] > mx:
                 mx = p[i]
                 best = i
+        tol = <float>(rtol * mx)
         for i in range(n):
             if mx - p[i] <= tol:
                 count += 1
@@ -780,20 +840,21 @@ cdef int c_select(const float* p, int n, int deterministic, double alpha, float 
 
 
 cdef void c_sample_action(const ModelC* m, const float* q_pi, int full, int deterministic,
-                          double alpha, float tol, unsigned long long* rng, int* action,
+                          double alpha, double rtol, unsigned long long* rng, int* action,
                           float* scratch) noexcept nogil:
     """Action per factor from the policy posterior (marginal or full sampling mode)."""
     cdef int f, p
     cdef float* marg = scratch
     cdef float* tmp = scratch + m.nc_off[m.nf]
     if full:
-        p = c_select(q_pi, m.n_pol, deterministic, alpha, tol, rng, tmp)
+        p = c_select(q_pi, m.n_pol, deterministic, alpha, rtol, rng, tmp)
         for f in range(m.nf):
             action[f] = m.policies[p * m.T * m.nf + f]
     else:
         c_action_marginals(m, q_pi, marg)
         for f in range(m.nf):
-            action[f] = c_select(marg + m.nc_off[f], m.nc[f], deterministic, alpha, tol, rng, tmp)
+            action[f] = c_select(marg + m.nc_off[f], m.nc[f], deterministic, alpha, rtol, rng,
+                                 tmp)
 
 
 cdef struct PopArgs:
@@ -822,7 +883,6 @@ cdef struct PopArgs:
     int use_I
     int full
     int deterministic
-    float tol
     int lnC_size
 
 
@@ -851,7 +911,9 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
                          a.lnE + i * m.n_pol if a.lnE != NULL else m.lnE,
                          a.G + i * m.n_pol, a.q_pi + i * m.n_pol, sc)
     if stages & 4:
-        c_sample_action(m, a.q_pi + i * m.n_pol, a.full, a.deterministic, a.alpha[i], a.tol,
+        c_sample_action(m, a.q_pi + i * m.n_pol, a.full, a.deterministic, a.alpha[i],
+                        c_tie_rtol(m, a.G + i * m.n_pol, a.gamma[i],
+                                   a.lnE + i * m.n_pol if a.lnE != NULL else m.lnE),
                         a.rng + i, a.action + i * m.nf, sc)
         a.has_action[i] = 1
 
@@ -863,7 +925,7 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
                       float[:, ::1] scratch, int num_iter, double dF, double dF_tol,
                       bint compute_vfe, bint use_utility, bint use_states_info_gain,
                       bint use_pA, bint use_pB, bint use_I, bint full, bint deterministic,
-                      float tol, int n_threads):
+                      int n_threads):
     """Run ``stages`` (bit mask: 1 infer_states, 2 infer_policies, 4 sample_action)
     for every agent of a population, in parallel over agents.
 
@@ -894,7 +956,7 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
     a.num_iter = num_iter; a.dF = dF; a.dF_tol = dF_tol; a.compute_vfe = compute_vfe
     a.use_utility = use_utility; a.use_sig = use_states_info_gain
     a.use_pA = use_pA; a.use_pB = use_pB; a.use_I = use_I and model.c.has_I
-    a.full = full; a.deterministic = deterministic; a.tol = tol
+    a.full = full; a.deterministic = deterministic
     if n_threads < 1:
         n_threads = 1
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):

@@ -19,11 +19,6 @@ from fa_core import _kernels
 from fa_core.model import GenerativeModel, as_array_list
 from fa_core.scratch import scratch
 
-#: Two action probabilities closer than this are a tie, broken at random as pymdp
-#: does. pymdp compares float64 values with 1e-8; float32 marginals of exactly
-#: tied actions can differ by a few units in the last place, hence the wider band.
-TIE_TOL = 1e-5
-
 # model-defining keywords that cannot be combined with model= (policy_len, ii_depth and
 # ii_threshold have non-None defaults and are taken from the model instead)
 _MODEL_KEYS = ("A", "B", "H", "pA", "pB", "pD", "num_controls", "control_fac_idx", "policies",
@@ -396,12 +391,14 @@ class Agent:
         """One index per block of ``probs``: pymdp's select_highest or softmax sampling."""
         out = scratch(len(sizes), "select", np.int32)
         if self.action_selection == "deterministic":
+            # ties: within float32's rounding of the policy logits (see c_tie_rtol)
+            rtol = _kernels.tie_rtol(self._model.kmodel, self._G, float(self.gamma))
             counts = scratch(len(sizes), "counts", np.int32)[:len(sizes)]
-            if _kernels.select_highest(probs, sizes, out, counts, TIE_TOL):
+            if _kernels.select_highest(probs, sizes, out, counts, rtol):
                 off = 0
                 for b, (n, c) in enumerate(zip(sizes.tolist(), counts.tolist())):
                     if c > 1:
-                        out[b] = _kernels.nth_tie(probs, off, n, TIE_TOL, int(self._randint(c)))
+                        out[b] = _kernels.nth_tie(probs, off, n, rtol, int(self._randint(c)))
                     off += n
         else:
             off = 0

@@ -16,7 +16,7 @@ import pickle
 import numpy as np
 
 from fa_core import _kernels
-from fa_core.agent import TIE_TOL, Agent, _DEFAULT_VANILLA
+from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.model import GenerativeModel, as_array_list
 
 _INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
@@ -224,7 +224,7 @@ class Population:
             int(p["num_iter"]), float(p["dF"]), float(p["dF_tol"]), bool(p["compute_vfe"]),
             self.use_utility, self.use_states_info_gain, use_param and m.has_pA,
             use_param and m.has_pB, m.has_H, self.sampling_mode == "full",
-            self.action_selection == "deterministic", TIE_TOL, self.n_threads)
+            self.action_selection == "deterministic", self.n_threads)
 
     def infer_states(self, obs) -> np.ndarray:
         """Update every agent's beliefs from ``obs`` (n_agents, n_modalities) ints; returns ``qs``."""

@@ -10,8 +10,9 @@ script prints Markdown tables ready to paste into a note:
 * memory per agent: bytes that stay allocated (tracemalloc) after building one
   agent. pymdp's agent is built from its own copy of the model, as users do;
   fa_core's agent either from its own copy of the arrays ("own model") or from a
-  :class:`fa_core.GenerativeModel` shared by all agents ("shared model", built
-  as ``Agent(model=gm, C=..., D=...)``; figure averaged over several agents).
+  :class:`fa_core.GenerativeModel` shared by all agents, as
+  ``Agent(model=gm, C=..., D=...)`` ("shared") and as ``Agent(model=gm)``
+  ("shared, no C/D"); shared figures are averaged over several agents.
 
 Run from the repository root::
 
@@ -165,8 +166,8 @@ def retained_bytes(build: Callable[[], object], count: int = 1) -> float:
     return (after - before) / count
 
 
-def measure_memory(name: str, kwargs: dict, observation: list) -> dict[str, float]:
-    """Bytes per agent: pymdp, fa_core with its own model, fa_core with a shared one."""
+def measure_memory(kwargs: dict, observation: list) -> dict[str, float]:
+    """Bytes per agent: pymdp, fa_core with its own model, fa_core on a shared one."""
     # One throw-away agent of each first, so one-off allocations (lazy imports,
     # caches, per-thread scratch) are not charged to the measured agent.
     for make in (lambda: PymdpAgent(**copy.deepcopy(kwargs)),
@@ -185,6 +186,9 @@ def measure_memory(name: str, kwargs: dict, observation: list) -> dict[str, floa
         "fa_shared": retained_bytes(
             lambda: fa_core.Agent(model=gm, C=kwargs["C"], D=kwargs["D"], seed=0),
             count=SHARED_AGENTS),
+        # without per-agent C and D the agent adds no derived model of its own
+        "fa_shared_only": retained_bytes(lambda: fa_core.Agent(model=gm, seed=0),
+                                         count=SHARED_AGENTS),
     }
     return out
 
@@ -201,7 +205,7 @@ def run_model(name: str, repeats: tuple[int, int], warmup: tuple[int, int],
     log(f"{name}: {info}")
 
     log("  memory ...")
-    memory = measure_memory(name, kwargs, observations[0])
+    memory = measure_memory(kwargs, observations[0])
 
     log(f"  fa_core: {warmup[1]} warm-up + {repeats[1]} timed steps ...")
     fa_agent = fa_core.Agent(**kwargs, seed=0)
@@ -276,15 +280,18 @@ def report(results: list[dict], quick: bool) -> str:
             lines.append(f"| {r['name']} | {label} | {fmt_time(p)} | {fmt_time(f)} | "
                          f"{fmt_ratio(p / f)} |")
 
-    lines += ["", "Memory per agent (tracemalloc, bytes kept after construction):", "",
-              "| model | pymdp | fa_core own model | fa_core shared model | "
-              "pymdp / own | pymdp / shared |",
-              "|---|---:|---:|---:|---:|---:|"]
+    columns = ("fa_own", "fa_shared", "fa_shared_only")
+    lines += ["", "Memory per agent (tracemalloc, bytes kept after construction). fa_core: "
+              "own model = `Agent(**arrays)`; shared = `Agent(model=gm, C=..., D=...)`; "
+              "shared, no C/D = `Agent(model=gm)`:", "",
+              "| model | pymdp | fa_core own model | fa_core shared | fa_core shared, no C/D | "
+              "pymdp / own | pymdp / shared | pymdp / shared, no C/D |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         m = r["memory"]
-        lines.append(f"| {r['name']} | {fmt_bytes(m['pymdp'])} | {fmt_bytes(m['fa_own'])} | "
-                     f"{fmt_bytes(m['fa_shared'])} | {fmt_ratio(m['pymdp'] / m['fa_own'])} | "
-                     f"{fmt_ratio(m['pymdp'] / m['fa_shared'])} |")
+        cells = [fmt_bytes(m["pymdp"])] + [fmt_bytes(m[c]) for c in columns]
+        cells += [fmt_ratio(m["pymdp"] / m[c]) for c in columns]
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
 
     by_name = {r["name"]: r for r in results}
     checked = [(m, c, t) for m, c, t in TARGETS if m in by_name]

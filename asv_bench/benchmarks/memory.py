@@ -71,6 +71,11 @@ class FaCoreFootprint:
         return bytes_per_object(
             lambda: fa_core.Agent(model=gm, C=kwargs["C"], D=kwargs["D"], seed=0), count=20)
 
+    def track_bytes_per_agent_shared_model_no_C_D(self, name):
+        """Agents built as ``Agent(model=gm)``: no derived model per agent; averaged over 20."""
+        gm = generative_model(name)
+        return bytes_per_object(lambda: fa_core.Agent(model=gm, seed=0), count=20)
+
 
 class PymdpFootprint:
     """Bytes kept per pymdp agent built from its own copy of the arrays."""

@@ -73,6 +73,14 @@ cdef struct ModelC:
     int* g_K
     int* g_off          # offset of group g in the summed log likelihood
     int* a_mat          # index of A[m] in mats
+    # policy-invariant tails: the last a_ntail[m] parents of modality m are predicted
+    # alike under every policy, so A[m] is contracted over them once per time step into
+    # a (no[m], a_Khead[m]) block (+ its column entropies and the tail's smallest
+    # joint probability) at a_red_off[m] within a per-step block of red_stride floats
+    int* a_ntail
+    int* a_Khead
+    int* a_red_off
+    int red_stride
     int* wa_mat         # index of the pA information-gain weight, or -1
     float** a_H         # per column sum_o A log(A + exp(-16)) (length K)
     float* lnC          # log softmax C, per modality (no[m], T) row-major at lnC_off[m]
@@ -406,6 +414,46 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     return it
 
 
+cdef inline float min_of(const float* x, int n) noexcept nogil:
+    cdef int i
+    cdef float mn = x[0]
+    for i in range(1, n):
+        if x[i] < mn:
+            mn = x[i]
+    return mn
+
+
+cdef void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
+                      float* tail_joint) noexcept nogil:
+    """Contract A[mm] and its column entropies over the modality's invariant tail.
+
+    Writes the (no, Kh) block, then Kh entropies, then the smallest joint
+    probability of the tail (for the pruning test of spm_MDP_G).
+    """
+    cdef const int* dep = m.a_dep + m.a_dep_off[mm]
+    cdef int nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+    cdef int nt = m.a_ntail[mm], Kh = m.a_Khead[mm], Kt, o, h, k, j, i
+    cdef const Mat* A = &m.mats[m.a_mat[mm]]
+    cdef float* H = red + m.no[mm] * Kh
+    cdef float mn = 1.0
+    Kt = joint_of(m, cur, dep + nd - nt, nt, tail_joint)
+    if A.sparse:
+        memset(red, 0, m.no[mm] * Kh * sizeof(float))
+        for k in range(A.cols):
+            h = k // Kt
+            for j in range(A.indptr[k], A.indptr[k + 1]):
+                red[A.idx[j] * Kh + h] += A.val[j] * tail_joint[k - h * Kt]
+    else:
+        for o in range(m.no[mm]):
+            for h in range(Kh):
+                red[o * Kh + h] = <float>dot4(A.val + <long long>o * A.cols + h * Kt, tail_joint, Kt)
+    for h in range(Kh):
+        H[h] = <float>dot4(m.a_H[mm] + h * Kt, tail_joint, Kt)
+    for i in range(nd - nt, nd):
+        mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+    H[Kh] = mn
+
+
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                            int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
                            const float* lnC, const float* lnE, float* G, float* q_pi,
@@ -414,7 +462,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
 
     ``lnC`` and ``lnE`` are the model's (``m.lnC``, ``m.lnE``) or one agent's own.
 
-    Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf floats.
+    Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf + T * red_stride floats.
     """
     cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
     cdef float* joint = qs_pi + (m.T + 1) * m.S
@@ -422,8 +470,12 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef float* qo = <float*>(kept + m.max_K)
     cdef float* qo_p = qo + m.max_rows
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
-    cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i
+    cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
+    cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i, nh, Kh
     cdef double g, sig, ut
+    cdef float* red
+    cdef const float* qh
+    cdef float mn
     cdef const int* pol
     cdef const int* dep
     cdef const Mat* A
@@ -452,6 +504,15 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
             ind_row[f] = row
 
     memcpy(qs_pi, qs, m.S * sizeof(float))
+    if m.red_stride > 0:
+        # invariant factors are predicted alike by every policy: roll out policy 0
+        for t in range(m.T):
+            c_predict_states(m, qs_pi + t * m.S, m.policies + t * m.nf,
+                             qs_pi + (t + 1) * m.S, joint)
+            for mm in range(m.nm):
+                if m.a_ntail[mm] > 0:
+                    reduce_tail(m, mm, qs_pi + (t + 1) * m.S,
+                                reduced + t * m.red_stride + m.a_red_off[mm], joint)
     for p in range(m.n_pol):
         pol = m.policies + p * m.T * m.nf
         g = 0.0
@@ -463,6 +524,35 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
                 A = &m.mats[m.a_mat[mm]]
+                if m.a_ntail[mm] > 0 and not (use_pA and m.wa_mat[mm] >= 0):
+                    # contract only the policy-dependent head with the reduced block,
+                    # unless a joint state could be pruned (then the full path below)
+                    red = reduced + t * m.red_stride + m.a_red_off[mm]
+                    nh = nd - m.a_ntail[mm]
+                    Kh = m.a_Khead[mm]
+                    if nh == 1:
+                        qh = cur + m.s_off[dep[0]]
+                    else:
+                        joint_of(m, cur, dep, nh, joint)
+                        qh = joint
+                    mn = red[m.no[mm] * Kh + Kh]
+                    for i in range(nh):
+                        mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+                    if not use_sig or mn > PRUNE:
+                        for o in range(m.no[mm]):
+                            qo[o] = <float>dot4(red + o * Kh, qh, Kh)
+                        if use_utility:
+                            ut = 0.0
+                            for o in range(m.no[mm]):
+                                ut += <double>qo[o] * lnC[m.lnC_off[mm] + o * m.T + t]
+                            g += ut
+                        if use_sig:
+                            sig = dot4(red + m.no[mm] * Kh, qh, Kh)
+                            for o in range(m.no[mm]):
+                                if qo[o] > 0.0:
+                                    sig -= <double>qo[o] * logf(qo[o] + EPS)
+                            g += sig
+                        continue
                 if nd == 1:  # the joint is the factor's own marginal: no copy
                     qx = cur + m.s_off[dep[0]]
                     K = m.ns[dep[0]]
@@ -570,6 +660,8 @@ cdef class KModel:
         self.c.g_off = self._ints(ints, "g_off")
         self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
         self.c.wa_mat = self._ints(ints, "wa_mat")
+        self.c.a_ntail = self._ints(ints, "a_ntail"); self.c.a_Khead = self._ints(ints, "a_Khead")
+        self.c.a_red_off = self._ints(ints, "a_red_off"); self.c.red_stride = ints["red_stride"]
         self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
         self.c.b_K = self._ints(ints, "b_K"); self.c.b_mat = self._ints(ints, "b_mat")
         self.c.wb_mat = self._ints(ints, "wb_mat")
@@ -627,7 +719,8 @@ cdef class KModel:
         T1 = self.c.T + 1
         self.scratch_size = int(max(
             sum(ints["a_K"]) + self.c.S * 2 + 2 * self.c.max_K + self.c.max_rows,  # infer_states
-            T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf,  # infer_policies
+            T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
+            + self.c.T * self.c.red_stride,                                        # infer_policies
         ))
 
     cdef int* _ints(self, dict d, str key) except NULL:

@@ -429,6 +429,7 @@ class GenerativeModel:
                 groups.append(d)
         a_group = [groups.index(d) for d in self.A_factor_list]
         g_K = [int(np.prod([self.num_states[f] for f in d])) for d in groups]
+        ntail, khead, red_off, red_stride = self._invariant_tails()
         ints = {
             "a_group": a_group,
             "a_group_first": [int(a_group.index(g) == m) for m, g in enumerate(a_group)],
@@ -436,6 +437,7 @@ class GenerativeModel:
             "g_dep_off": offsets([len(d) for d in groups]),
             "g_dep_vfe": list(itertools.chain(*(sorted(d) for d in groups))),
             "g_K": g_K, "g_off": offsets(g_K),
+            "a_ntail": ntail, "a_Khead": khead, "a_red_off": red_off, "red_stride": red_stride,
             "ns": self.num_states, "no": self.num_obs, "nc": self.num_controls,
             "s_off": offsets(self.num_states), "nc_off": offsets(self.num_controls),
             "a_dep": list(itertools.chain(*self.A_factor_list)),
@@ -462,6 +464,35 @@ class GenerativeModel:
         self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
         self.is_sparse = {"A": [bool(s["sparse"]) for s in self._A_specs],
                           "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+
+    def _invariant_tails(self):
+        """Trailing parents of each modality whose predictions no policy changes.
+
+        A factor is policy-invariant when every policy takes the same action on
+        it at every step (e.g. it has one control) and its transition parents
+        are invariant too. The kernels contract A over such a trailing run once
+        per time step instead of once per policy.
+        """
+        pol = np.stack(self.policies)  # (policies, T, factors)
+        inv = [bool(np.all(pol[:, :, f] == pol[:1, :, f])) for f in range(self.num_factors)]
+        changed = True
+        while changed:
+            changed = False
+            for f in range(self.num_factors):
+                if inv[f] and not all(inv[g] for g in self.B_factor_list[f]):
+                    inv[f], changed = False, True
+        ntail, khead, red_off, stride = [], [], [], 0
+        for m, deps in enumerate(self.A_factor_list):
+            n = 0
+            while n < len(deps) and inv[deps[len(deps) - 1 - n]]:
+                n += 1
+            kh = int(np.prod([self.num_states[f] for f in deps[:len(deps) - n]]))
+            ntail.append(n)
+            khead.append(kh)
+            red_off.append(stride)
+            if n:
+                stride += self.num_obs[m] * kh + kh + 1
+        return ntail, khead, red_off, stride
 
     # -- pymdp-layout views, built on first use -------------------------------------------
 

@@ -264,6 +264,7 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
     otherwise the kept marginal (length ns[dep[pos]]) is written to ``out``.
     """
     cdef int d, o, j, k, n, inner = 1, outer = 1
+    cdef int last = 1 if pos == 0 else 0   # the last axis contracted
     cdef const float* src = t
     cdef float* dst
     cdef const float* q
@@ -277,7 +278,10 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
             inner = n
             continue
         q = qs + m.s_off[dep[d]]
-        dst = buf_a if src != buf_a else buf_b
+        if d == last and pos >= 0:
+            dst = out  # the kept marginal lands where the caller wants it
+        else:
+            dst = buf_a if src != buf_a else buf_b
         for o in range(outer):
             for j in range(inner):
                 acc = 0.0
@@ -287,7 +291,9 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
         src = dst
     if pos < 0:
         return src[0]
-    memcpy(out, src, m.ns[dep[pos]] * sizeof(float))
+    if ndep == 1:  # nothing to contract: the tensor is the marginal
+        for j in range(m.ns[dep[0]]):
+            out[j] = t[j]
     return 0.0
 
 
@@ -371,6 +377,8 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     Scratch needs S + 2 * max_K + max_rows floats.
     """
     cdef float* qs_new = scratch
+    cdef float* qs_cur = qs
+    cdef float* swap
     cdef float* buf_a = scratch + m.S
     cdef float* buf_b = buf_a + m.max_K
     cdef float* qL = buf_b + m.max_K
@@ -387,7 +395,8 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
             qs[m.s_off[f] + i] = 1.0 / m.ns[f]
     prev_vfe = free_energy(m, qs, logprior, ll_all, 0, buf_a, buf_b)
     while it < num_iter and (not compute_vfe or dF >= dF_tol):
-        # Jacobi sweep: every factor is updated from the previous iterate
+        # Jacobi sweep: every factor is updated from the previous iterate (qs_cur)
+        # into qs_new; the two buffers then swap roles
         for f in range(m.nf):
             for i in range(m.ns[f]):
                 qs_new[m.s_off[f] + i] = logprior[m.s_off[f] + i]
@@ -399,18 +408,23 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
                     if dep[d] == f:
                         pos = d
                 if pos >= 0:
-                    contract_except(m, ll_all + m.g_off[mm], dep, nd, pos, qs, qL, buf_a, buf_b)
+                    contract_except(m, ll_all + m.g_off[mm], dep, nd, pos, qs_cur, qL, buf_a,
+                                    buf_b)
                     for i in range(m.ns[f]):
                         qs_new[m.s_off[f] + i] += qL[i]
             softmax_inplace(qs_new + m.s_off[f], m.ns[f])
-        memcpy(qs, qs_new, m.S * sizeof(float))
+        swap = qs_cur
+        qs_cur = qs_new
+        qs_new = swap
         if compute_vfe:
-            vfe = free_energy(m, qs, logprior, ll_all, 1, buf_a, buf_b)
+            vfe = free_energy(m, qs_cur, logprior, ll_all, 1, buf_a, buf_b)
             dF = vfe - prev_vfe
             if dF < 0:
                 dF = -dF
             prev_vfe = vfe
         it += 1
+    if qs_cur != qs:
+        memcpy(qs, qs_cur, m.S * sizeof(float))
     return it
 
 
@@ -476,6 +490,8 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef float* red
     cdef const float* qh
     cdef float mn
+    cdef int joint_group    # modality group whose joint `joint` holds (-1: none)
+    cdef const float* qop
     cdef const int* pol
     cdef const int* dep
     cdef const Mat* A
@@ -520,6 +536,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
             prev = qs_pi + t * m.S
             cur = qs_pi + (t + 1) * m.S
             c_predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
+            joint_group = -1
             for mm in range(m.nm):
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
@@ -534,6 +551,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                         qh = cur + m.s_off[dep[0]]
                     else:
                         joint_of(m, cur, dep, nh, joint)
+                        joint_group = -1
                         qh = joint
                     mn = red[m.no[mm] * Kh + Kh]
                     for i in range(nh):
@@ -557,7 +575,10 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                     qx = cur + m.s_off[dep[0]]
                     K = m.ns[dep[0]]
                 else:
-                    K = joint_of(m, cur, dep, nd, joint)
+                    if m.a_group[mm] != joint_group:  # modalities sharing parents share it
+                        joint_of(m, cur, dep, nd, joint)
+                        joint_group = m.a_group[mm]
+                    K = m.a_K[mm]
                     qx = joint
                 mat_vec(A, qx, qo)
                 if use_utility:
@@ -574,13 +595,13 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                             sig += <double>qx[k] * m.a_H[mm][k]
                             kept[nkept] = k
                             nkept += 1
+                    qop = qo
                     if nkept < K:  # outcomes predicted from the kept joint states only
                         mat_cols(A, qx, kept, nkept, qo_p)
-                    else:
-                        memcpy(qo_p, qo, m.no[mm] * sizeof(float))
+                        qop = qo_p
                     for o in range(m.no[mm]):
-                        if qo_p[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
-                            sig -= <double>qo_p[o] * logf(qo_p[o] + EPS)
+                        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
+                            sig -= <double>qop[o] * logf(qop[o] + EPS)
                     g += sig
                 if use_pA and m.wa_mat[mm] >= 0:
                     g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, qx)

@@ -533,39 +533,6 @@ class Agent:
         self._model = m.replace(pD=qD, D=[d / d.sum() for d in qD])
         return self._model.pD
 
-    @classmethod
-    def _view_of(cls, pop, i: int) -> "Agent":
-        """An agent whose state buffers are row ``i`` of a Population's arrays."""
-        self = cls.__new__(cls)
-        self._model = pop.model
-        self._reuse = True  # a view writes into the population's rows
-        self._set_qs_buffer(pop.qs[i])
-        self._q_pi, self._G, self._act_i = pop.q_pi[i], pop.G[i], pop.actions[i]
-        self._action = self._act_i.astype(np.float64) if pop.has_action[i] else None
-        self._prev_actions = None
-        self._rng, self._randint = np.random, np.random.randint
-        params = pop.inference_params
-        self.inference_params = dict(params)
-        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
-                     bool(params["compute_vfe"]))
-        self.inference_algo, self.inference_horizon = "VANILLA", 1
-        self.gamma, self.alpha = float(pop.gamma[i]), float(pop.alpha[i])
-        self.action_selection, self.sampling_mode = pop.action_selection, pop.sampling_mode
-        self.use_utility = pop.use_utility
-        self.use_states_info_gain = pop.use_states_info_gain
-        self.use_param_info_gain = pop.use_param_info_gain
-        self.modalities_to_learn = self.factors_to_learn = "all"
-        self.lr_pA = self.lr_pB = self.lr_pD = 1.0
-        self.sophisticated, self.si_horizon = False, 3
-        self.si_policy_prune_threshold = self.si_state_prune_threshold = 1 / 16
-        self.si_prune_penalty = 512
-        self.edge_handling_params = {"use_BMA": True, "policy_sep_prior": False}
-        self.factorized = False
-        self._hist_len = self._act_hist_len = 1000
-        self.prev_obs, self.F = [], None
-        self.curr_timestep = int(pop.curr_timestep[i])
-        return self
-
     # -- lifecycle and memory (implemented in fa_core.lifecycle and fa_core.memory) -----
 
     def __getstate__(self) -> dict:

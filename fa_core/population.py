@@ -326,7 +326,7 @@ class Population:
         i %= self._n
         if self.lnC is not None or self.lnE is not None:
             raise NotImplementedError("pop[i] is not available with per-agent C or E")
-        return Agent._view_of(self, i)
+        return PopulationMember(self, i)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -362,3 +362,107 @@ class Population:
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
                 f"n_threads={self.n_threads})")
+
+
+def _row_property(array: str, doc: str):
+    """An attribute of a member that is row ``i`` of a population array, read when used."""
+    return property(lambda self: getattr(self._pop, array)[self._row],
+                    lambda self, value: None,  # rewritten in place by the Agent code
+                    doc=doc)
+
+
+class PopulationMember(Agent):
+    """Agent-compatible view of one row of a :class:`Population`.
+
+    Beliefs, policy posterior, expected free energy, action, time step,
+    gamma and alpha are the population's row ``i``, read when used (so a
+    member made before a step, or before :meth:`Population.add` grew the
+    storage, is still current) and written in place. The member's action
+    history is its own, and it draws random numbers from the global
+    ``np.random`` (as ``Agent``), not from the population's stream.
+    """
+
+    __slots__ = ("_pop", "_row")
+
+    def __init__(self, pop: Population, i: int):  # noqa: D107 - no Agent.__init__: state is the row
+        self._pop, self._row = pop, i
+        self._model = pop.model
+        self._reuse = True
+        self._prev_actions = None
+        self._rng, self._randint = np.random, np.random.randint
+        params = pop.inference_params
+        self.inference_params = dict(params)
+        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
+                     bool(params["compute_vfe"]))
+        self.inference_algo, self.inference_horizon = "VANILLA", 1
+        self.action_selection, self.sampling_mode = pop.action_selection, pop.sampling_mode
+        self.use_utility = pop.use_utility
+        self.use_states_info_gain = pop.use_states_info_gain
+        self.use_param_info_gain = pop.use_param_info_gain
+        self.modalities_to_learn = self.factors_to_learn = "all"
+        self.lr_pA = self.lr_pB = self.lr_pD = 1.0
+        self.sophisticated, self.si_horizon = False, 3
+        self.si_policy_prune_threshold = self.si_state_prune_threshold = 1 / 16
+        self.si_prune_penalty = 512
+        self.edge_handling_params = {"use_BMA": True, "policy_sep_prior": False}
+        self.factorized = False
+        self._hist_len = self._act_hist_len = 1000
+        self.prev_obs, self.F = [], None
+
+    _qs_buf = _row_property("qs", "Flat beliefs: the population's row.")
+    _q_pi = _row_property("q_pi", "Policy posterior: the population's row.")
+    _G = _row_property("G", "Negative expected free energies: the population's row.")
+    _act_i = _row_property("actions", "Action indices: the population's row.")
+
+    @property
+    def _qs(self):
+        buf = self._qs_buf
+        qs = np.empty(len(self._model.state_bounds), dtype=object)
+        for f, (lo, hi) in enumerate(self._model.state_bounds):
+            qs[f] = buf[lo:hi]
+        return qs
+
+    @_qs.setter
+    def _qs(self, value):
+        pass  # the views are rebuilt from the row on every read
+
+    @property
+    def _action(self):
+        pop, i = self._pop, self._row
+        return pop.actions[i].astype(np.float64) if pop.has_action[i] else None
+
+    @_action.setter
+    def _action(self, value):
+        pop, i = self._pop, self._row
+        if value is None:
+            pop.has_action[i] = 0
+        else:
+            pop.actions[i] = value
+            pop.has_action[i] = 1
+
+    @property
+    def curr_timestep(self):
+        return int(self._pop.curr_timestep[self._row])
+
+    @curr_timestep.setter
+    def curr_timestep(self, value):
+        self._pop.curr_timestep[self._row] = value
+
+    @property
+    def gamma(self):
+        return float(self._pop.gamma[self._row])
+
+    @gamma.setter
+    def gamma(self, value):
+        self._pop.gamma[self._row] = value
+
+    @property
+    def alpha(self):
+        return float(self._pop.alpha[self._row])
+
+    @alpha.setter
+    def alpha(self, value):
+        self._pop.alpha[self._row] = value
+
+    def __reduce__(self):
+        raise TypeError("a population member is a view; pickle the Population instead")

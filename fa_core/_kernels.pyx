@@ -682,7 +682,7 @@ cdef class KModel:
         self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
         self.c.wa_mat = self._ints(ints, "wa_mat")
         self.c.a_ntail = self._ints(ints, "a_ntail"); self.c.a_Khead = self._ints(ints, "a_Khead")
-        self.c.a_red_off = self._ints(ints, "a_red_off"); self.c.red_stride = ints["red_stride"]
+        self.c.a_red_off = self._ints(ints, "a_red_off"); self.c.red_stride = int(ints["red_stride"])
         self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
         self.c.b_K = self._ints(ints, "b_K"); self.c.b_mat = self._ints(ints, "b_mat")
         self.c.wb_mat = self._ints(ints, "wb_mat")

@@ -486,14 +486,15 @@ class Agent:
             raise ValueError("update_A needs pA (Dirichlet parameters over A)")
         mods = self._learn_list(self.modalities_to_learn, m.num_modalities, "modalities_to_learn")
         distr, o_idx, o_distr = self._load_observation(obs, False)
-        qA = [np.array(p) for p in m.pA]
+        qA = list(m._pA)  # unlearned modalities keep their arrays (and packed matrices)
         off = np.cumsum([0] + m.num_obs)
         for mm in mods:
             o = (o_distr[off[mm]:off[mm + 1]].astype(np.float64) if distr
                  else np.eye(m.num_obs[mm])[o_idx[mm]])
             dfda = np.multiply.outer(o, self._joint(self.qs, m.A_factor_list[mm]))
-            qA[mm] = qA[mm] + self.lr_pA * dfda * (m.A[mm] > 0)
-        self._model = m.replace(pA=qA)
+            # pymdp masks with A > 0; A is the normalised pA, so that is pA > 0
+            qA[mm] = qA[mm] + self.lr_pA * dfda * (qA[mm] > 0)
+        self._model = m.with_counts(pA=qA)
         return self._model.pA
 
     def update_B(self, qs_prev):
@@ -505,13 +506,14 @@ class Agent:
             raise ValueError("update_B needs an action: call sample_action first")
         prev = self._factor_vectors(qs_prev, "qs_prev")
         factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
-        qB = [np.array(p) for p in m.pB]
+        qB = list(m._pB)  # unlearned factors keep their arrays (and packed matrices)
         for f in factors:
             a = int(self.action[f])
             dfdb = np.multiply.outer(np.asarray(self.qs[f], dtype=np.float64),
                                      self._joint(prev, m.B_factor_list[f]))
-            qB[f][..., a] += self.lr_pB * dfdb * (m.B[f][..., a] > 0)
-        self._model = m.replace(pB=qB)
+            qB[f] = qB[f].copy()
+            qB[f][..., a] += self.lr_pB * dfdb * (qB[f][..., a] > 0)
+        self._model = m.with_counts(pB=qB, pB_controls={f: [int(self.action[f])] for f in factors})
         return self._model.pB
 
     def update_D(self, qs_t0=None):

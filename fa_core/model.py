@@ -17,7 +17,6 @@ import weakref
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import sparse as sp
 
 from fa_core import _kernels
 from fa_core.policies import construct_policies, validate_policies
@@ -127,13 +126,13 @@ def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool) -> dict:
     use_sparse = (sparse is True
                   or (sparse == "auto" and np.count_nonzero(mat2d) <= AUTO_SPARSE_DENSITY * mat2d.size))
     if use_sparse:
-        csc = sp.csc_matrix(mat2d)
-        csc.eliminate_zeros()
-        csc.sort_indices()
-        val = csc.data
-        spec = {"rows": rows, "cols": cols, "sparse": 1,
-                "val": val.astype(np.float32),
-                "indptr": csc.indptr.astype(np.int32), "idx": csc.indices.astype(np.int32)}
+        # CSC: non-zeros column by column, rows ascending within a column
+        col_of, row_of = np.nonzero(mat2d.T)
+        val = mat2d[row_of, col_of]
+        indptr = np.zeros(cols + 1, dtype=np.int32)
+        np.cumsum(np.bincount(col_of, minlength=cols), out=indptr[1:])
+        spec = {"rows": rows, "cols": cols, "sparse": 1, "val": val.astype(np.float32),
+                "indptr": indptr, "idx": row_of.astype(np.int32)}
     else:
         val = np.ascontiguousarray(mat2d)
         spec = {"rows": rows, "cols": cols, "sparse": 0, "val": val.astype(np.float32).ravel()}
@@ -408,8 +407,11 @@ class GenerativeModel:
         self._views.pop("H", None)
         self._views.pop("I", None)
 
-    def _pack(self) -> None:
-        """Hand every packed component to the kernels (the only place the C layout is fixed)."""
+    def _pack(self, ints: dict | None = None) -> None:
+        """Hand every packed component to the kernels (the only place the C layout is fixed).
+
+        ``ints`` is a model of the same structure's integer layout, reused as it is.
+        """
         mats: list[dict] = []
         a_mat, wa_mat, b_mat, wb_mat = [], [], [], []
         for spec, wspec in zip(self._A_specs, self._wA_specs):
@@ -428,6 +430,26 @@ class GenerativeModel:
         def offsets(lengths):
             return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
 
+        if ints is None:
+            ints = self._layout(a_mat, wa_mat, b_mat, wb_mat, offsets)
+        self._ints = ints
+        I = None
+        if self._I is not None:
+            I = (np.concatenate([i.ravel() for i in self._I]),
+                 offsets([i.size for i in self._I])[:-1])
+        self.kmodel = _kernels.KModel(ints, mats, self._a_H, self._lnC, self._lnE, self._logD,
+                                      I, self.ii_depth)
+        self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
+        self.has_H = self._I is not None
+        self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
+        edges = np.cumsum([0] + self.num_states).tolist()
+        self.state_bounds = list(zip(edges[:-1], edges[1:]))  # factor f is qs_flat[lo:hi]
+        self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
+        self.is_sparse = {"A": [bool(s["sparse"]) for s in self._A_specs],
+                          "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+
+    def _layout(self, a_mat, wa_mat, b_mat, wb_mat, offsets) -> dict:
+        """The integer layout the kernels read, as int32 arrays."""
         groups: list[list[int]] = []  # modalities sharing a parent list, in order
         for d in self.A_factor_list:
             if d not in groups:
@@ -455,20 +477,7 @@ class GenerativeModel:
             "b_mat": b_mat, "wb_mat": wb_mat,
             "policies": np.ascontiguousarray(np.stack(self.policies), dtype=np.int32),
         }
-        I = None
-        if self._I is not None:
-            I = (np.concatenate([i.ravel() for i in self._I]),
-                 offsets([i.size for i in self._I])[:-1])
-        self.kmodel = _kernels.KModel(ints, mats, self._a_H, self._lnC, self._lnE, self._logD,
-                                      I, self.ii_depth)
-        self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
-        self.has_H = self._I is not None
-        self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
-        edges = np.cumsum([0] + self.num_states).tolist()
-        self.state_bounds = list(zip(edges[:-1], edges[1:]))  # factor f is qs_flat[lo:hi]
-        self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
-        self.is_sparse = {"A": [bool(s["sparse"]) for s in self._A_specs],
-                          "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+        return {k: np.asarray(v, dtype=np.int32) for k, v in ints.items()}
 
     def _invariant_tails(self):
         """Trailing parents of each modality whose predictions no policy changes.
@@ -510,7 +519,9 @@ class GenerativeModel:
                 return None
             out = np.empty(len(arrays), dtype=object)
             for i, a in enumerate(arrays):
-                a = np.array(a, dtype=np.float64 if name.startswith("p") else np.float32)
+                # the model never writes its arrays after building them, so read-only
+                # views of them need no copy
+                a = np.asarray(a, dtype=np.float64 if name.startswith("p") else np.float32)
                 a.flags.writeable = False
                 out[i] = a
             self._views[name] = out
@@ -590,6 +601,50 @@ class GenerativeModel:
         if "H" in changes or B_dense is not None and self._H is not None:
             new._set_H(changes.get("H", self._H), B_dense)
         new._pack()
+        return new
+
+    def with_counts(self, pA=None, pB=None, pB_controls=None) -> "GenerativeModel":
+        """A model whose Dirichlet counts changed (learning), rebuilding only what changed.
+
+        ``pA`` / ``pB`` list every modality's / factor's counts; an entry that
+        is this model's own array (``model._pA[m]``) keeps its packed matrices,
+        shared with this model. New entries must be float64 arrays of the same
+        shape that nobody else writes to (they are kept, not copied).
+        ``pB_controls`` optionally maps a factor to the controls whose slices
+        changed (``update_B`` changes one); other slices keep their matrices.
+        """
+        new = object.__new__(GenerativeModel)
+        new.__dict__.update(self.__dict__)
+        new._views = {k: v for k, v in self._views.items() if k not in ("A", "B", "pA", "pB")}
+        if pA is not None:
+            new._pA, new._A_specs = list(self._pA), list(self._A_specs)
+            new._wA_specs, new._a_H = list(self._wA_specs), list(self._a_H)
+            for m, p in enumerate(pA):
+                if p is self._pA[m]:
+                    continue
+                _check_counts(p, self._pA[m].shape, f"pA[{m}]")
+                a2 = _normalise(p).reshape(p.shape[0], -1)
+                new._pA[m] = p
+                new._A_specs[m] = _mat_spec(a2, self.sparse, with_log=True)
+                new._a_H[m] = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0)
+                new._wA_specs[m] = _mat_spec(_spm_wnorm(p).reshape(a2.shape), self.sparse, False)
+        if pB is not None:
+            new._pB, new._B_specs, new._wB_specs = list(self._pB), list(self._B_specs), \
+                list(self._wB_specs)
+            for f, p in enumerate(pB):
+                if p is self._pB[f]:
+                    continue
+                _check_counts(p, self._pB[f].shape, f"pB[{f}]")
+                new._pB[f] = p
+                new._B_specs[f], new._wB_specs[f] = list(self._B_specs[f]), list(self._wB_specs[f])
+                controls = (pB_controls or {}).get(f, range(p.shape[-1]))
+                for u in controls:  # columns of one control's slice normalise on their own
+                    pu = p[..., u].reshape(p.shape[0], -1)
+                    new._B_specs[f][u] = _mat_spec(_normalise(pu), self.sparse, False)
+                    new._wB_specs[f][u] = _mat_spec(_spm_wnorm(pu), self.sparse, False)
+            if self._H is not None:  # reachability depends on B
+                new._set_H(self._H, None)
+        new._pack(self._ints)  # same structure: only the matrices changed
         return new
 
     @classmethod
@@ -719,6 +774,15 @@ def _content_key(kwargs: dict) -> bytes:
     return h.digest()
 
 
+def _check_counts(p: np.ndarray, shape: tuple, name: str) -> None:
+    if p.shape != shape or p.dtype != np.float64:
+        raise ValueError(f"{name} must be a float64 array of shape {shape}")
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise ValueError(f"{name} must be finite and non-negative")
+    if np.any(p.sum(axis=0) <= 0):
+        raise ValueError(f"{name} has a column of zero counts: its distribution is undefined")
+
+
 def _check_same_shapes(p, a, pname, aname):
     if len(p) != len(a) or any(x.shape != y.shape for x, y in zip(p, a)):
         raise ValueError(f"{pname} must have the same shapes as {aname}: "
@@ -728,6 +792,7 @@ def _check_same_shapes(p, a, pname, aname):
 def _unpack(spec: dict) -> np.ndarray:
     """The (rows, cols) float32 matrix a spec holds."""
     if spec["sparse"]:
-        return sp.csc_matrix((spec["val"], spec["idx"], spec["indptr"]),
-                             shape=(spec["rows"], spec["cols"])).toarray()
+        dense = np.zeros((spec["rows"], spec["cols"]), dtype=np.float32)
+        dense[spec["idx"], np.repeat(np.arange(spec["cols"]), np.diff(spec["indptr"]))] = spec["val"]
+        return dense
     return spec["val"].reshape(spec["rows"], spec["cols"])

@@ -148,8 +148,9 @@ class Agent:
                                  f"{given} (C, D and E can)")
             per_agent = {k: v for k, v in (("C", C), ("D", D), ("E", E)) if v is not None}
             if per_agent:
-                # a derived model sharing A and B with the given one
-                model = model.replace(**per_agent)
+                # a derived model sharing A and B with the given one (and with every
+                # agent given equal C / D / E)
+                model = model.derived(**per_agent)
         self._model = model
 
         params = dict(_DEFAULT_VANILLA)

@@ -603,6 +603,19 @@ class GenerativeModel:
         new._pack()
         return new
 
+    def derived(self, **changes) -> "GenerativeModel":
+        """:meth:`replace`, interned: equal changes to one model give one shared model.
+
+        This is what ``Agent(model=gm, C=...)`` uses, so a thousand agents
+        given the same ``C`` share one derived model instead of a thousand.
+        """
+        key = (self.content_key(), _content_key(changes))
+        model = _DERIVED.get(key)
+        if model is None:
+            model = self.replace(**changes)
+            _DERIVED[key] = model
+        return model
+
     def with_counts(self, pA=None, pB=None, pB_controls=None) -> "GenerativeModel":
         """A model whose Dirichlet counts changed (learning), rebuilding only what changed.
 
@@ -701,6 +714,7 @@ class GenerativeModel:
 
 
 _INTERNED: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
+_DERIVED: "weakref.WeakValueDictionary[tuple, GenerativeModel]" = weakref.WeakValueDictionary()
 
 
 #: content key -> a live model with that key, for unpickling and waking; and

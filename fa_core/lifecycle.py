@@ -35,7 +35,7 @@ from fa_core.agent import Agent
 from fa_core.model import GenerativeModel, model_by_key
 
 __all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads", "AgentPool",
-           "FLOAT16_REL_ERROR"]
+           "FLOAT16_REL_ERROR", "FLOAT16_ABS_ERROR"]
 
 #: Largest relative error float16 rounding puts on a belief entry in the normal
 #: float16 range (>= 2**-14): half a unit in the last of its 11 significant bits.
@@ -90,18 +90,21 @@ def agent_setstate(agent: Agent, state: dict) -> None:
         agent.__dict__.update(extra)
 
 
-def _instance_dict(agent: Agent) -> dict | None:
+def _instance_dict(agent: Agent, n_set: int | None = None) -> dict | None:
     """The agent's ``__dict__`` if it has attributes there, else None.
 
     Reading ``agent.__dict__`` would allocate a dict on every agent it is
     asked of, so look first: the garbage collector's view of an agent is its
-    set slots and its type, plus anything in its ``__dict__``.
+    set slots (``n_set`` of them, counted here if not given) and its type,
+    plus anything in its ``__dict__``.
     """
     cls = type(agent)
-    names = copyreg._slotnames(cls)
-    n_set = sum(map(hasattr, itertools.repeat(agent, len(names)), names))
+    if n_set is None:
+        names = copyreg._slotnames(cls)
+        n_set = sum(map(hasattr, itertools.repeat(agent, len(names)), names))
     refs = gc.get_referents(agent)
-    if len(refs) - sum(r is cls for r in refs) <= n_set:
+    # the type is visited last; if it also sat in a slot, an empty dict is returned: harmless
+    if len(refs) - (refs[-1] is cls if refs else 0) <= n_set:
         return None
     return object.__getattribute__(agent, "__dict__")
 
@@ -181,7 +184,8 @@ _PCG64 = struct.Struct("<16s16sBI")  # state, increment, has_uint32, uinteger
 _U32 = struct.Struct("<I")
 # float section encodings: dense or (index, value) pairs, float32 or float16 values
 _DENSE32, _DENSE16, _SPARSE32, _SPARSE16 = 0, 1, 2, 3
-# the zlib level: 6 is within a few bytes of 9 on beliefs and about twice as fast
+# raw deflate (no zlib header): level 6 is within a few bytes of 9 on beliefs and
+# about twice as fast
 _ZLIB_LEVEL = 6
 
 _MISSING = object()
@@ -211,30 +215,40 @@ def _fresh(value):
     return value
 
 
-def _option_extras(agent: Agent) -> dict:
-    """Slots other than the binary-encoded ones whose values differ from the defaults
-    (and the instance ``__dict__``, the class if not Agent, and default slots left unset)."""
+@functools.lru_cache(maxsize=None)
+def _slot_plan(cls: type) -> tuple[tuple[str, object], ...]:
+    """Every slot of ``cls`` but the derived ones, with its default (``_COMPACT`` for
+    the binary-encoded slots, ``_MISSING`` for slots an Agent does not have)."""
     options = _defaults()
-    extras, absent = {}, []
-    for name, default in options.items():
+    return tuple((name, _COMPACT if name in _COMPACT else options.get(name, _MISSING))
+                 for name in copyreg._slotnames(cls) if name not in _DERIVED)
+
+
+def _split_state(agent: Agent) -> tuple[dict, dict]:
+    """The binary-encoded slots, and the extras to pickle: options that differ
+    from their defaults, default slots left unset, the instance ``__dict__``,
+    and the class if it is not Agent."""
+    state, extras, absent = {}, {}, []
+    n_set = len(_DERIVED)
+    for name, default in _slot_plan(type(agent)):
         value = getattr(agent, name, _MISSING)
         if value is _MISSING:
-            absent.append(name)
+            if default is not _COMPACT and default is not _MISSING:
+                absent.append(name)
+            continue
+        n_set += 1
+        if default is _COMPACT:
+            state[name] = value
         elif value is not default and not _same(value, default):
             extras[name] = value
-    cls = type(agent)
-    if cls is not Agent:
-        extras["\0class"] = cls
-        for name in copyreg._slotnames(cls):
-            if name not in options and name not in _COMPACT and name not in _DERIVED \
-                    and hasattr(agent, name):
-                extras[name] = getattr(agent, name)
     if absent:
         extras["\0absent"] = absent
-    d = _instance_dict(agent)
+    if type(agent) is not Agent:
+        extras["\0class"] = type(agent)
+    d = _instance_dict(agent, n_set)
     if d:
         extras["__dict__"] = dict(d)
-    return extras
+    return state, extras
 
 
 # slots the blob encodes in binary; every other slot is an option, stored
@@ -250,7 +264,7 @@ def _same(a, b) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(map(_same, a.values(), map(b.__getitem__, a)))
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, float):
@@ -285,11 +299,11 @@ def _encode_floats(out: bytearray, x: np.ndarray, sizes, lossy, prune) -> None:
             off += n
     vals = x.astype(np.float16) if lossy == "float16" else x
     n = x.shape[0]
-    nz = np.flatnonzero(vals)
     idx_dtype = np.uint16 if n <= 1 << 16 else np.uint32
-    sparse_bytes = 4 + nz.size * (idx_dtype().itemsize + vals.itemsize)
+    sparse_bytes = 4 + np.count_nonzero(vals) * (idx_dtype().itemsize + vals.itemsize)
     half = vals.dtype == np.float16
     if sparse_bytes < vals.nbytes:
+        nz = np.flatnonzero(vals)
         out.append(_SPARSE16 if half else _SPARSE32)
         out += _U32.pack(nz.size)
         out += nz.astype(idx_dtype).tobytes()
@@ -410,15 +424,14 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     _lossy_check(lossy, prune)
     model = agent._model
     sizes = model.num_states
-    extras = _option_extras(agent)
-    state = {name: getattr(agent, name) for name in _COMPACT if hasattr(agent, name)}
+    state, extras = _split_state(agent)
 
     flags = 0
     act_i = state["_act_i"]
     action = state.get("_action")
     if action is not None:
-        if (type(action) is np.ndarray and action.dtype == np.float64
-                and action.shape == act_i.shape and np.array_equal(action, act_i)):
+        if (type(action) is np.ndarray and action.dtype == _F64 and action.shape == act_i.shape
+                and action.tobytes() == act_i.astype(np.float64).tobytes()):
             flags |= _B_ACTION
         else:
             extras["_action"] = action
@@ -485,7 +498,7 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
 
     head_flags = _F_RENORM if (lossy is not None or prune is not None) else 0
     if compress:
-        packed = zlib.compress(body, _ZLIB_LEVEL)
+        packed = zlib.compress(body, _ZLIB_LEVEL, -15)
         if len(packed) < len(body):
             body, head_flags = packed, head_flags | _F_ZLIB
     return _HEAD.pack(_MAGIC, _VERSION, head_flags, model.content_key()) + bytes(body)
@@ -529,7 +542,7 @@ def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
     head_flags = blob[3]
     body = memoryview(blob)[_HEAD.size:]
     if head_flags & _F_ZLIB:
-        body = memoryview(zlib.decompress(body))
+        body = memoryview(zlib.decompress(body, -15))
     sizes = model.num_states
     nf, n_pol, S = model.num_factors, model.num_policies, sum(sizes)
 

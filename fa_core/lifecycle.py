@@ -422,6 +422,7 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     its 37-byte state (its SeedSequence, used only by ``spawn``, is not kept).
     """
     _lossy_check(lossy, prune)
+    _check_hibernatable(agent)
     model = agent._model
     sizes = model.num_states
     state, extras = _split_state(agent)
@@ -502,6 +503,18 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
         if len(packed) < len(body):
             body, head_flags = packed, head_flags | _F_ZLIB
     return _HEAD.pack(_MAGIC, _VERSION, head_flags, model.content_key()) + bytes(body)
+
+
+def _check_hibernatable(agent) -> None:
+    """Refuse what pickling refuses: an Agent subclass with its own ``__reduce__``
+    (a view of other state, such as a Population member) has no state of its own."""
+    if not isinstance(agent, Agent):
+        raise TypeError(f"hibernate takes an fa_core.Agent, got {type(agent).__name__}")
+    if type(agent).__reduce__ is not Agent.__reduce__:
+        try:
+            agent.__reduce__()
+        except TypeError as exc:
+            raise TypeError(f"cannot hibernate a {type(agent).__name__}: {exc}") from exc
 
 
 def blob_model_key(blob: bytes) -> bytes:
@@ -690,6 +703,7 @@ class AgentPool(MutableMapping):
     def __setitem__(self, agent_id: Hashable, agent: Agent) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"AgentPool holds fa_core.Agent objects, got {type(agent).__name__}")
+        _check_hibernatable(agent)
         if agent_id in self:
             del self[agent_id]
         self._admit(agent_id, agent)

@@ -161,6 +161,16 @@ def test_subclass_round_trip():
         assert type(back) is MyAgent and back.tag == "x"
 
 
+def test_population_members_are_views_and_are_not_hibernated():
+    pop = fa_core.Population(fa_core.GenerativeModel(**builtin_models.tmaze()), 3)
+    with pytest.raises(TypeError, match="PopulationMember"):
+        hibernate(pop[1])
+    with pytest.raises(TypeError, match="PopulationMember"):
+        AgentPool(max_awake=2)[0] = pop[1]
+    with pytest.raises(TypeError, match="Agent"):
+        hibernate("not an agent")
+
+
 # -- pickles store a shared model once ---------------------------------------------------------
 
 

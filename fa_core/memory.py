@@ -161,7 +161,6 @@ class _Walk:
             return
         self._add(agent, "beliefs", None)
         self.roots[aid] = index
-        # beliefs first: the last action is also the last entry of prev_actions
         slots = [(n, getattr(agent, n)) for n in copyreg._slotnames(type(agent))
                  if n not in _HISTORY_SLOTS and n != "_model" and hasattr(agent, n)]
         history = [getattr(agent, n) for n in _HISTORY_SLOTS if hasattr(agent, n)]
@@ -170,11 +169,13 @@ class _Walk:
         for ref in refs:  # the instance __dict__, if any, and anything not in a slot
             if id(ref) not in slot_ids and not isinstance(ref, _SKIP):
                 slots.append(("", ref))
+        # the model first: other slots may reach it too (a Population member's population);
+        # beliefs before history: the last action is also the last entry of prev_actions
+        self._visit(agent._model, "model", aid)
         for _, value in slots:
             self._visit(value, "beliefs", aid)
         for value in history:
             self._visit(value, "history", aid)
-        self._visit(agent._model, "model", aid)
 
     def _add(self, obj, kind: str, parent: int | None) -> bool:
         oid = id(obj)

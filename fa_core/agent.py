@@ -282,11 +282,34 @@ class Agent:
 
     @property
     def prev_actions(self):
-        return None if self._prev_actions is None else list(self._prev_actions)
+        """Past actions, oldest first: a list of float arrays (``None`` where none was set).
+
+        Stored as one small integer matrix (a few bytes per step, not an
+        array object per step); the list is built when read.
+        """
+        prev = self._prev_actions
+        if prev is None:
+            return None
+        return [None if row[0] < 0 else row.astype(np.float64) for row in prev]
 
     @prev_actions.setter
     def prev_actions(self, value):
-        self._prev_actions = None if value is None else list(value)
+        if value is None:
+            self._prev_actions = None
+            return
+        rows = []
+        for i, a in enumerate(value):
+            if a is None:
+                rows.append(np.full(self.num_factors, -1))
+                continue
+            a = np.asarray(a, dtype=np.float64).reshape(-1)
+            if a.shape != (self.num_factors,) or np.any(a != np.round(a)) or np.any(a < 0) \
+                    or np.any(a >= self.num_controls):
+                raise ValueError(f"prev_actions[{i}] must hold one control index per factor "
+                                 f"(num_controls = {self.num_controls}), got {a}")
+            rows.append(a)
+        self._prev_actions = np.array(rows, dtype=self._model.action_dtype).reshape(
+            len(rows), self.num_factors)[-self._act_hist_len:]
 
     # -- inference -----------------------------------------------------------------------
 
@@ -428,12 +451,19 @@ class Agent:
 
     def step_time(self):
         """Record the action and advance ``curr_timestep``; returns it."""
-        if self._prev_actions is None:
-            self._prev_actions = [self.action]
-        else:
-            self._prev_actions.append(self.action)
-            if len(self._prev_actions) > self._act_hist_len:
-                del self._prev_actions[0]
+        row = self._act_i if self._action is not None else -1  # -1: no action (pymdp: None)
+        prev = self._prev_actions
+        if prev is None:
+            self._prev_actions = np.empty((1, self.num_factors), dtype=self._model.action_dtype)
+            self._prev_actions[0] = row
+        elif len(prev) < self._act_hist_len:
+            grown = np.empty((len(prev) + 1, self.num_factors), dtype=prev.dtype)
+            grown[:-1] = prev
+            grown[-1] = row
+            self._prev_actions = grown
+        else:  # full: drop the oldest in place
+            prev[:-1] = prev[1:]
+            prev[-1] = row
         self.curr_timestep += 1
         return self.curr_timestep
 

@@ -347,6 +347,11 @@ def _compact_actions(prev, nf: int, dtype) -> np.ndarray | None:
     """``prev_actions`` as a ``dtype`` matrix, or None if it holds anything else
     (``None`` entries, other shapes or types, values ``dtype`` cannot hold
     exactly, aliased entries): then it is pickled."""
+    if isinstance(prev, np.ndarray):  # the agent's compact history matrix
+        if prev.ndim != 2 or prev.shape[1] != nf or np.any(prev < 0) \
+                or np.any(prev > np.iinfo(dtype).max):
+            return None
+        return prev.astype(dtype)
     if type(prev) is not list or len(set(map(id, prev))) != len(prev):
         return None
     if not prev:
@@ -445,7 +450,7 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
             extras["_prev_actions"] = prev
         else:
             flags |= _B_PREV
-            if prev and flags & _B_ACTION and prev[-1] is action:
+            if type(prev) is list and prev and flags & _B_ACTION and prev[-1] is action:
                 flags |= _B_PREV_LAST_IS_ACTION
     qs_hist = state.get("qs_hist", _MISSING)
     if qs_hist is not _MISSING:
@@ -595,10 +600,7 @@ def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
         pos += 5
         mat = np.frombuffer(body, {1: np.uint8, 4: np.int32}[code], count * nf, pos)
         pos += mat.nbytes
-        prev = list(mat.reshape(count, nf).astype(np.float64))
-        if flags & _B_PREV_LAST_IS_ACTION:
-            prev[-1] = action
-        state["_prev_actions"] = prev
+        state["_prev_actions"] = mat.reshape(count, nf).astype(model.action_dtype)
     if flags & _B_QS_HIST:
         (count,) = _U32.unpack_from(body, pos)
         pos += 4

@@ -442,6 +442,8 @@ class GenerativeModel:
         self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
         self.has_H = self._I is not None
         self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
+        # smallest signed integer holding every control index and -1 (action histories)
+        self.action_dtype = np.min_scalar_type(-max(self.num_controls))
         edges = np.cumsum([0] + self.num_states).tolist()
         self.state_bounds = list(zip(edges[:-1], edges[1:]))  # factor f is qs_flat[lo:hi]
         self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)

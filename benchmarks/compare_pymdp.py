@@ -36,7 +36,6 @@ import platform
 import statistics
 import sys
 import time
-import tracemalloc
 from importlib.metadata import version
 from typing import Callable
 
@@ -49,6 +48,7 @@ except ImportError:  # run from a checkout without installing: use the tree
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fa_core
     from fa_core import builtin_models
+from fa_core.memory import retained_bytes
 
 from pymdp.legacy.agent import Agent as PymdpAgent
 
@@ -144,26 +144,6 @@ def time_steps(agent, observations: list, warmup: int, repeats: int) -> dict[str
     finally:
         gc.enable()
     return {c: statistics.median(v) for c, v in times.items()}
-
-
-def retained_bytes(build: Callable[[], object], count: int = 1) -> float:
-    """Bytes per object still allocated after ``count`` calls of ``build``.
-
-    Everything ``build`` allocates is traced, including the model arrays it
-    creates; what is freed before it returns (temporaries, input copies an
-    agent does not keep) is not counted.
-    """
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        kept = [build() for _ in range(count)]
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    del kept
-    return (after - before) / count
 
 
 def measure_memory(kwargs: dict, observation: list) -> dict[str, float]:

@@ -437,6 +437,16 @@ cdef inline float min_of(const float* x, int n) noexcept nogil:
     return mn
 
 
+cdef inline double utility(const ModelC* m, int mm, int t, const float* qo,
+                          const float* lnC) noexcept nogil:
+    """Expected log preference of predicted outcomes ``qo`` of modality ``mm`` at step ``t``."""
+    cdef int o
+    cdef double ut = 0.0
+    for o in range(m.no[mm]):
+        ut += <double>qo[o] * lnC[m.lnC_off[mm] + o * m.T + t]
+    return ut
+
+
 cdef void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
                       float* tail_joint) noexcept nogil:
     """Contract A[mm] and its column entropies over the modality's invariant tail.
@@ -486,7 +496,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
     cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
     cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i, nh, Kh
-    cdef double g, sig, ut
+    cdef double g, sig
     cdef float* red
     cdef const float* qh
     cdef float mn
@@ -560,10 +570,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                         for o in range(m.no[mm]):
                             qo[o] = <float>dot4(red + o * Kh, qh, Kh)
                         if use_utility:
-                            ut = 0.0
-                            for o in range(m.no[mm]):
-                                ut += <double>qo[o] * lnC[m.lnC_off[mm] + o * m.T + t]
-                            g += ut
+                            g += utility(m, mm, t, qo, lnC)
                         if use_sig:
                             sig = dot4(red + m.no[mm] * Kh, qh, Kh)
                             for o in range(m.no[mm]):
@@ -582,10 +589,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                     qx = joint
                 mat_vec(A, qx, qo)
                 if use_utility:
-                    ut = 0.0
-                    for o in range(m.no[mm]):
-                        ut += <double>qo[o] * lnC[m.lnC_off[mm] + o * m.T + t]
-                    g += ut
+                    g += utility(m, mm, t, qo, lnC)
                 if use_sig:
                     # spm_MDP_G: joint states at or below exp(-16) are left out
                     sig = 0.0

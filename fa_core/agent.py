@@ -9,9 +9,7 @@ references a shared :class:`~fa_core.model.GenerativeModel` for the rest.
 
 from __future__ import annotations
 
-import copy
 import warnings
-from typing import Any
 
 import numpy as np
 

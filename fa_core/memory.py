@@ -31,11 +31,10 @@ import gc
 import sys
 import types
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from fa_core.model import GenerativeModel
 from fa_core.scratch import scratch_nbytes
 
 __all__ = ["MemoryReport", "memory_report", "memory_report_many", "agent_nbytes"]
@@ -121,6 +120,28 @@ def memory_report_many(agents: Iterable, include_scratch: bool = True) -> Memory
                         private_params=totals["model"][1], beliefs=totals["beliefs"],
                         history=totals["history"],
                         scratch=scratch_nbytes() if include_scratch else 0)
+
+
+def retained_bytes(build: Callable[[], object], count: int = 1) -> float:
+    """Bytes per object still allocated (tracemalloc) after ``count`` calls of ``build``.
+
+    Everything ``build`` allocates is traced, including model arrays it
+    creates; what it frees before returning (temporaries, input copies an
+    agent does not keep) is not counted. Used by the benchmarks to compare
+    fa_core's and pymdp's agents the same way.
+    """
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [build() for _ in range(count)]
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return (after - before) / count
 
 
 def _sizeof(obj) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import gc
-import tracemalloc
 from typing import Callable
 
 import numpy as np
@@ -113,19 +111,6 @@ def step(agent, obs) -> None:
 
 
 def bytes_per_object(build: Callable[[], object], count: int = 1) -> float:
-    """Bytes per object still allocated (tracemalloc) after ``count`` calls of ``build``.
-
-    Allocations that ``build`` frees before returning (temporaries, input copies
-    an agent does not keep) are not counted.
-    """
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        kept = [build() for _ in range(count)]
-        gc.collect()
-        after = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    del kept
-    return (after - before) / count
+    """Bytes per object still allocated (tracemalloc) after ``count`` calls of ``build``."""
+    from fa_core.memory import retained_bytes
+    return retained_bytes(build, count)

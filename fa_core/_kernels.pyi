@@ -52,3 +52,7 @@ def population_stages(
     use_states_info_gain: bool, use_pA: bool, use_pB: bool, use_I: bool, full: bool,
     deterministic: bool, n_threads: int,
 ) -> None: ...
+def dirichlet_add(
+    counts: npt.NDArray[np.float64], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
+    lr: float, stride: int, offset: int,
+) -> None: ...

@@ -1079,3 +1079,30 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
         n_threads = 1
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
         c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)
+
+
+# ---------------------------------------------------------------------------
+# Learning
+# ---------------------------------------------------------------------------
+
+def dirichlet_add(double[::1] counts, const double[::1] a, const double[::1] b, double lr,
+                  Py_ssize_t stride, Py_ssize_t offset):
+    """Dirichlet count update in place: ``counts[r, c] += lr * a[r] * b[c]`` where ``counts > 0``.
+
+    ``counts`` is a flat float64 array read as a (len(a), len(b)) matrix whose
+    element (r, c) is at ``(r * len(b) + c) * stride + offset`` (stride and
+    offset pick one control's slice of pB, whose last axis is the control).
+    Entries that are zero stay zero: pymdp masks its update with ``A > 0``.
+    """
+    cdef Py_ssize_t r, c, nr = a.shape[0], nc = b.shape[0], j
+    cdef double ar
+    if (nr * nc - 1) * stride + offset >= counts.shape[0]:
+        raise ValueError("counts is smaller than the update it receives")
+    with nogil:
+        for r in range(nr):
+            ar = lr * a[r]
+            if ar != 0.0:
+                for c in range(nc):
+                    j = (r * nc + c) * stride + offset
+                    if counts[j] > 0.0:
+                        counts[j] += ar * b[c]

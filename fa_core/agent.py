@@ -520,9 +520,11 @@ class Agent:
         for mm in mods:
             o = (o_distr[off[mm]:off[mm + 1]].astype(np.float64) if distr
                  else np.eye(m.num_obs[mm])[o_idx[mm]])
-            dfda = np.multiply.outer(o, self._joint(self.qs, m.A_factor_list[mm]))
+            qA[mm] = qA[mm].copy()
             # pymdp masks with A > 0; A is the normalised pA, so that is pA > 0
-            qA[mm] = qA[mm] + self.lr_pA * dfda * (qA[mm] > 0)
+            _kernels.dirichlet_add(qA[mm].reshape(-1), o,
+                                   self._joint(self.qs, m.A_factor_list[mm]).reshape(-1),
+                                   float(self.lr_pA), 1, 0)
         self._model = m.with_counts(pA=qA)
         return self._model.pA
 
@@ -538,10 +540,10 @@ class Agent:
         qB = list(m._pB)  # unlearned factors keep their arrays (and packed matrices)
         for f in factors:
             a = int(self.action[f])
-            dfdb = np.multiply.outer(np.asarray(self.qs[f], dtype=np.float64),
-                                     self._joint(prev, m.B_factor_list[f]))
             qB[f] = qB[f].copy()
-            qB[f][..., a] += self.lr_pB * dfdb * (qB[f][..., a] > 0)
+            _kernels.dirichlet_add(qB[f].reshape(-1), np.asarray(self.qs[f], dtype=np.float64),
+                                   self._joint(prev, m.B_factor_list[f]).reshape(-1),
+                                   float(self.lr_pB), m.num_controls[f], a)
         self._model = m.with_counts(pB=qB, pB_controls={f: [int(self.action[f])] for f in factors})
         return self._model.pB
 
@@ -559,8 +561,7 @@ class Agent:
         factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
         qD = [np.array(p) for p in m.pD]
         for f in factors:
-            idx = qD[f] > 0
-            qD[f][idx] += self.lr_pD * qs[f][idx]
+            _kernels.dirichlet_add(qD[f], np.ones(1), qs[f], float(self.lr_pD), 1, 0)
         self._model = m.replace(pD=qD, D=[d / d.sum() for d in qD])
         return self._model.pD
 

@@ -288,7 +288,8 @@ def parse_args(argv=None):
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(args.models) - {c[0] for c in CASES}
     if unknown:
-        p.error(f"--models: unknown {sorted(unknown)}; choose from {list(dict.fromkeys(c[0] for c in CASES))}")
+        names = list(dict.fromkeys(c[0] for c in CASES))
+        p.error(f"--models: unknown {sorted(unknown)}; choose from {names}")
     try:
         args.threads = [int(t) for t in args.threads.split(",")]
     except ValueError:

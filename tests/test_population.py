@@ -457,21 +457,28 @@ def test_add_keeps_existing_agents_and_new_ones_start_fresh():
         np.testing.assert_allclose(pop.G[20 + i], G, rtol=RTOL, atol=ATOL)
 
 
-def test_add_one_at_a_time_reallocates_rarely():
+@pytest.mark.parametrize("per_agent_C", [False, True], ids=["shared-C", "per-agent-C"])
+def test_add_one_at_a_time_reallocates_rarely(per_agent_C):
     gm = make_model("tmaze")
-    pop = Population(gm, 10, seed=0)
+    C = [np.ones((10, k)) for k in gm.num_obs] if per_agent_C else None
+    pop = Population(gm, 10, C=C, seed=0)
     pop.step(np.zeros((10, 3), dtype=np.int64))
     first = pop.qs.copy()
-    buffers = set()
+    arrays = ["qs", "q_pi", "rng"] + (["lnC"] if per_agent_C else [])
+    buffers = {name: set() for name in arrays}
     for _ in range(1000):
         pop.add(1)
-        buffers.add(pop.qs.__array_interface__["data"][0])
+        for name in arrays:
+            buffers[name].add(getattr(pop, name).__array_interface__["data"][0])
     assert len(pop) == 1010
     np.testing.assert_array_equal(pop.qs[:10], first)
-    assert len(buffers) <= 12  # geometric growth: O(log n) reallocations, not one per add
+    for name, seen in buffers.items():
+        # geometric growth: O(log n) reallocations, not a copy of every agent per add
+        assert len(seen) <= 12, f"{name} was reallocated {len(seen)} times in 1000 add(1) calls"
 
 
-@pytest.mark.parametrize("removed", [[1, 4], [4, 1, 1], [18, 19], [0, 5, 19, 10], [], list(range(20))],
+@pytest.mark.parametrize("removed", [[1, 4], [4, 1, 1], [18, 19], [0, 5, 19, 10], [],
+                                     list(range(20))],
                          ids=["two", "duplicates", "tail", "mixed", "none", "all"])
 def test_remove_moves_last_agents_and_keeps_state(removed):
     gm, pop, obs, C = stepped_population(20)
@@ -591,8 +598,25 @@ def test_view_methods_update_the_population_row():
     action = v.sample_action()
     np.testing.assert_array_equal(pop.actions[2], action.astype(np.int32))
     after = snapshot(pop)
-    for name in ("qs", "q_pi", "G", "actions"):  # the other rows are untouched
+    for name in ("qs", "q_pi", "G", "actions", "curr_timestep"):  # the other rows are untouched
         np.testing.assert_array_equal(np.delete(after[name], 2, 0), np.delete(before[name], 2, 0))
+    assert pop.curr_timestep[2] == v.curr_timestep == 2
+    v.gamma = 3.0
+    assert pop.gamma[2] == 3.0 and pop.gamma[1] == 16.0
+
+
+def test_view_stays_current_across_growth_and_is_not_picklable():
+    gm = make_model("tmaze")
+    pop = Population(gm, 2, seed=0)
+    v = pop[1]
+    pop.add(100)  # reallocates the storage
+    pop.step(np.zeros((102, 3), dtype=np.int64))
+    np.testing.assert_array_equal(np.concatenate(v.qs), pop.qs[1])
+    np.testing.assert_array_equal(v.q_pi, pop.q_pi[1])
+    np.testing.assert_array_equal(v.action, pop.actions[1])
+    assert v.curr_timestep == 1
+    with pytest.raises(TypeError):
+        pickle.dumps(v)
 
 
 def test_view_sample_action_is_seen_by_population_step():

@@ -107,13 +107,15 @@ class Population:
         self.rng[:] = self._new_streams(n)
         self.gamma[:] = self._per_agent(gamma, "gamma", n)
         self.alpha[:] = self._per_agent(alpha, "alpha", n)
-        self.lnC = None if C is None else self._ln_C(C, n)
-        self.lnE = None if E is None else self._ln_E(E, n)
+        # optional per-agent rows live in the same growable storage as the rest
+        self.__dict__["_lnC"] = None if C is None else self._ln_C(C, n)
+        self.__dict__["_lnE"] = None if E is None else self._ln_E(E, n)
 
     # -- storage -----------------------------------------------------------------------
 
     _ARRAYS = ("qs", "q_pi", "G", "actions", "has_action", "curr_timestep", "rng", "gamma",
                "alpha")
+    _OPTIONAL = ("lnC", "lnE")  # per-agent log preferences / log habits, or None when shared
 
     def _alloc(self, capacity: int) -> None:
         """(Re)allocate storage for ``capacity`` agents, keeping the first ``self._n``."""
@@ -123,6 +125,10 @@ class Population:
                   "has_action": (None, np.uint8), "curr_timestep": (None, np.int64),
                   "rng": (None, np.uint64), "gamma": (None, np.float32),
                   "alpha": (None, np.float32)}
+        for name in Population._OPTIONAL:
+            old = self.__dict__.get("_" + name)
+            if old is not None:
+                shapes[name] = (old.shape[1], np.float32)
         for name, (width, dtype) in shapes.items():
             shape = (capacity,) if width is None else (capacity, width)
             new = np.zeros(shape, dtype=dtype)
@@ -134,8 +140,9 @@ class Population:
 
     def __getattr__(self, name):
         # public arrays are views of the first n_agents rows of the storage
-        if name in Population._ARRAYS:
-            return self.__dict__["_" + name][:self.__dict__["_n"]]
+        if name in Population._ARRAYS or name in Population._OPTIONAL:
+            arr = self.__dict__.get("_" + name)
+            return None if arr is None else arr[:self.__dict__["_n"]]
         raise AttributeError(name)
 
     @property
@@ -274,6 +281,10 @@ class Population:
             self._alloc(max(n + k, 2 * self._capacity, 16))
         for name in Population._ARRAYS:
             self.__dict__["_" + name][n:n + k] = 0
+        for name in Population._OPTIONAL:  # newcomers copy agent 0's preferences / habits
+            arr = self.__dict__["_" + name]
+            if arr is not None:
+                arr[n:n + k] = arr[0]
         self._n = n + k
         new = slice(n, n + k)
         self.qs[new] = self._uniform_qs()
@@ -281,10 +292,6 @@ class Population:
         self.rng[new] = self._new_streams(k)
         self.gamma[new] = self.gamma[0] if n else 16.0
         self.alpha[new] = self.alpha[0] if n else 16.0
-        for name in ("lnC", "lnE"):
-            arr = getattr(self, name)
-            if arr is not None:
-                setattr(self, name, np.concatenate([arr, np.repeat(arr[:1], k, axis=0)]))
         return np.arange(n, n + k)
 
     def remove(self, indices) -> dict[int, int]:
@@ -301,16 +308,12 @@ class Population:
         holes = [i for i in idx.tolist() if i < n_new]
         movers = [j for j in range(n_new, self._n) if j not in gone]
         moved = dict(zip(movers, holes))
-        arrays = [self.__dict__["_" + name] for name in Population._ARRAYS]
-        arrays += [a for a in (self.lnC, self.lnE) if a is not None]
+        arrays = [self.__dict__["_" + name] for name in Population._ARRAYS + Population._OPTIONAL]
+        arrays = [a for a in arrays if a is not None]
         for src, dst in moved.items():
             for a in arrays:
                 a[dst] = a[src]
         self._n = n_new
-        if self.lnC is not None:
-            self.lnC = self.lnC[:n_new]
-        if self.lnE is not None:
-            self.lnE = self.lnE[:n_new]
         return moved
 
     def __getitem__(self, i: int) -> Agent:
@@ -333,19 +336,23 @@ class Population:
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")
                  or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
-        for name in Population._ARRAYS:
-            state[name] = getattr(self, name).copy()
+        for name in Population._ARRAYS + Population._OPTIONAL:
+            arr = getattr(self, name)
+            state[name] = None if arr is None else arr.copy()
         return state
 
     def __setstate__(self, state: dict) -> None:
-        arrays = {name: state.pop(name) for name in Population._ARRAYS}
+        arrays = {name: state.pop(name) for name in Population._ARRAYS + Population._OPTIONAL}
         self.__dict__.update(state)
+        for name in Population._OPTIONAL:  # _alloc takes their widths from these
+            self.__dict__["_" + name] = arrays[name]
         n = self._n
         self._n = 0
         self._alloc(n)
         self._n = n
         for name, arr in arrays.items():
-            self.__dict__["_" + name][:n] = arr
+            if arr is not None:
+                self.__dict__["_" + name][:n] = arr
 
     def hibernate(self) -> bytes:
         """The whole population as bytes (its model included once); see :meth:`wake`."""

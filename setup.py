@@ -9,6 +9,7 @@ program) and defines ``FA_CORE_OPENMP=1``; otherwise the build is serial,
 silently. ``FA_CORE_NO_OPENMP=1`` forces the serial build.
 """
 import contextlib
+import glob
 import os
 import sys
 import tempfile
@@ -89,14 +90,16 @@ class BuildExtOpenMP(build_ext):
         super().build_extensions()
 
 
+# every fa_core/_*.pyx is one extension module (fa_core._kernels, ...)
 extensions = [
     Extension(
-        "fa_core._kernels",
-        ["fa_core/_kernels.pyx"],
+        "fa_core." + os.path.splitext(os.path.basename(src))[0],
+        [src],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
     )
+    for src in sorted(glob.glob("fa_core/_*.pyx"))
 ]
 
 setup(

@@ -197,6 +197,7 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
     """out[k] = log(M[o, k] + 1e-16): log likelihood of outcome ``o``."""
     cdef int k, j
+    cdef const float* row
     if M.onehot:
         for k in range(M.cols):
             out[k] = M.logval[k] if M.idx[k] == o else LOG_EPS
@@ -207,8 +208,12 @@ cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
                 if M.idx[j] == o:
                     out[k] = M.logval[j]
                     break
-    else:
+    elif M.logval != NULL:
         memcpy(out, M.logval + <long long>o * M.cols, M.cols * sizeof(float))
+    else:  # large dense matrix: no log cache (see model.LOG_CACHE_MAX_ENTRIES)
+        row = M.val + <long long>o * M.cols
+        for k in range(M.cols):
+            out[k] = logf(row[k] + EPS)
 
 
 cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noexcept nogil:

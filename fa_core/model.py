@@ -31,6 +31,11 @@ AUTO_SPARSE_DENSITY = 0.25
 #: (measured with callgrind on the T-maze, 8 joint states, and four_factor, 625).
 MIN_TAIL_REDUCTION_K = 64
 
+#: Dense likelihoods up to this many entries (256 KB) keep a float32 copy of log(A).
+#: Larger ones take the log of the observed row each step instead: a few thousand logs
+#: against a step that reads the whole matrix anyway, and a private model half the size.
+LOG_CACHE_MAX_ENTRIES = 65536
+
 #: Tolerance of the normalisation check, as pymdp's ``np.allclose`` on column sums.
 NORM_RTOL, NORM_ATOL = 1e-5, 1e-8
 
@@ -136,7 +141,10 @@ def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool) -> dict:
     else:
         val = np.ascontiguousarray(mat2d)
         spec = {"rows": rows, "cols": cols, "sparse": 0, "val": val.astype(np.float32).ravel()}
-    spec["logval"] = np.log(val + _LOG_EPS).astype(np.float32).ravel() if with_log else None
+    # a dense log cache costs a full matrix to save ``cols`` logs per step, while a step
+    # already reads the whole matrix: worth it only for small matrices
+    cache_log = with_log and (use_sparse or mat2d.size <= LOG_CACHE_MAX_ENTRIES)
+    spec["logval"] = np.log(val + _LOG_EPS).astype(np.float32).ravel() if cache_log else None
     return spec
 
 

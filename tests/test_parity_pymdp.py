@@ -439,6 +439,19 @@ def test_sparse_model_episode(RefAgent, FaAgent):
         assert np.all(np.asarray(a_f)[a0 == 0] == 0)
 
 
+@pytest.mark.parametrize("distr_obs", [False, True])
+def test_dense_A_without_log_cache(distr_obs, RefAgent, FaAgent, monkeypatch):
+    """Large dense likelihoods take log(A) of the observed row each step instead of caching it."""
+    fa_model = pytest.importorskip("fa_core.model")
+    monkeypatch.setattr(fa_model, "LOG_CACHE_MAX_ENTRIES", 0)
+    model = make_model(35, [4, 3], [5, 3], [3, 2], [[0], [0, 1]], None, sparsity=0.3)
+    fa_only = None if FaAgent is RefAgent else {"sparse": False}
+    pair = Pair(RefAgent, FaAgent, fa_only=fa_only, **agent_kwargs(model))
+    if fa_only:
+        assert all(spec["logval"] is None for spec in pair.fa.model._A_specs)
+    assert run_random_obs(pair, np.random.default_rng(36), [5, 3], 8, distr_obs=distr_obs) == 8
+
+
 # --- Options -------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy_len", [1, 2, 3])

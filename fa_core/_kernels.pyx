@@ -21,7 +21,7 @@ entries of ``x`` column by column.
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cython.parallel cimport prange, threadid
-from libc.math cimport expf, logf, exp, log
+from libc.math cimport expf, logf, exp, log, INFINITY
 from libc.string cimport memset, memcpy
 
 import numpy as np
@@ -32,6 +32,7 @@ cnp.import_array()
 # pymdp's epsilons: spm_log adds 1e-16, spm_MDP_G adds exp(-16) inside the
 # column entropy and prunes joint states with probability <= exp(-16).
 cdef float EPS = 1e-16
+cdef double EPS_D = 1e-16
 cdef float LOG_EPS = -36.841361487904734  # log(1e-16)
 cdef float PRUNE = 1.1253517471925912e-07  # exp(-16)
 
@@ -661,7 +662,10 @@ cdef class KModel:
     object's lifetime. Immutable after construction.
     """
     cdef ModelC c
-    cdef readonly object _keep
+    cdef readonly object _keep   # arrays the integer tables and vectors point into
+    cdef list _mat_keep          # per matrix: the arrays mats[i] points into
+    cdef list _aH_keep           # per modality: the array a_H[m] points into
+    cdef object _I_keep          # the inductive arrays, or None
     cdef readonly int scratch_size
     cdef readonly int sum_obs
     cdef readonly int sum_controls
@@ -704,45 +708,22 @@ cdef class KModel:
 
         self.c.n_mats = len(mats)
         self.c.mats = <Mat*>PyMem_Malloc(len(mats) * sizeof(Mat))
-        if self.c.mats == NULL:
-            raise MemoryError()
-        for i, spec in enumerate(mats):
-            self.c.mats[i].rows = spec["rows"]
-            self.c.mats[i].cols = spec["cols"]
-            self.c.mats[i].sparse = spec["sparse"]
-            self.c.mats[i].onehot = int(bool(spec["sparse"])
-                                        and bool(np.all(np.diff(spec["indptr"]) == 1)))
-            self.c.mats[i].val = self._floats(spec["val"])
-            self.c.mats[i].logval = NULL
-            self.c.mats[i].indptr = NULL
-            self.c.mats[i].idx = NULL
-            if spec.get("logval") is not None:
-                self.c.mats[i].logval = self._floats(spec["logval"])
-            if spec["sparse"]:
-                self.c.mats[i].indptr = self._ints(spec, "indptr")
-                self.c.mats[i].idx = self._ints(spec, "idx")
-
         self._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
-        if self._aH == NULL:
+        if self.c.mats == NULL or self._aH == NULL:
             raise MemoryError()
-        for i in range(self.c.nm):
-            self._aH[i] = self._floats(a_H[i])
         self.c.a_H = self._aH
+        self._mat_keep = [None] * len(mats)
+        self._aH_keep = [None] * self.c.nm
+        for i, spec in enumerate(mats):
+            self._set_mat(i, spec)
+        for i in range(self.c.nm):
+            self._set_aH(i, a_H[i])
         self.c.lnC = self._floats(np.concatenate([np.ravel(c) for c in lnC]))
         self.c.lnC_off = self._ints({"o": np.cumsum([0] + [np.size(c) for c in lnC])}, "o")
         self.lnC_size = int(sum(np.size(c) for c in lnC))
         self.c.lnE = self._floats(lnE)
         self.c.logD = self._floats(logD)
-        if I is None:
-            self.c.has_I = 0
-            self.c.ii_depth = 0
-            self.c.ind = NULL
-            self.c.I_off = NULL
-        else:
-            self.c.has_I = 1
-            self.c.ii_depth = ii_depth
-            self.c.ind = self._floats(I[0])
-            self.c.I_off = self._ints({"I_off": I[1]}, "I_off")
+        self._set_I(I, ii_depth)
         self.s_off = np.asarray(ints["s_off"], dtype=np.intp)
         self.sum_obs = int(np.sum(ints["no"]))
         self.sum_controls = int(np.sum(ints["nc"]))
@@ -753,19 +734,92 @@ cdef class KModel:
             + self.c.T * self.c.red_stride,                                        # infer_policies
         ))
 
-    cdef int* _ints(self, dict d, str key) except NULL:
+    cdef int* _ints(self, dict d, str key, list keep=None) except NULL:
         cdef cnp.ndarray arr = np.ascontiguousarray(d[key], dtype=np.int32)
         if arr.size == 0:
             arr = np.zeros(1, dtype=np.int32)
-        self._keep.append(arr)
+        (self._keep if keep is None else keep).append(arr)
         return <int*>cnp.PyArray_DATA(arr)
 
-    cdef float* _floats(self, object x) except NULL:
+    cdef float* _floats(self, object x, list keep=None) except NULL:
         cdef cnp.ndarray arr = np.ascontiguousarray(x, dtype=np.float32)
         if arr.size == 0:
             arr = np.zeros(1, dtype=np.float32)
-        self._keep.append(arr)
+        (self._keep if keep is None else keep).append(arr)
         return <float*>cnp.PyArray_DATA(arr)
+
+    cdef int _set_mat(self, int i, dict spec) except -1:
+        cdef list keep = []
+        cdef Mat* M = &self.c.mats[i]
+        M.rows = spec["rows"]
+        M.cols = spec["cols"]
+        M.sparse = spec["sparse"]
+        M.onehot = spec["onehot"]
+        M.val = self._floats(spec["val"], keep)
+        M.logval = NULL
+        M.indptr = NULL
+        M.idx = NULL
+        if spec.get("logval") is not None:
+            M.logval = self._floats(spec["logval"], keep)
+        if spec["sparse"]:
+            M.indptr = self._ints(spec, "indptr", keep)
+            M.idx = self._ints(spec, "idx", keep)
+        self._mat_keep[i] = keep
+        return 0
+
+    cdef int _set_aH(self, int m, object a_H) except -1:
+        cdef list keep = []
+        self._aH[m] = self._floats(a_H, keep)
+        self._aH_keep[m] = keep
+        return 0
+
+    cdef int _set_I(self, object I, int ii_depth) except -1:
+        cdef list keep = []
+        if I is None:
+            self.c.has_I = 0
+            self.c.ii_depth = 0
+            self.c.ind = NULL
+            self.c.I_off = NULL
+        else:
+            self.c.has_I = 1
+            self.c.ii_depth = ii_depth
+            self.c.ind = self._floats(I[0], keep)
+            self.c.I_off = self._ints({"I_off": I[1]}, "I_off", keep)
+        self._I_keep = keep
+        return 0
+
+    def with_changes(self, dict mats, dict a_H, object I=False):
+        """This model with some matrices replaced, in O(changes): what learning needs.
+
+        ``mats`` maps a matrix index to its new spec (same shape), ``a_H`` a
+        modality to its new column entropies, and ``I`` (when not False) gives
+        the new inductive arrays. Everything else is shared with this model.
+        """
+        cdef KModel new = KModel.__new__(KModel)
+        cdef int i
+        new.c = self.c
+        new.c.mats = <Mat*>PyMem_Malloc(self.c.n_mats * sizeof(Mat))
+        new._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
+        if new.c.mats == NULL or new._aH == NULL:
+            raise MemoryError()
+        memcpy(new.c.mats, self.c.mats, self.c.n_mats * sizeof(Mat))
+        memcpy(new._aH, self._aH, self.c.nm * sizeof(float*))
+        new.c.a_H = new._aH
+        new._keep, new._I_keep = self._keep, self._I_keep
+        new._mat_keep, new._aH_keep = list(self._mat_keep), list(self._aH_keep)
+        new.scratch_size, new.sum_obs = self.scratch_size, self.sum_obs
+        new.sum_controls, new.lnC_size, new.s_off = self.sum_controls, self.lnC_size, self.s_off
+        for i, spec in mats.items():
+            if not 0 <= i < self.c.n_mats:
+                raise IndexError(f"matrix index {i} out of range")
+            new._set_mat(i, spec)
+        for i, h in a_H.items():
+            if not 0 <= i < self.c.nm:
+                raise IndexError(f"modality index {i} out of range")
+            new._set_aH(i, h)
+        if I is not False:
+            new._set_I(I, self.c.ii_depth)
+        return new
 
     def __dealloc__(self):
         PyMem_Free(self.c.mats)
@@ -774,7 +828,10 @@ cdef class KModel:
     @property
     def nbytes(self):
         """Bytes of the arrays this model points into (its share of memory)."""
-        return int(sum(a.nbytes for a in self._keep))
+        arrays = list(self._keep) + list(self._I_keep)
+        for keep in self._mat_keep + self._aH_keep:
+            arrays.extend(keep)
+        return int(sum(a.nbytes for a in arrays))
 
 
 def infer_states(KModel model, float[::1] qs, float[::1] qs_prev, int[::1] action,
@@ -1111,3 +1168,95 @@ def dirichlet_add(double[::1] counts, const double[::1] a, const double[::1] b, 
                     j = (r * nc + c) * stride + offset
                     if counts[j] > 0.0:
                         counts[j] += ar * b[c]
+
+
+cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
+                       float[::1] val, float[::1] logval, float[::1] col_H, float[::1] wval,
+                       double* colsum, double* H, bint sparse, bint do_log, bint do_H,
+                       bint do_w, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t rows = p.shape[0], cols = p.shape[1], r, k, j, nz = 0
+    cdef double x, a, s, qsum, h
+    cdef double ent_eps = exp(-16.0)
+    memset(colsum, 0, 2 * cols * sizeof(double))
+    for r in range(rows):
+        for k in range(cols):
+            x = p[r, k]
+            if not (x >= 0.0 and x < INFINITY):  # NaN fails both
+                return 1
+            if x != 0.0:
+                colsum[k] += x
+                nz += 1
+    for k in range(cols):
+        if colsum[k] <= 0.0:
+            return 2
+    if sparse:
+        if nz != n:
+            return 3
+        for k in range(cols):
+            s = colsum[k]
+            qsum = s + rows * EPS_D
+            h = 0.0
+            for j in range(indptr[k], indptr[k + 1]):
+                x = p[idx[j], k]
+                if x <= 0.0:
+                    return 3
+                a = x / s
+                val[j] = <float>a
+                if do_log:
+                    logval[j] = <float>log(a + EPS_D)
+                h += a * log(a + ent_eps)
+                if do_w:
+                    wval[j] = <float>(1.0 / qsum - 1.0 / (x + EPS_D))
+            if do_H:
+                col_H[k] = <float>h
+    else:
+        for r in range(rows):
+            for k in range(cols):
+                x = p[r, k]
+                j = r * cols + k
+                a = x / colsum[k]
+                val[j] = <float>a
+                if do_log:
+                    logval[j] = <float>log(a + EPS_D)
+                H[k] += a * log(a + ent_eps)
+                if do_w:
+                    wval[j] = (<float>(1.0 / (colsum[k] + rows * EPS_D) - 1.0 / (x + EPS_D))
+                               if x > 0.0 else 0.0)
+        if do_H:
+            for k in range(cols):
+                col_H[k] = <float>H[k]
+    return 0
+
+
+def pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
+                float[::1] val, float[::1] logval, float[::1] col_H, float[::1] wval,
+                double[::1] work):
+    """Normalise Dirichlet counts ``p`` (rows, cols) by column into a matrix's kernel layout.
+
+    Writes, in one pass and in place, what a learning update changes:
+    ``val`` = p / column sums (dense row-major, or at the CSC positions
+    ``indptr`` / ``idx`` when these are given), ``logval`` = log(val + 1e-16),
+    ``col_H`` = per-column sum of val log(val + exp(-16)), and ``wval`` =
+    pymdp's masked spm_wnorm of ``p``; each of the last three may be None.
+    ``work`` (length 2 * cols) is work space.
+
+    Returns 0; 1 if a count is negative or not finite; 2 if a column sums to
+    zero; 3 if the non-zeros of ``p`` are not exactly the CSC positions (the
+    caller then builds a new pattern).
+    """
+    cdef Py_ssize_t rows = p.shape[0], cols = p.shape[1]
+    cdef int code
+    cdef bint sparse = indptr is not None
+    cdef bint do_log = logval is not None, do_H = col_H is not None, do_w = wval is not None
+    if work.shape[0] < 2 * cols:
+        raise ValueError("work must hold 2 * cols values")
+    cdef double* colsum = &work[0]
+    cdef double* H = &work[cols]
+    cdef Py_ssize_t n = idx.shape[0] if sparse else rows * cols
+    if (val.shape[0] != n or (do_log and logval.shape[0] != n) or (do_w and wval.shape[0] != n)
+            or (do_H and col_H.shape[0] != cols) or (sparse and indptr.shape[0] != cols + 1)):
+        raise ValueError("output arrays do not match the layout")
+    with nogil:
+        code = c_pack_counts(p, indptr, idx, val, logval, col_H, wval, colsum, H, sparse,
+                             do_log, do_H, do_w, n)
+    return code

@@ -125,27 +125,74 @@ def _check_factor_list(lst: Any, n_items: int, n_factors: int, name: str) -> lis
 # Kernel layout of one matrix
 # ---------------------------------------------------------------------------
 
-def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool) -> dict:
-    """Pack a (rows, cols) float64 matrix for the kernels, dense or CSC."""
+def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool, like: dict | None = None) -> dict:
+    """Pack a (rows, cols) float64 matrix for the kernels, dense or CSC.
+
+    ``like`` is the spec of a matrix this one may share a sparsity pattern with
+    (the same matrix before a learning update, which never creates or removes
+    non-zeros): when the non-zeros are exactly its stored positions, its index
+    arrays are reused instead of searched for again.
+    """
     rows, cols = mat2d.shape
-    use_sparse = (sparse is True
-                  or (sparse == "auto" and np.count_nonzero(mat2d) <= AUTO_SPARSE_DENSITY * mat2d.size))
+    nnz = np.count_nonzero(mat2d)
+    use_sparse = sparse is True or (sparse == "auto" and nnz <= AUTO_SPARSE_DENSITY * mat2d.size)
     if use_sparse:
-        # CSC: non-zeros column by column, rows ascending within a column
-        col_of, row_of = np.nonzero(mat2d.T)
-        val = mat2d[row_of, col_of]
-        indptr = np.zeros(cols + 1, dtype=np.int32)
-        np.cumsum(np.bincount(col_of, minlength=cols), out=indptr[1:])
-        spec = {"rows": rows, "cols": cols, "sparse": 1, "val": val.astype(np.float32),
-                "indptr": indptr, "idx": row_of.astype(np.int32)}
+        reuse = like is not None and like["sparse"] and like["idx"].size == nnz
+        if reuse:
+            col_of = np.repeat(np.arange(cols), np.diff(like["indptr"]))
+            val = mat2d[like["idx"], col_of]
+            reuse = bool(np.all(val))  # as many non-zeros, all at its positions: the same set
+        if reuse:
+            indptr, idx, onehot = like["indptr"], like["idx"], like["onehot"]
+        else:
+            # CSC: non-zeros column by column, rows ascending within a column
+            col_of, row_of = np.nonzero(mat2d.T)
+            val = mat2d[row_of, col_of]
+            indptr = np.zeros(cols + 1, dtype=np.int32)
+            np.cumsum(np.bincount(col_of, minlength=cols), out=indptr[1:])
+            idx = row_of.astype(np.int32)
+            onehot = int(np.all(np.diff(indptr) == 1))  # deterministic map: one row per column
+        spec = {"rows": rows, "cols": cols, "sparse": 1, "onehot": onehot,
+                "val": val.astype(np.float32), "indptr": indptr, "idx": idx}
     else:
         val = np.ascontiguousarray(mat2d)
-        spec = {"rows": rows, "cols": cols, "sparse": 0, "val": val.astype(np.float32).ravel()}
+        spec = {"rows": rows, "cols": cols, "sparse": 0, "onehot": 0,
+                "val": val.astype(np.float32).ravel()}
     # a dense log cache costs a full matrix to save ``cols`` logs per step, while a step
     # already reads the whole matrix: worth it only for small matrices
     cache_log = with_log and (use_sparse or mat2d.size <= LOG_CACHE_MAX_ENTRIES)
     spec["logval"] = np.log(val + _LOG_EPS).astype(np.float32).ravel() if cache_log else None
     return spec
+
+
+def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
+                   likelihood: bool = False) -> tuple[dict, dict, np.ndarray | None]:
+    """Specs of the matrix normalised from counts ``p2`` and of its spm_wnorm weights,
+    in ``like``'s layout, computed in one kernel pass; for a ``likelihood`` (A)
+    also its log cache and column entropies.
+
+    Learning never creates or removes non-zeros, so the layout of the matrix
+    before the update almost always fits; when it does not (A given apart
+    from pA with other zeros), the specs are packed afresh.
+    """
+    rows, cols = p2.shape
+    n = like["idx"].size if like["sparse"] else rows * cols
+    val, wval = np.empty(n, np.float32), np.empty(n, np.float32)
+    logval = None if like["logval"] is None else np.empty(n, np.float32)
+    col_H = np.empty(cols, np.float32) if likelihood else None
+    code = _kernels.pack_counts(p2, like.get("indptr"), like.get("idx"), val, logval, col_H,
+                                wval, np.empty(2 * cols))
+    if code == 1:
+        raise ValueError(f"{name} must be finite and non-negative")
+    if code == 2:
+        raise ValueError(f"{name} has a column of zero counts: its distribution is undefined")
+    if code == 3:  # other zeros than the layout's: a new pattern
+        a2 = _normalise(p2)
+        spec = _mat_spec(a2, sparse, with_log=likelihood)
+        wspec = _mat_spec(_spm_wnorm(p2), sparse, False, like=spec)
+        h = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0) if likelihood else None
+        return spec, wspec, h
+    return dict(like, val=val, logval=logval), dict(like, val=wval, logval=None), col_H
 
 
 def _spm_wnorm(p: np.ndarray) -> np.ndarray:
@@ -441,12 +488,8 @@ class GenerativeModel:
         if ints is None:
             ints = self._layout(a_mat, wa_mat, b_mat, wb_mat, offsets)
         self._ints = ints
-        I = None
-        if self._I is not None:
-            I = (np.concatenate([i.ravel() for i in self._I]),
-                 offsets([i.size for i in self._I])[:-1])
         self.kmodel = _kernels.KModel(ints, mats, self._a_H, self._lnC, self._lnE, self._logD,
-                                      I, self.ii_depth)
+                                      self._packed_I(), self.ii_depth)
         self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
         self.has_H = self._I is not None
         self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
@@ -455,8 +498,19 @@ class GenerativeModel:
         edges = np.cumsum([0] + self.num_states).tolist()
         self.state_bounds = list(zip(edges[:-1], edges[1:]))  # factor f is qs_flat[lo:hi]
         self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
-        self.is_sparse = {"A": [bool(s["sparse"]) for s in self._A_specs],
-                          "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+        self.is_sparse = self._sparsity()
+
+    def _sparsity(self) -> dict:
+        return {"A": [bool(s["sparse"]) for s in self._A_specs],
+                "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+
+    def _packed_I(self):
+        """The inductive matrices as (flat values, offset per factor) for the kernels, or None."""
+        if self._I is None:
+            return None
+        sizes = [i.size for i in self._I]
+        return (np.concatenate([i.ravel() for i in self._I]),
+                np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32))
 
     def _layout(self, a_mat, wa_mat, b_mat, wb_mat, offsets) -> dict:
         """The integer layout the kernels read, as int32 arrays."""
@@ -639,35 +693,42 @@ class GenerativeModel:
         new = object.__new__(GenerativeModel)
         new.__dict__.update(self.__dict__)
         new._views = {k: v for k, v in self._views.items() if k not in ("A", "B", "pA", "pB")}
+        mats, a_H, ints = {}, {}, self._ints
         if pA is not None:
             new._pA, new._A_specs = list(self._pA), list(self._A_specs)
             new._wA_specs, new._a_H = list(self._wA_specs), list(self._a_H)
             for m, p in enumerate(pA):
                 if p is self._pA[m]:
                     continue
-                _check_counts(p, self._pA[m].shape, f"pA[{m}]")
-                a2 = _normalise(p).reshape(p.shape[0], -1)
+                _check_counts(p, self._pA[m].shape, f"pA[{m}]", values=False)
                 new._pA[m] = p
-                new._A_specs[m] = _mat_spec(a2, self.sparse, with_log=True)
-                new._a_H[m] = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0)
-                new._wA_specs[m] = _mat_spec(_spm_wnorm(p).reshape(a2.shape), self.sparse, False)
+                spec, wspec, h = _learned_specs(p.reshape(p.shape[0], -1), self._A_specs[m],
+                                                self.sparse, f"pA[{m}]", likelihood=True)
+                mats[ints["a_mat"][m]] = new._A_specs[m] = spec
+                mats[ints["wa_mat"][m]] = new._wA_specs[m] = wspec
+                a_H[m] = new._a_H[m] = h
         if pB is not None:
             new._pB, new._B_specs, new._wB_specs = list(self._pB), list(self._B_specs), \
                 list(self._wB_specs)
             for f, p in enumerate(pB):
                 if p is self._pB[f]:
                     continue
-                _check_counts(p, self._pB[f].shape, f"pB[{f}]")
+                _check_counts(p, self._pB[f].shape, f"pB[{f}]", values=False)
                 new._pB[f] = p
                 new._B_specs[f], new._wB_specs[f] = list(self._B_specs[f]), list(self._wB_specs[f])
                 controls = (pB_controls or {}).get(f, range(p.shape[-1]))
                 for u in controls:  # columns of one control's slice normalise on their own
-                    pu = p[..., u].reshape(p.shape[0], -1)
-                    new._B_specs[f][u] = _mat_spec(_normalise(pu), self.sparse, False)
-                    new._wB_specs[f][u] = _mat_spec(_spm_wnorm(pu), self.sparse, False)
-            if self._H is not None:  # reachability depends on B
-                new._set_H(self._H, None)
-        new._pack(self._ints)  # same structure: only the matrices changed
+                    spec, wspec, _ = _learned_specs(p[..., u].reshape(p.shape[0], -1),
+                                                    self._B_specs[f][u], self.sparse, f"pB[{f}]")
+                    mats[ints["b_mat"][f] + u] = new._B_specs[f][u] = spec
+                    mats[ints["wb_mat"][f] + u] = new._wB_specs[f][u] = wspec
+        I = False
+        if pB is not None and self._H is not None:  # reachability depends on B
+            new._set_H(self._H, None)
+            I = new._packed_I()
+        # same structure: only the changed matrices are handed to the kernels
+        new.kmodel = self.kmodel.with_changes(mats, a_H, I)
+        new.is_sparse = new._sparsity()
         return new
 
     @classmethod
@@ -798,9 +859,11 @@ def _content_key(kwargs: dict) -> bytes:
     return h.digest()
 
 
-def _check_counts(p: np.ndarray, shape: tuple, name: str) -> None:
+def _check_counts(p: np.ndarray, shape: tuple, name: str, values: bool = True) -> None:
     if p.shape != shape or p.dtype != np.float64:
         raise ValueError(f"{name} must be a float64 array of shape {shape}")
+    if not values:
+        return
     if not np.all(np.isfinite(p)) or np.any(p < 0):
         raise ValueError(f"{name} must be finite and non-negative")
     if np.any(p.sum(axis=0) <= 0):

@@ -1203,8 +1203,8 @@ cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::
                 a = x / s
                 val[j] = <float>a
                 if do_log:
-                    logval[j] = <float>log(a + EPS_D)
-                h += a * log(a + ent_eps)
+                    logval[j] = logf(<float>a + EPS)
+                h += a * logf(<float>(a + ent_eps))
                 if do_w:
                     wval[j] = <float>(1.0 / qsum - 1.0 / (x + EPS_D))
             if do_H:
@@ -1217,8 +1217,8 @@ cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::
                 a = x / colsum[k]
                 val[j] = <float>a
                 if do_log:
-                    logval[j] = <float>log(a + EPS_D)
-                H[k] += a * log(a + ent_eps)
+                    logval[j] = logf(<float>a + EPS)
+                H[k] += a * logf(<float>(a + ent_eps))
                 if do_w:
                     wval[j] = (<float>(1.0 / (colsum[k] + rows * EPS_D) - 1.0 / (x + EPS_D))
                                if x > 0.0 else 0.0)

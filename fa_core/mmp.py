@@ -13,13 +13,17 @@ calls the compiled kernels of :mod:`fa_core._mmp`.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
 from fa_core import _mmp
+from fa_core.scratch import scratch
 
 DEFAULT_PARAMS = {"num_iter": 10, "grad_descent": True, "tau": 0.25}
 _EPS = 1e-16
+# compiled arrays per GenerativeModel and form: agents sharing a model share them
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def check_params(inference_params, inference_horizon) -> dict:
@@ -138,6 +142,25 @@ def _tiled_lnC(C, n_steps: int) -> list[np.ndarray]:
     return out
 
 
+def compiled(model, factorized: bool) -> tuple:
+    """``(MMPModel, likelihood-term sizes, lnE, policies)`` for ``model``, built once per model."""
+    per_model = _COMPILED.setdefault(model, {})
+    if factorized not in per_model:
+        ns = list(model.num_states)
+        nf, T = len(ns), model.policy_len
+        if factorized:
+            terms = [list(dep) for dep in model.A_factor_list]
+            f_terms = [list(ms) for ms in model.A_modality_list]
+        else:
+            terms, f_terms = [list(range(nf))], [[0] for _ in range(nf)]
+        km, l_K = _compile(model.B, model.B_factor_list, ns, terms, f_terms, model.A,
+                           model.A_factor_list, _tiled_lnC(model.C, T + 1), T + 1)
+        lnE = np.log(np.asarray(model.E, np.float64) + _EPS).astype(np.float32)
+        pol = np.ascontiguousarray(np.stack(model.policies).astype(np.int32))
+        per_model[factorized] = (km, l_K, lnE, pol)
+    return per_model[factorized]
+
+
 class MMPState:
     """One agent's marginal-message-passing window: options, buffers and bookkeeping.
 
@@ -148,7 +171,7 @@ class MMPState:
 
     __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
                  "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
-                 "q", "infer_len", "F", "prior", "_fs", "_ds", "_lnlh")
+                 "q", "infer_len", "F", "prior")
 
     def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
                  policy_sep_prior: bool):
@@ -179,26 +202,15 @@ class MMPState:
     # -- model-dependent parts -----------------------------------------------------------
 
     def bind(self, model) -> None:
-        """(Re)build the compiled arrays for ``model`` (new A, B, C or E after learning or
-        assignment) and recompute the window's likelihoods from its observations."""
+        """Use ``model``'s compiled arrays (a new model after assigning A, B, C or E, or
+        after learning) and recompute the window's likelihoods from its observations."""
         ns = list(model.num_states)
-        nf, T = len(ns), model.policy_len
-        if self.factorized:
-            terms = [list(dep) for dep in model.A_factor_list]
-            f_terms = [list(ms) for ms in model.A_modality_list]
-        else:
-            terms, f_terms = [list(range(nf))], [[0] for _ in range(nf)]
-        self._km, self._l_K = _compile(model.B, model.B_factor_list, ns, terms, f_terms, model.A,
-                                       model.A_factor_list, _tiled_lnC(model.C, T + 1), T + 1)
-        self._lnE = np.log(np.asarray(model.E, np.float64) + _EPS).astype(np.float32)
-        self._pol = np.ascontiguousarray(np.stack(model.policies).astype(np.int32))
+        T = model.policy_len
+        self._km, self._l_K, self._lnE, self._pol = compiled(model, self.factorized)
         n_pol, S, L = len(model.policies), int(sum(ns)), self.horizon + T
         if self.model is None or len(self.model.policies) != n_pol:
             self.q = np.zeros((n_pol, L, S), np.float32)
-        self._fs = np.zeros(self._km.n_fs, np.float32)
-        self._ds = np.zeros(self._km.n_ds + n_pol, np.float64)
         self.lh = np.zeros((self.horizon, int(self._l_K.sum())), np.float32)
-        self._lnlh = np.zeros(self.lh.size, np.float64)
         self.model = model
         for k, obs in enumerate(self.obs_win):
             self._fill_lh(k, obs)
@@ -270,15 +282,21 @@ class MMPState:
         F = np.empty(n_pol, np.float32)
         _mmp.infer_states(self._km, self.lh[:past].reshape(-1), past, infer_len, infer_len - 2,
                           acts, self.prior, out, F, self.num_iter, self.tau,
-                          0.5 if self.factorized else 1.0, self._fs, self._ds, self._lnlh)
+                          0.5 if self.factorized else 1.0, *self._scratch(),
+                          scratch(self.lh.size, "mmp_lnlh", np.float64))
         self.past_len, self.infer_len, self.q, self.F = past, infer_len, out, F
+
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' per-thread scratch (shared by every agent on the thread)."""
+        return (scratch(self._km.n_fs, "mmp_fs"),
+                scratch(self._km.n_ds + len(self._pol), "mmp_ds", np.float64))
 
     def infer_policies(self, gamma, use_utility, use_sig, G, q_pi) -> None:
         """G over the current step and policy_len future steps; q_pi = softmax(gamma G - F + lnE)."""
         if self.F is None:
             raise ValueError("infer_policies with inference_algo='MMP' needs infer_states first")
         _mmp.infer_policies(self._km, self.q, self.past_len - 1, bool(use_utility), bool(use_sig),
-                            self.F, self._lnE, float(gamma), G, q_pi, self._fs, self._ds)
+                            self.F, self._lnE, float(gamma), G, q_pi, *self._scratch())
 
     # -- views in pymdp's layout ---------------------------------------------------------
 
@@ -321,7 +339,7 @@ class MMPState:
 
     def __getstate__(self) -> dict:
         # the compiled model is rebuilt from the (pickled) GenerativeModel
-        skip = {"_km", "_l_K", "_lnE", "_pol", "_fs", "_ds", "_lnlh", "lh"}
+        skip = {"_km", "_l_K", "_lnE", "_pol", "lh"}
         return {k: getattr(self, k) for k in self.__slots__ if k not in skip and hasattr(self, k)}
 
     def __setstate__(self, state: dict) -> None:

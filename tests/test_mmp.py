@@ -92,10 +92,10 @@ CASES = [
     pytest.param([3], [4], [3], None, None, 1, 3, SEP, id="1f1m-len1-h3-sep"),
     pytest.param([3], [3, 2], [2], None, None, 2, 2, BMA, id="1f2m-len2-h2-bma"),
     pytest.param([3, 2], [4], [3, 2], None, None, 1, 2, SEP, id="2f1m-len1-h2-sep"),
-    pytest.param([2, 3], [3, 2], [2, 2], None, None, 2, 3, BMA, id="2f2m-len2-h3-bma"),
+    pytest.param([2, 3], [3, 2], [2, 1], None, None, 2, 3, BMA, id="2f2m-len2-h3-bma"),
     pytest.param([3, 2], [3, 2], [2, 2], [[0], [0, 1]], None, 1, 3, SEP,
                  id="2f2m-Afl-len1-h3-sep"),
-    pytest.param([2, 3], [3, 2], [2, 2], [[0, 1], [1]], [[0], [0, 1]], 2, 2, BMA,
+    pytest.param([2, 3], [3, 2], [1, 2], [[0, 1], [1]], [[0], [0, 1]], 2, 2, BMA,
                  id="2f2m-Afl-Bfl-len2-h2-bma"),
     pytest.param([2, 2], [3], [2, 2], None, [[0, 1], [1]], 1, 1, SEP, id="2f1m-Bfl-len1-h1-sep"),
 ]
@@ -179,7 +179,7 @@ def test_reset_and_learning_parity(RefAgent, FaAgent):
 
 
 def test_set_latest_beliefs_and_future_qs(RefAgent, FaAgent):
-    model = make_model(51, [3, 2], [3], [2, 2], None, None)
+    model = make_model(51, [3, 2], [3], [2, 1], None, None)
     np.random.seed(2)
     pair = MMPPair(RefAgent, FaAgent, **agent_kwargs(model, inference_algo="MMP",
                                                      inference_horizon=3, policy_len=2, **SEP))
@@ -221,6 +221,14 @@ def test_work_stays_bounded(FaAgent):
     assert len(qs[0]) == 3 + 1
     assert len(agent.prev_obs) == 3
     assert agent._mmp.lh.shape[0] == 3
+
+
+def test_agents_share_compiled_model(FaAgent):
+    """Agents of one model share MMP's compiled arrays; each owns only its window."""
+    model = make_model(74, [3], [3], [2], None, None)
+    a, b = (FaAgent(**agent_kwargs(model, inference_algo="MMP", inference_horizon=2))
+            for _ in range(2))
+    assert a._mmp._km is b._mmp._km
 
 
 def test_reuse_buffers_writes_in_place(FaAgent):

@@ -152,7 +152,6 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
     cdef float* qt
     cdef const float* qn
     cdef const float* Bm
-    cdef const float* row
     cdef const int* dep
 
     for t in range(infer_len):

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from random_models import RandomEnv, dirichlet_counts, random_distr_obs
-from test_parity_pymdp import (G_ATOL, G_RTOL, PROB_ATOL, Pair, agent_kwargs,
-                               assert_policy_posterior, make_model)
+from test_parity_pymdp import PROB_ATOL, Pair, agent_kwargs, make_model
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "spm")
 # F sums logs over the window (magnitudes ~1-50): float32 carries ~1e-6 relative per term
@@ -149,6 +148,15 @@ def test_random_options_parity(seed, RefAgent, FaAgent):
     assert run_episode(pair, model, 300 + seed, 8) == 8
 
 
+def test_time_dependent_C_parity(RefAgent, FaAgent):
+    """A 2-D C has one column per scored step: the current one and policy_len future ones."""
+    model = make_model(32, [3], [3, 2], [3], None, None, C_len=3, C_scale=2.0)
+    np.random.seed(4)
+    pair = MMPPair(RefAgent, FaAgent, **agent_kwargs(model, inference_algo="MMP", policy_len=2,
+                                                     inference_horizon=2))
+    assert run_episode(pair, model, 12, 6) == 6
+
+
 def test_distribution_observations(RefAgent, FaAgent):
     model = make_model(31, [3, 2], [3, 2], [2, 2], None, None)
     np.random.seed(0)
@@ -195,7 +203,6 @@ def test_set_latest_beliefs_and_future_qs(RefAgent, FaAgent):
 
 def test_inference_params_are_honoured(FaAgent):
     """pymdp ignores inference_params for MMP; fa_core applies num_iter and tau."""
-    from fa_core.mmp import run_mmp  # noqa: F401  (the kernel is shared)
     model = make_model(61, [3], [3], [2], None, None)
     kw = agent_kwargs(model, inference_algo="MMP", inference_horizon=2)
     outs = []
@@ -272,6 +279,15 @@ def test_bad_options(kw, err, match, FaAgent):
     model = make_model(81, [3], [3], [2], None, None)
     with pytest.raises(err, match=match):
         FaAgent(**agent_kwargs(model, inference_algo="MMP", **kw))
+
+
+def test_two_dimensional_C_needs_a_column_per_scored_step(FaAgent):
+    """MMP scores the current step and policy_len future ones (pymdp fails on fewer columns)."""
+    model = make_model(85, [3], [3], [2], None, None, C_len=1)
+    with pytest.raises(ValueError, match=r"C\[0\] has 1 time columns"):
+        FaAgent(**agent_kwargs(model, inference_algo="MMP"))
+    model = make_model(85, [3], [3], [2], None, None, C_len=2)
+    FaAgent(**agent_kwargs(model, inference_algo="MMP")).infer_states([0])
 
 
 def test_bad_call_leaves_agent_unchanged(FaAgent):

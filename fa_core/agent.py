@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from fa_core import _kernels
+from fa_core import _kernels, mmp
 from fa_core.model import GenerativeModel, as_array_list
 from fa_core.scratch import scratch
 
@@ -86,7 +86,7 @@ class Agent:
                  "modalities_to_learn", "factors_to_learn", "lr_pA", "lr_pB", "lr_pD",
                  "sophisticated", "si_horizon", "si_policy_prune_threshold",
                  "si_state_prune_threshold", "si_prune_penalty", "edge_handling_params",
-                 "factorized", "__dict__", "__weakref__")
+                 "factorized", "_mmp", "__dict__", "__weakref__")
 
     def __init__(self, A=None, B=None, C=None, D=None, E=None, H=None, pA=None, pB=None, pD=None,
                  num_controls=None, policy_len=1, inference_horizon=1, control_fac_idx=None,
@@ -104,10 +104,7 @@ class Agent:
                  reuse_buffers: bool = False):
         if inference_algo is None:
             inference_algo = "VANILLA"
-        if inference_algo == "MMP":
-            raise NotImplementedError("inference_algo='MMP' (marginal message passing) is not "
-                                      "implemented in fa_core yet")
-        if inference_algo != "VANILLA":
+        if inference_algo not in ("VANILLA", "MMP"):
             raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
                                       "(pymdp implements 'VANILLA' and 'MMP')")
         if sophisticated:
@@ -152,16 +149,24 @@ class Agent:
         self._model = model
 
         params = dict(_DEFAULT_VANILLA)
-        if inference_params is not None:
+        self._mmp = None
+        if inference_algo == "MMP":
+            # pymdp ignores inference_params; fa_core honours them (num_iter, tau)
+            self.inference_params = mmp.check_params(inference_params, inference_horizon)
+            if use_param_info_gain and (model.has_pA or model.has_pB):
+                raise NotImplementedError("use_param_info_gain with inference_algo='MMP' is not "
+                                          "implemented")
+        elif inference_params is not None:
             unknown = set(inference_params) - set(params)
             if unknown:
                 raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; "
                                  f"VANILLA takes {sorted(params)}")
             params.update(inference_params)
-        self.inference_params = params
+        if inference_algo == "VANILLA":
+            self.inference_params = params
         self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
                      bool(params["compute_vfe"]))
-        self.inference_algo = "VANILLA"
+        self.inference_algo = inference_algo
         self.inference_horizon = inference_horizon
         self.gamma, self.alpha = gamma, alpha
         self.action_selection, self.sampling_mode = action_selection, sampling_mode
@@ -202,6 +207,9 @@ class Agent:
             self.qs_hist, self.q_pi_hist = [], []
         self.prev_obs = []
         self.F = None
+        if inference_algo == "MMP":
+            self._mmp = mmp.MMPState(model, inference_horizon, self.inference_params,
+                                     use_BMA, policy_sep_prior)
         self.reset()
         self._action = None
         self._prev_actions = None
@@ -246,6 +254,9 @@ class Agent:
 
     @qs.setter
     def qs(self, value):
+        if self._mmp is not None:
+            self._qs = value  # per policy, time and factor; pymdp stores it as given
+            return
         self._load_beliefs(value, "qs")
 
     def _load_beliefs(self, value, name: str) -> None:
@@ -317,6 +328,8 @@ class Agent:
         As pymdp, ``action`` is kept, so the next ``infer_states`` predicts
         from it; set ``agent.action = None`` to start from ``D`` instead.
         """
+        if self._mmp is not None:
+            return mmp.agent_reset(self, init_qs)
         if init_qs is None:
             init_qs = [np.full(n, 1.0 / n) for n in self._model.num_states]
         self._load_beliefs(init_qs, "init_qs")
@@ -375,6 +388,8 @@ class Agent:
         distr_obs : bool
             Whether ``observation`` holds distributions.
         """
+        if self._mmp is not None:
+            return mmp.agent_infer_states(self, observation, distr_obs)
         distr, obs, obs_distr = self._load_observation(observation, distr_obs)
         km = self._model.kmodel
         num_iter, dF, dF_tol, compute_vfe = self._fpi
@@ -391,6 +406,8 @@ class Agent:
 
     def infer_policies(self):
         """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
+        if self._mmp is not None:
+            return mmp.agent_infer_policies(self)
         m = self._model
         km = m.kmodel
         use_param = bool(self.use_param_info_gain)
@@ -463,6 +480,8 @@ class Agent:
             prev[:-1] = prev[1:]
             prev[-1] = row
         self.curr_timestep += 1
+        if self._mmp is not None and self.curr_timestep - self.inference_horizon >= 0:
+            self.set_latest_beliefs()  # the window moves on: its first step's prior
         return self.curr_timestep
 
     @property
@@ -481,12 +500,24 @@ class Agent:
         self._action = value
 
     def set_latest_beliefs(self, last_belief=None):
-        raise NotImplementedError("set_latest_beliefs belongs to inference_algo='MMP', "
-                                  "which fa_core does not implement yet")
+        """MMP: set and return the prior for the first step of the inference window."""
+        if self._mmp is None:
+            raise NotImplementedError("set_latest_beliefs belongs to inference_algo='MMP'")
+        return mmp.set_latest_beliefs(self, last_belief)
 
     def get_future_qs(self):
-        raise NotImplementedError("get_future_qs belongs to inference_algo='MMP', "
-                                  "which fa_core does not implement yet")
+        """MMP: each policy's beliefs over the current step and ``policy_len`` future steps."""
+        if self._mmp is None:
+            raise NotImplementedError("get_future_qs belongs to inference_algo='MMP'")
+        return mmp.get_future_qs(self)
+
+    @property
+    def latest_belief(self):
+        """MMP: prior for the window's first step (per factor, or per policy with
+        ``policy_sep_prior``)."""
+        if self._mmp is None:
+            raise AttributeError("latest_belief exists with inference_algo='MMP' only")
+        return self._mmp.prior_views()
 
     # -- learning ------------------------------------------------------------------------
 
@@ -495,6 +526,12 @@ class Agent:
         for f in deps:
             out = np.multiply.outer(out, np.asarray(qs[f], dtype=np.float64))
         return out
+
+    def _no_mmp(self, name: str) -> None:
+        if self._mmp is not None:
+            # pymdp reads MMP's per-policy, per-time qs as per-factor beliefs here and
+            # returns wrongly shaped counts
+            raise NotImplementedError(f"{name} with inference_algo='MMP' is not implemented")
 
     def _learn_list(self, which, n: int, name: str) -> list[int]:
         if isinstance(which, str) and which == "all":
@@ -511,6 +548,7 @@ class Agent:
         shared with other agents is never changed.
         """
         m = self._model
+        self._no_mmp("update_A")
         if m.pA is None:
             raise ValueError("update_A needs pA (Dirichlet parameters over A)")
         mods = self._learn_list(self.modalities_to_learn, m.num_modalities, "modalities_to_learn")
@@ -531,6 +569,7 @@ class Agent:
     def update_B(self, qs_prev):
         """Dirichlet update of ``pB`` from ``qs_prev``, the last action and ``qs``; returns ``qB``."""
         m = self._model
+        self._no_mmp("update_B")
         if m.pB is None:
             raise ValueError("update_B needs pB (Dirichlet parameters over B)")
         if self.action is None:
@@ -552,6 +591,8 @@ class Agent:
         m = self._model
         if m.pD is None:
             raise ValueError("update_D needs pD (Dirichlet parameters over D)")
+        if qs_t0 is None and self._mmp is not None:
+            qs_t0 = mmp.window_start_belief(self)
         if qs_t0 is None:
             if not getattr(self, "qs_hist", None):
                 raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "

@@ -402,6 +402,7 @@ class PopulationMember(Agent):
         self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
                      bool(params["compute_vfe"]))
         self.inference_algo, self.inference_horizon = "VANILLA", 1
+        self._mmp = None
         self.action_selection, self.sampling_mode = pop.action_selection, pop.sampling_mode
         self.use_utility = pop.use_utility
         self.use_states_info_gain = pop.use_states_info_gain

@@ -1,0 +1,552 @@
+"""Marginal message passing (``inference_algo="MMP"``): window bookkeeping.
+
+pymdp.legacy's MMP agent keeps, per policy, beliefs over a window of the last
+``inference_horizon`` observed steps and ``policy_len`` future steps
+(``qs[p][t][f]``), a free energy ``F`` per policy that enters the policy
+posterior, and a prior for the window's first step (``latest_belief``):
+the Bayesian model average over policies (``use_BMA``) or one prior per
+policy (``policy_sep_prior``). This module holds that state for one agent in
+bounded buffers (work and memory per step do not grow with the episode) and
+calls the compiled kernels of :mod:`fa_core._mmp`.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import numpy as np
+
+from fa_core import _mmp
+from fa_core.scratch import scratch
+
+DEFAULT_PARAMS = {"num_iter": 10, "grad_descent": True, "tau": 0.25}
+_EPS = 1e-16
+# compiled arrays per GenerativeModel and form: agents sharing a model share them
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def check_params(inference_params, inference_horizon) -> dict:
+    """Validated MMP options: pymdp's defaults updated with ``inference_params``.
+
+    ``factorized`` (default True) selects pymdp's ``run_mmp_factorized`` (what
+    ``Agent.infer_states`` runs); False selects ``run_mmp`` (one joint
+    likelihood, full future messages), the form SPM's spm_MDP_VB_X.m computes.
+    """
+    if isinstance(inference_horizon, (bool, np.bool_)) or \
+            not isinstance(inference_horizon, (int, np.integer)) or inference_horizon < 1:
+        raise ValueError(f"inference_horizon must be an integer >= 1 for inference_algo='MMP', "
+                         f"got {inference_horizon!r}")
+    params = dict(DEFAULT_PARAMS)
+    if inference_params is not None:
+        if not isinstance(inference_params, dict):
+            raise TypeError(f"inference_params must be a dict, got {type(inference_params).__name__}")
+        unknown = set(inference_params) - set(DEFAULT_PARAMS) - {"factorized"}
+        if unknown:
+            raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; MMP takes "
+                             f"{sorted(DEFAULT_PARAMS) + ['factorized']}")
+        params.update(inference_params)
+    n = params["num_iter"]
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"inference_params['num_iter'] must be an integer >= 1, got {n!r}")
+    tau = params["tau"]
+    if not isinstance(tau, (int, float, np.integer, np.floating)) or not math.isfinite(tau) \
+            or tau <= 0:
+        raise ValueError(f"inference_params['tau'] must be a finite number > 0, got {tau!r}")
+    if params["grad_descent"] is not True:
+        raise NotImplementedError("inference_params['grad_descent']=False (fixed-point MMP) is not "
+                                  "implemented; fa_core runs pymdp's default gradient descent")
+    if not isinstance(params.get("factorized", True), (bool, np.bool_)):
+        raise ValueError(f"inference_params['factorized'] must be a bool, "
+                         f"got {params['factorized']!r}")
+    return params
+
+
+def _compile(B, B_factor_list, ns, terms, f_terms, A=None, A_factor_list=None, lnC=None,
+             n_steps=1) -> tuple[_mmp.MMPModel, np.ndarray]:
+    """The kernel's model: transitions, likelihood terms and (optionally) A for the EFE.
+
+    ``terms`` lists the parent factors of each likelihood term and ``f_terms``
+    the terms touching each factor. Returns it with the likelihood-term sizes.
+    """
+    nf = len(ns)
+    s_off = np.concatenate([[0], np.cumsum(ns)]).astype(np.int32)
+    off = lambda lens: np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)  # noqa: E731
+    b_K = [int(np.prod([ns[d] for d in B_factor_list[f]])) for f in range(nf)]
+    # B[f] (ns, *parents, nc) -> (nc, ns, K): one action's matrix is contiguous
+    Bs = [np.ascontiguousarray(np.moveaxis(np.asarray(B[f], np.float32).reshape(ns[f], b_K[f], -1),
+                                           -1, 0)) for f in range(nf)]
+    children = [[i for i in range(nf) if f in B_factor_list[i]] for f in range(nf)]
+    # CSC of every action's matrix (exact zeros left out: deterministic maps stay cheap)
+    c_col, c_ptr, c_row, c_val, nnz = [], [], [], [], 0
+    for b in Bs:
+        c_col.append(len(c_ptr))
+        for bu in b:
+            rows, cols = np.nonzero(bu.T)  # column-major order: by column, then row
+            c_ptr.extend(nnz + np.searchsorted(rows, np.arange(bu.shape[1] + 1)))
+            c_row.append(cols)
+            c_val.append(bu.T[rows, cols])
+            nnz += len(rows)
+    # spm_norm(B[i][..., u].T) = (B.T + 1e-16) / Z: the kernel applies 1 / Z per row of B
+    rz, rz_off, pos = [], [], 0
+    for i in range(nf):
+        if len(B_factor_list[i]) == 1:
+            z = 1.0 / (np.asarray(B[i], np.float64).sum(axis=1).T + ns[B_factor_list[i][0]] * _EPS)
+            rz.append(z.ravel())
+            rz_off.append(pos)
+            pos += z.size
+        else:
+            rz_off.append(-1)
+    l_K = [int(np.prod([ns[d] for d in dep])) for dep in terms]
+    d = {"nf": nf, "S": int(sum(ns)), "ns": ns, "s_off": s_off, "max_ns": max(ns),
+         "l_dep": [x for dep in terms for x in dep], "l_dep_off": off([len(t) for t in terms]),
+         "l_off": off(l_K)[:-1], "lh_stride": int(sum(l_K)),
+         "f_l": [x for ts in f_terms for x in ts], "f_l_off": off([len(t) for t in f_terms]),
+         "B": np.concatenate([b.ravel() for b in Bs]), "b_off": off([b.size for b in Bs])[:-1],
+         "b_dep": [x for dep in B_factor_list for x in dep],
+         "b_dep_off": off([len(dep) for dep in B_factor_list]), "b_K": b_K,
+         "ch": [x for c in children for x in c], "ch_off": off([len(c) for c in children]),
+         "c_col": c_col, "c_ptr": c_ptr, "c_row": np.concatenate(c_row),
+         "c_val": np.concatenate(c_val), "rz": np.concatenate(rz) if rz else np.zeros(1),
+         "rz_off": rz_off}
+    if A is None:
+        A, A_factor_list, lnC = [], [], []
+    a_K = [int(np.prod([ns[x] for x in dep])) for dep in A_factor_list]
+    A2 = [np.asarray(a, np.float32).reshape(a.shape[0], -1) for a in A]
+    aH = [(a64 * np.log(a64 + math.exp(-16))).sum(axis=0) for a64 in
+          (np.asarray(a, np.float64).reshape(a.shape[0], -1) for a in A)]
+    d.update({"nm": len(A2), "no": [a.shape[0] for a in A2], "max_no": max([1] + [a.shape[0] for a in A2]),
+              "A": np.concatenate([a.ravel() for a in A2]) if A2 else np.zeros(1, np.float32),
+              "a_off": off([a.size for a in A2])[:-1],
+              "aH": np.concatenate(aH) if aH else np.zeros(1, np.float32),
+              "ah_off": off(a_K)[:-1], "a_dep": [x for dep in A_factor_list for x in dep],
+              "a_dep_off": off([len(dep) for dep in A_factor_list]),
+              "lnC": np.concatenate([c.ravel() for c in lnC]) if lnC else np.zeros(1, np.float32),
+              "lnc_off": off([c.size for c in lnC])[:-1], "n_steps": n_steps,
+              "max_K": max([1] + a_K + b_K + l_K + list(ns))})
+    return _mmp.MMPModel(d), np.asarray(l_K)
+
+
+def _tiled_lnC(C, n_steps: int) -> list[np.ndarray]:
+    """log softmax of C per time column over ``n_steps`` steps (pymdp's calc_expected_utility)."""
+    out = []
+    for m, c in enumerate(C):
+        c = np.asarray(c, np.float64)
+        if c.ndim == 1:
+            c = np.tile(c[:, None], (1, n_steps))
+        elif c.shape[1] != n_steps:
+            raise ValueError(f"C[{m}] has {c.shape[1]} time columns; MMP scores the current step "
+                             f"and policy_len future steps, so it needs {n_steps} (or a 1-D C)")
+        e = np.exp(c - c.max(axis=0))
+        out.append(np.log(e / e.sum(axis=0) + _EPS).astype(np.float32))
+    return out
+
+
+def compiled(model, factorized: bool) -> tuple:
+    """``(MMPModel, likelihood-term sizes, lnE, policies)`` for ``model``, built once per model."""
+    per_model = _COMPILED.setdefault(model, {})
+    if factorized not in per_model:
+        ns = list(model.num_states)
+        nf, T = len(ns), model.policy_len
+        if factorized:
+            terms = [list(dep) for dep in model.A_factor_list]
+            f_terms = [list(ms) for ms in model.A_modality_list]
+        else:
+            terms, f_terms = [list(range(nf))], [[0] for _ in range(nf)]
+        km, l_K = _compile(model.B, model.B_factor_list, ns, terms, f_terms, model.A,
+                           model.A_factor_list, _tiled_lnC(model.C, T + 1), T + 1)
+        lnE = np.log(np.asarray(model.E, np.float64) + _EPS).astype(np.float32)
+        pol = np.ascontiguousarray(np.stack(model.policies).astype(np.int32))
+        per_model[factorized] = (km, l_K, lnE, pol)
+    return per_model[factorized]
+
+
+class MMPState:
+    """One agent's marginal-message-passing window: options, buffers and bookkeeping.
+
+    Buffers are sized for the full window (``inference_horizon`` past steps
+    plus ``policy_len``) once; a step shifts the window's likelihoods by one
+    block and reruns the kernel over at most that many steps.
+    """
+
+    __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
+                 "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
+                 "q", "infer_len", "F", "prior")
+
+    def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
+                 policy_sep_prior: bool):
+        self.horizon = int(inference_horizon)
+        self.num_iter, self.tau = int(params["num_iter"]), float(params["tau"])
+        self.factorized = bool(params.get("factorized", True))
+        self.use_BMA, self.policy_sep_prior = bool(use_BMA), bool(policy_sep_prior)
+        if not (self.use_BMA or self.policy_sep_prior):
+            raise NotImplementedError(
+                "inference_algo='MMP' needs use_BMA=True or policy_sep_prior=True: with neither, "
+                "pymdp feeds its per-policy window prior in as a per-factor prior and fails once "
+                "the window moves")
+        if model.has_H:
+            raise NotImplementedError("H (inductive inference) with inference_algo='MMP' is not "
+                                      "implemented")
+        if not self.factorized and any(dep != [f] for f, dep in enumerate(model.B_factor_list)):
+            raise ValueError("inference_params['factorized']=False (pymdp's run_mmp) needs "
+                             "B_factor_list[f] == [f] for every factor")
+        self.model = None
+        self.n_obs = 0
+        self.obs_win = []       # the window's observations, oldest first (at most horizon)
+        self.past_len = 0
+        self.infer_len = 0
+        self.F = None
+        self.prior = None
+        self.bind(model)
+
+    # -- model-dependent parts -----------------------------------------------------------
+
+    def bind(self, model) -> None:
+        """Use ``model``'s compiled arrays (a new model after assigning A, B, C or E, or
+        after learning) and recompute the window's likelihoods from its observations."""
+        ns = list(model.num_states)
+        T = model.policy_len
+        self._km, self._l_K, self._lnE, self._pol = compiled(model, self.factorized)
+        n_pol, S, L = len(model.policies), int(sum(ns)), self.horizon + T
+        if self.model is None or len(self.model.policies) != n_pol:
+            self.q = np.zeros((n_pol, L, S), np.float32)
+        self.lh = np.zeros((self.horizon, int(self._l_K.sum())), np.float32)
+        self.model = model
+        for k, obs in enumerate(self.obs_win):
+            self._fill_lh(k, obs)
+
+    def _fill_lh(self, k: int, obs) -> None:
+        """Likelihood block of window step ``k`` from ``obs`` = (distr, indices, distributions)."""
+        m = self.model
+        distr, idx, parts = obs
+        rows = [np.tensordot(parts[i], np.asarray(a, np.float32), axes=(0, 0)) if distr
+                else m.A[i][idx[i]] for i, a in enumerate(m.A)]
+        if self.factorized:
+            off = 0
+            for r in rows:
+                self.lh[k, off:off + r.size] = r.ravel()
+                off += r.size
+        else:
+            nf = m.num_factors
+            joint = np.ones(m.num_states, np.float64)
+            for i, r in enumerate(rows):
+                shape = [1] * nf
+                for f in m.A_factor_list[i]:
+                    shape[f] = m.num_states[f]
+                joint = joint * np.asarray(r, np.float64).reshape(shape)
+            self.lh[k] = joint.ravel()
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def push_observation(self, obs) -> None:
+        """Append one observation to the window (dropping the oldest beyond the horizon)."""
+        if len(self.obs_win) == self.horizon:
+            del self.obs_win[0]
+            self.lh[:-1] = self.lh[1:]
+        self.obs_win.append(obs)
+        self._fill_lh(len(self.obs_win) - 1, obs)
+        self.n_obs += 1
+
+    def window_actions(self, prev_actions) -> np.ndarray:
+        """Past actions pymdp's infer_states pairs with the window, as rows.
+
+        pymdp takes ``prev_actions[-(horizon - 1):]`` once more observations than
+        the horizon were seen, which for ``inference_horizon=1`` is every past
+        action (``[-0:]``): its window then predicts the future with the
+        episode's first actions. Reproduced (only the first rows are read).
+        """
+        if prev_actions is None:
+            return np.zeros((0, self.model.num_factors), np.int32)
+        if self.n_obs > self.horizon and self.horizon > 1:
+            return prev_actions[-(self.horizon - 1):]
+        return prev_actions
+
+    def infer_states(self, prev_actions, out: np.ndarray) -> None:
+        """Run the kernel over the window for every policy, writing ``out`` and ``self.F``."""
+        T = self.model.policy_len
+        past = len(self.obs_win)
+        infer_len = past + T
+        R = infer_len - 1
+        wa = self.window_actions(prev_actions)
+        k = min(len(wa), R)
+        if k + T < R:
+            raise ValueError(f"MMP needs an action for each of the {past - 1} past steps in its "
+                             f"window, but prev_actions has {len(wa)}: call sample_action (or "
+                             f"set prev_actions) between infer_states calls")
+        if k and np.any(wa[:k] < 0):
+            raise ValueError("prev_actions has an empty (None) entry inside the MMP window")
+        n_pol = len(self._pol)
+        acts = np.empty((n_pol, max(R, 1), self.model.num_factors), np.int32)
+        acts[:, :k] = wa[:k]
+        acts[:, k:R] = self._pol[:, :R - k]
+        F = np.empty(n_pol, np.float32)
+        _mmp.infer_states(self._km, self.lh[:past].reshape(-1), past, infer_len, infer_len - 2,
+                          acts, self.prior, out, F, self.num_iter, self.tau,
+                          0.5 if self.factorized else 1.0, *self._scratch(),
+                          scratch(self.lh.size, "mmp_lnlh", np.float64))
+        self.past_len, self.infer_len, self.q, self.F = past, infer_len, out, F
+
+    def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' per-thread scratch (shared by every agent on the thread)."""
+        return (scratch(self._km.n_fs, "mmp_fs"),
+                scratch(self._km.n_ds + len(self._pol), "mmp_ds", np.float64))
+
+    def infer_policies(self, gamma, use_utility, use_sig, G, q_pi) -> None:
+        """G over the current step and policy_len future steps; q_pi = softmax(gamma G - F + lnE)."""
+        if self.F is None:
+            raise ValueError("infer_policies with inference_algo='MMP' needs infer_states first")
+        _mmp.infer_policies(self._km, self.q, self.past_len - 1, bool(use_utility), bool(use_sig),
+                            self.F, self._lnE, float(gamma), G, q_pi, *self._scratch())
+
+    # -- views in pymdp's layout ---------------------------------------------------------
+
+    def qs_views(self, q: np.ndarray | None = None) -> np.ndarray:
+        """``qs[p][t][f]`` views of the belief buffer (or of ``q``) over the current window."""
+        q = self.q if q is None else q
+        bounds = self.model.state_bounds
+        n_pol = q.shape[0]
+        qs = np.empty(n_pol, dtype=object)
+        for p in range(n_pol):
+            seq = np.empty(self.infer_len, dtype=object)
+            for t in range(self.infer_len):
+                row = q[p, t]
+                fac = np.empty(len(bounds), dtype=object)
+                for f, (lo, hi) in enumerate(bounds):
+                    fac[f] = row[lo:hi]
+                seq[t] = fac
+            qs[p] = seq
+        return qs
+
+    def set_prior(self, rows: np.ndarray) -> None:
+        """The window's prior: one row per policy, or one shared row (flat beliefs)."""
+        self.prior = np.ascontiguousarray(rows, dtype=np.float32)
+
+    def prior_views(self):
+        """``latest_belief`` in pymdp's layout: per factor, or per policy then factor."""
+        bounds = self.model.state_bounds
+
+        def factors(row):
+            out = np.empty(len(bounds), dtype=object)
+            for f, (lo, hi) in enumerate(bounds):
+                out[f] = row[lo:hi]
+            return out
+        if self.prior.shape[0] == 1 and not self.policy_sep_prior:
+            return factors(self.prior[0])
+        out = np.empty(self.prior.shape[0], dtype=object)
+        for p in range(self.prior.shape[0]):
+            out[p] = factors(self.prior[p])
+        return out
+
+    def __getstate__(self) -> dict:
+        # the compiled model is rebuilt from the (pickled) GenerativeModel
+        skip = {"_km", "_l_K", "_lnE", "_pol", "lh"}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in skip and hasattr(self, k)}
+
+    def __setstate__(self, state: dict) -> None:
+        model = state.pop("model")
+        q = state.pop("q")
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.model = None
+        self.bind(model)
+        self.q = q
+
+
+def run_mmp(lh_seq, B, policy, prev_actions=None, prior=None, num_iter=10, grad_descent=True,
+            tau=0.25, last_timestep=False):
+    """pymdp.legacy's ``algos.mmp.run_mmp`` on fa_core's kernel (one policy, joint likelihood).
+
+    Parameters
+    ----------
+    lh_seq : sequence of numpy.ndarray
+        Likelihood of the hidden states (all factors jointly) for each past step.
+    B : sequence of numpy.ndarray
+        ``B[f]`` of shape (ns, ns, nc).
+    policy : numpy.ndarray
+        (policy_len, num_factors) future actions.
+    prev_actions : numpy.ndarray, optional
+        (n, num_factors) past actions, stacked before ``policy``.
+    prior : sequence of numpy.ndarray, optional
+        Prior over the first step's states (default uniform).
+    num_iter, grad_descent, tau, last_timestep
+        As pymdp (``grad_descent`` must be True).
+
+    Returns
+    -------
+    qs_seq : numpy.ndarray of dtype object
+        ``qs_seq[t][f]`` (float32) over the window.
+    F : float
+        Free energy of the policy.
+    """
+    params = check_params({"num_iter": num_iter, "tau": tau, "grad_descent": grad_descent}, 1)
+    B = [np.asarray(b) for b in B]
+    ns = [b.shape[0] for b in B]
+    nf = len(ns)
+    km, _ = _compile(B, [[f] for f in range(nf)], ns, [list(range(nf))], [[0]] * nf)
+    policy = np.asarray(policy).reshape(-1, nf)
+    acts = policy if prev_actions is None else np.vstack([np.asarray(prev_actions).reshape(-1, nf),
+                                                          policy])
+    past = len(lh_seq)
+    infer_len = past + policy.shape[0] - (1 if last_timestep else 0)
+    rows = np.zeros((1, max(infer_len - 1, 1), nf), np.int32)
+    rows[0, :infer_len - 1] = acts[:infer_len - 1]
+    if prior is None:
+        prior = [np.full(n, 1.0 / n) for n in ns]
+    lh = np.concatenate([np.asarray(x, np.float32).ravel() for x in lh_seq])
+    q = np.zeros((1, infer_len, sum(ns)), np.float32)
+    F = np.zeros(1, np.float32)
+    _mmp.infer_states(km, lh, past, infer_len, past + policy.shape[0] - 2, rows,
+                      np.concatenate([np.asarray(p, np.float32) for p in prior])[None, :], q, F,
+                      params["num_iter"], params["tau"], 1.0, np.zeros(km.n_fs, np.float32),
+                      np.zeros(km.n_ds + 1, np.float64), np.zeros(lh.size, np.float64))
+    edges = np.concatenate([[0], np.cumsum(ns)])
+    qs_seq = np.empty(infer_len, dtype=object)
+    for t in range(infer_len):
+        qs_seq[t] = np.empty(nf, dtype=object)
+        for f in range(nf):
+            qs_seq[t][f] = q[0, t, edges[f]:edges[f + 1]]
+    return qs_seq, float(F[0])
+
+
+# ---------------------------------------------------------------------------
+# Agent methods for inference_algo="MMP" (called from fa_core.agent.Agent)
+# ---------------------------------------------------------------------------
+
+def _flat(beliefs, model, name: str) -> np.ndarray:
+    """Per-factor beliefs as one flat float32 row (validated)."""
+    from fa_core.model import as_array_list
+    vecs = as_array_list(beliefs, name)
+    if len(vecs) != model.num_factors or any(v.shape != (n,) for v, n in
+                                             zip(vecs, model.num_states)):
+        raise ValueError(f"{name} must hold one vector per factor with lengths "
+                         f"{model.num_states}; got shapes {[v.shape for v in vecs]}")
+    return np.concatenate(vecs).astype(np.float32)
+
+
+def _rows(belief, model, name: str) -> np.ndarray:
+    """``belief`` (per factor, or per policy then factor) as (1 or n_pol, S) rows."""
+    n_pol = len(model.policies)
+    if isinstance(belief, np.ndarray) and belief.dtype == object and len(belief) == n_pol \
+            and all(isinstance(b, np.ndarray) and b.dtype == object for b in belief):
+        return np.stack([_flat(b, model, f"{name}[{p}]") for p, b in enumerate(belief)])
+    return _flat(belief, model, name)[None, :]
+
+
+def _sync(agent) -> MMPState:
+    st = agent._mmp
+    if st.model is not agent._model:  # A/B/C/E assigned or learned since the last step
+        st.bind(agent._model)
+    return st
+
+
+def agent_reset(agent, init_qs=None):
+    """pymdp's MMP reset: uniform first-step beliefs per policy and D as the window prior."""
+    st = _sync(agent)
+    agent.curr_timestep = 0
+    if init_qs is not None:
+        agent._qs = init_qs  # pymdp stores it as given
+        return agent._qs
+    m = agent._model
+    L = st.horizon + m.policy_len + 1  # pymdp's length, with only step 0 filled
+    qs = np.empty(len(m.policies), dtype=object)
+    for p in range(len(m.policies)):
+        qs[p] = np.empty(L, dtype=object)
+        qs[p][0] = np.empty(m.num_factors, dtype=object)
+        for f, n in enumerate(m.num_states):
+            qs[p][0][f] = np.full(n, 1.0 / n, dtype=np.float32)
+    agent._qs = qs
+    D = np.concatenate(m.D).astype(np.float32)
+    n_rows = len(m.policies) if st.policy_sep_prior else 1
+    st.set_prior(np.tile(D, (n_rows, 1)))
+    return qs
+
+
+def agent_infer_states(agent, observation, distr_obs):
+    """Window update for one observation; returns ``qs[p][t][f]``."""
+    st = _sync(agent)
+    distr, obs, obs_distr = agent._load_observation(observation, distr_obs)
+    m = agent._model
+    if distr:
+        edges = np.concatenate([[0], np.cumsum(m.num_obs)])
+        item = (True, None, [obs_distr[edges[i]:edges[i + 1]].copy() for i in range(len(m.num_obs))])
+    else:
+        item = (False, obs[:m.num_modalities].copy(), None)
+    reuse = agent._reuse and st.q.shape[1] == st.horizon + m.policy_len
+    out = st.q if reuse else np.empty((len(m.policies), st.horizon + m.policy_len, sum(m.num_states)),
+                                      np.float32)
+    saved = (list(st.obs_win), st.lh.copy(), st.n_obs)
+    st.push_observation(item)
+    try:
+        st.infer_states(agent._prev_actions, out)
+    except Exception:
+        st.obs_win, st.lh, st.n_obs = saved  # a failed call leaves the agent unchanged
+        raise
+    agent.prev_obs.append(observation if distr_obs else tuple(observation) if
+                          isinstance(observation, (list, tuple, np.ndarray)) else (observation,))
+    if len(agent.prev_obs) > st.horizon:
+        del agent.prev_obs[0]
+    agent.F = st.F
+    agent._qs = st.qs_views()
+    if hasattr(agent, "qs_hist"):
+        agent._append_hist(agent.qs_hist, agent._qs if not agent._reuse else st.qs_views(st.q.copy()))
+    return agent._qs
+
+
+def agent_infer_policies(agent):
+    st = _sync(agent)
+    if not agent._reuse:
+        agent._q_pi, agent._G = np.empty_like(agent._q_pi), np.empty_like(agent._G)
+    st.infer_policies(agent.gamma, agent.use_utility, agent.use_states_info_gain,
+                      agent._G, agent._q_pi)
+    if hasattr(agent, "q_pi_hist"):
+        agent._append_hist(agent.q_pi_hist, agent._q_pi.copy())
+    return agent._q_pi, agent._G
+
+
+def _first_step_rows(agent) -> np.ndarray:
+    """Each policy's belief about the window's first step, (n_pol, S)."""
+    st = agent._mmp
+    qs = agent._qs
+    if st.F is not None and isinstance(qs, np.ndarray) and len(qs) and qs[0][0][0].base is not None \
+            and np.shares_memory(qs[0][0][0], st.q):
+        return st.q[:, 0, :].copy()
+    return np.stack([_flat(qs[p][0], agent._model, f"qs[{p}][0]") for p in range(len(qs))])
+
+
+def set_latest_beliefs(agent, last_belief=None):
+    """pymdp's set_latest_beliefs: the prior for the window's first step.
+
+    With ``use_BMA`` once the window has moved, the average of the policies'
+    beliefs weighted by the current ``q_pi``; otherwise ``last_belief`` as is
+    (default: each policy's belief about the window's first step).
+    """
+    st = _sync(agent)
+    m = agent._model
+    rows = _first_step_rows(agent) if last_belief is None else _rows(last_belief, m, "last_belief")
+    if st.use_BMA and agent.curr_timestep - st.horizon >= 0:
+        if rows.shape[0] != len(m.policies):
+            raise ValueError("set_latest_beliefs with use_BMA needs one belief per policy")
+        rows = (agent._q_pi.astype(np.float64) @ rows.astype(np.float64))[None, :]
+    elif st.policy_sep_prior and rows.shape[0] == 1:
+        rows = np.tile(rows, (len(m.policies), 1))
+    st.set_prior(rows)
+    return st.prior_views()
+
+
+def get_future_qs(agent):
+    """The last ``policy_len + 1`` window steps of each policy's beliefs."""
+    T = agent._model.policy_len
+    qs = agent._qs
+    out = np.empty(len(qs), dtype=object)
+    for p in range(len(qs)):
+        out[p] = qs[p][-(T + 1):]
+    return out
+
+
+def window_start_belief(agent) -> list[np.ndarray]:
+    """pymdp's update_D target under MMP: the window prior, averaged over policies."""
+    st = _sync(agent)
+    if st.prior.shape[0] == 1:
+        return [np.asarray(x, np.float64) for x in st.prior_views()]
+    bma = agent._q_pi.astype(np.float64) @ st.prior.astype(np.float64)
+    return [bma[lo:hi] for lo, hi in agent._model.state_bounds]

@@ -251,14 +251,10 @@ class ShardedPopulation:
         try:
             return ray.get(refs)
         except RayActorError as first:
-            lost = []
-            for s, ref in zip(shards, refs):  # name every lost shard, not only the first
-                try:
-                    ray.get(ref)
-                except RayActorError:
-                    lost.append(s)
-            self._lost = lost
-            raise ShardLostError(lost, first) from first
+            # name every lost shard, not only the first, nor only those this call used
+            failed = [s for s, dead in zip(shards, _failed(refs)) if dead]
+            self._lost = sorted(set(failed) | set(self._probe_dead()))
+            raise ShardLostError(self._lost, first) from first
 
     def _scatter_call(self, method: str, arrays=None) -> list:
         """Call ``pop.method(array[members of shard])`` on every shard."""
@@ -285,6 +281,11 @@ class ShardedPopulation:
     @property
     def n_shards(self) -> int:
         return len(self._members)
+
+    @property
+    def actors(self) -> list:
+        """The shards' Ray actor handles, in shard order."""
+        return list(self._shards)
 
     @property
     def shard_sizes(self) -> list[int]:
@@ -414,14 +415,9 @@ class ShardedPopulation:
         return sorted(s for s in dead if s < len(ckpt.blobs))
 
     def _probe_dead(self) -> list[int]:
-        refs = [a.get.remote("n_agents") for a in self._shards]
-        dead = []
-        for s, ref in enumerate(refs):
-            try:
-                ray.get(ref)
-            except RayActorError:
-                dead.append(s)
-        return dead
+        """Shards whose actors do not answer."""
+        dead = _failed([a.get.remote("n_agents") for a in self._shards])
+        return [s for s, d in enumerate(dead) if d]
 
     @classmethod
     def wake(cls, checkpoint: Checkpoint, *, cpus_per_shard: float = 1.0,
@@ -457,6 +453,18 @@ class ShardedPopulation:
     def __repr__(self) -> str:
         return (f"fa_core.distributed.ShardedPopulation(n_agents={self.n_agents}, "
                 f"n_shards={self.n_shards}, model={self.model!r})")
+
+
+def _failed(refs) -> list[bool]:
+    """For each call, whether its actor died."""
+    out = []
+    for ref in refs:
+        try:
+            ray.get(ref)
+            out.append(False)
+        except RayActorError:
+            out.append(True)
+    return out
 
 
 def _slice_per_agent(name: str, value, lo: int, hi: int):

@@ -176,17 +176,8 @@ class ShardedPopulation:
             raise ValueError(f"n_agents must be a non-negative integer, got {n_agents!r}")
         if not cpus_per_shard > 0:
             raise ValueError(f"cpus_per_shard must be > 0, got {cpus_per_shard!r}")
-        if not ray.is_initialized():
-            ray.init()
-        cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
-        if n_shards is None:
-            n_shards = max(1, int(cluster_cpus // cpus_per_shard))
-        if not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
+        if n_shards is not None and (not isinstance(n_shards, (int, np.integer)) or n_shards < 1):
             raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
-        if n_shards * cpus_per_shard > cluster_cpus:
-            warnings.warn(f"{n_shards} shards of {cpus_per_shard} CPUs need more than the "
-                          f"cluster's {cluster_cpus:g} CPUs: shards wait until CPUs free up",
-                          RuntimeWarning, stacklevel=2)
         n = int(n_agents)
         per_agent = {k: options.pop(k) for k in ("gamma", "alpha", "C", "E") if k in options}
         # Validate everything here, before any actor starts: a shard failing in its
@@ -199,6 +190,16 @@ class ShardedPopulation:
             probe._ln_C(per_agent["C"], n)
         if per_agent.get("E") is not None:
             probe._ln_E(per_agent["E"], n)
+
+        if not ray.is_initialized():
+            ray.init()
+        cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+        if n_shards is None:
+            n_shards = max(1, int(cluster_cpus // cpus_per_shard))
+        if n_shards * cpus_per_shard > cluster_cpus:
+            warnings.warn(f"{n_shards} shards of {cpus_per_shard} CPUs need more than the "
+                          f"cluster's {cluster_cpus:g} CPUs: shards wait until CPUs free up",
+                          RuntimeWarning, stacklevel=2)
 
         self.model = model
         self._options = dict(options)

@@ -86,20 +86,19 @@ class Checkpoint:
     members: list          #: per shard, the global index of each of its rows
     seed_seq: np.random.SeedSequence
     n_seeded: int          #: stream draws made so far (construction and adds)
-    options: dict          #: Population keyword options of every shard
 
 
 @ray.remote(max_restarts=0)  # a restarted shard would be a fresh population: never silently
 class _Shard:
     """A Ray actor holding one :class:`Population`, built fresh or from hibernated bytes."""
 
-    def __init__(self, model: GenerativeModel, n_agents: int, options: dict,
-                 streams=None, per_agent=None, blob=None):
+    def __init__(self, model: GenerativeModel, n_threads: int, blob=None, **population):
         self.model = model  # held so a woken blob unpickles to this very model
+        self.n_threads = n_threads
         if blob is None:
-            self.pop = Population(model, n_agents, streams=streams, **options, **(per_agent or {}))
+            self.pop = Population(model, n_threads=n_threads, **population)
         else:
-            self.pop = Population.wake(blob)
+            self.wake(blob)
         self.compute_s = 0.0  # seconds spent inside population calls, for overhead figures
 
     def call(self, method: str, *args):
@@ -129,6 +128,7 @@ class _Shard:
 
     def wake(self, blob: bytes) -> None:
         self.pop = Population.wake(blob)
+        self.pop.n_threads = self.n_threads  # this actor's CPUs, not the hibernated shard's
 
     def compute_seconds(self) -> float:
         return self.compute_s
@@ -202,7 +202,6 @@ class ShardedPopulation:
                           RuntimeWarning, stacklevel=2)
 
         self.model = model
-        self._options = dict(options)
         self._seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
                           else np.random.SeedSequence(seed))
         self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
@@ -219,16 +218,15 @@ class ShardedPopulation:
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             part = {k: _slice_per_agent(k, v, lo, hi) for k, v in per_agent.items()}
             self._shards.append(self._start(n_agents=int(hi - lo), streams=streams[lo:hi],
-                                             per_agent=part))
+                                            **options, **part))
         self._gather_calls("get", [("n_agents",)] * self.n_shards)  # surfaces start-up errors
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _start(self, **kwargs):
+    def _start(self, **shard):
+        """A new shard actor: a fresh Population (its keywords) or ``blob=`` hibernated bytes."""
         opts = {"num_cpus": self._cpus, "scheduling_strategy": "SPREAD", **self._actor_options}
-        options = dict(self._options, n_threads=max(1, int(self._cpus)))
-        return _Shard.options(**opts).remote(self._model_ref, kwargs.pop("n_agents", 0),
-                                             options, **kwargs)
+        return _Shard.options(**opts).remote(self._model_ref, max(1, int(self._cpus)), **shard)
 
     def _index(self) -> None:
         """Rebuild global index -> (shard, row) from the per-shard member lists."""
@@ -381,7 +379,7 @@ class ShardedPopulation:
         held on the driver; :meth:`restore` rolls back to the latest one."""
         blobs = self._gather_calls("call", [("hibernate",)] * self.n_shards)
         self._checkpoint = Checkpoint(self.model, blobs, [m.copy() for m in self._members],
-                                      self._seed_seq, self._n_seeded, dict(self._options))
+                                      self._seed_seq, self._n_seeded)
         return self._checkpoint
 
     def restore(self, checkpoint: Checkpoint | None = None) -> list[int]:
@@ -428,7 +426,7 @@ class ShardedPopulation:
         self = cls.__new__(cls)
         if not ray.is_initialized():
             ray.init()
-        self.model, self._options = checkpoint.model, dict(checkpoint.options)
+        self.model = checkpoint.model
         self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
         self._model_ref = ray.put(self.model)
         self._shards, self._lost, self._checkpoint = [], [], None

@@ -66,10 +66,10 @@ class ShardLostError(RuntimeError):
 
     def __init__(self, shards, cause: BaseException | None = None):
         self.shards = sorted(shards)
-        detail = (f": {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
-                  if cause else "")
+        detail = (f" (Ray actor died: {type(cause).__name__}: "
+                  f"{(str(cause).splitlines() or [''])[0]})" if cause else "")
         super().__init__(
-            f"lost shard(s) {self.shards} of the sharded population (Ray actor died{detail}); "
+            f"lost shard(s) {self.shards} of the sharded population{detail}; "
             f"the population is stopped: call restore() to resume from the last checkpoint")
 
 

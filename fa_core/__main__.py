@@ -84,8 +84,15 @@ def _behaviour(env) -> str:
 
 
 def simulate(model: str = "grid30", n_agents: int = 10_000, steps: int = 100, seed: int = 0,
-             threads: int | None = None, out=sys.stdout) -> dict:
+             threads: int | None = None, out=sys.stdout, workers: int | None = None,
+             address: str | None = None) -> dict:
     """Run a population of a builtin model for ``steps`` steps and report on ``out``.
+
+    With ``workers`` or ``address`` the population is a
+    :class:`fa_core.distributed.ShardedPopulation` on Ray: a local cluster of
+    ``workers`` CPUs, or the running cluster at ``address`` (``"auto"`` finds
+    it), one shard per worker CPU (``threads`` CPUs per shard). Same seed,
+    same run as in one process.
 
     Memory is measured with :mod:`tracemalloc` while the model and the
     population are built and take their first step (so every per-agent buffer
@@ -95,16 +102,27 @@ def simulate(model: str = "grid30", n_agents: int = 10_000, steps: int = 100, se
     -------
     dict
         The reported figures: ``agent_steps_per_s`` (None if ``steps == 1``),
-        ``bytes_per_agent``, ``model_bytes``, ``rss_bytes``, the ``population``
+        ``bytes_per_agent`` (None on Ray), ``model_bytes``, ``rss_bytes``, the ``population``
         and the environment ``env``.
     """
     env_seed, pop_seed = np.random.SeedSequence(seed).spawn(2)
     env = ENVS[model](n_agents, np.random.default_rng(env_seed))
     arrays = builtin_models.get(model)
-    threads = default_threads() if threads is None else threads
+    sharded = workers is not None or address is not None
+    if sharded:  # started before tracing: Ray's own allocations are not the agents'
+        import ray
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=None if address else workers,
+                     include_dashboard=False, logging_level="ERROR")
+        threads = threads or 1
+        where = (f"Ray cluster {address or 'local'}, {workers or 'all'} worker CPU(s), "
+                 f"{threads} per shard")
+    else:
+        threads = default_threads() if threads is None else threads
+        where = f"{threads} thread(s)"
 
     print(f"fa_core simulate: {model}, {n_agents:,} agents, {steps} steps, seed {seed}, "
-          f"{threads} thread(s)", file=out)
+          f"{where}", file=out)
     progress = _Progress(steps, out)
     tracemalloc.start()
     try:
@@ -112,7 +130,13 @@ def simulate(model: str = "grid30", n_agents: int = 10_000, steps: int = 100, se
         t0 = time.perf_counter()
         gm = GenerativeModel(**arrays)
         model_bytes = tracemalloc.get_traced_memory()[0] - base
-        pop = Population(gm, n_agents, seed=pop_seed, n_threads=threads)
+        if sharded:
+            from fa_core.distributed import ShardedPopulation
+            pop = ShardedPopulation(gm, n_agents, seed=pop_seed, cpus_per_shard=threads,
+                                    n_shards=None if workers is None else workers // threads
+                                    or 1)
+        else:
+            pop = Population(gm, n_agents, seed=pop_seed, n_threads=threads)
         t_build = time.perf_counter() - t0
         print(f"  {gm!r}; population built in {t_build:.2f} s (traced)", file=out)
         obs = env.step(pop.step(env.reset()))
@@ -130,11 +154,18 @@ def simulate(model: str = "grid30", n_agents: int = 10_000, steps: int = 100, se
     else:
         print(f"throughput: {rate:,.0f} agent-steps/s "
               f"({n_agents * (steps - 1):,} agent-steps in {elapsed:.2f} s, steps 2-{steps})", file=out)
-    print(f"memory: {_fmt_bytes(agent_bytes / n_agents)} per agent (tracemalloc), "
-          f"shared model {_fmt_bytes(model_bytes)}, process RSS {_fmt_bytes(rss)} ({rss_kind})",
-          file=out)
+    if sharded:  # the agents live in the shards' processes, out of tracemalloc's sight
+        agent_bytes = None
+        print(f"memory: agents live in {pop.n_shards} Ray shard(s) {pop.shard_sizes}; "
+              f"shared model {_fmt_bytes(model_bytes)}, driver RSS {_fmt_bytes(rss)} "
+              f"({rss_kind})", file=out)
+    else:
+        print(f"memory: {_fmt_bytes(agent_bytes / n_agents)} per agent (tracemalloc), "
+              f"shared model {_fmt_bytes(model_bytes)}, process RSS {_fmt_bytes(rss)} "
+              f"({rss_kind})", file=out)
     print(f"behaviour: {_behaviour(env)}", file=out)
-    return {"agent_steps_per_s": rate, "bytes_per_agent": agent_bytes / n_agents,
+    return {"agent_steps_per_s": rate,
+            "bytes_per_agent": None if agent_bytes is None else agent_bytes / n_agents,
             "model_bytes": model_bytes, "rss_bytes": rss, "population": pop, "env": env}
 
 
@@ -181,14 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S",
                      help="seed of the environment and of every agent (default: %(default)s)")
     sim.add_argument("--threads", type=_int_at_least(1), default=None, metavar="K",
-                     help="threads stepping the agents (default: all cores available)")
+                     help="threads stepping the agents (default: all cores available; "
+                          "with Ray: threads per shard, default 1)")
+    sim.add_argument("--workers", type=_int_at_least(1), default=None, metavar="W",
+                     help="run on a local Ray cluster of W worker CPUs, one shard each "
+                          "(needs fa_core[ray]); same seed, same run")
+    sim.add_argument("--address", default=None, metavar="ADDR",
+                     help="run on the existing Ray cluster at ADDR ('auto': the one this "
+                          "machine belongs to), one shard per cluster CPU unless --workers")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulate":
-        simulate(args.model, args.agents, args.steps, args.seed, args.threads)
+        simulate(args.model, args.agents, args.steps, args.seed, args.threads,
+                 workers=args.workers, address=args.address)
     return 0
 
 

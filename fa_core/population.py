@@ -53,6 +53,10 @@ class Population:
         Seeds the per-agent random streams (tie-breaks, stochastic actions).
     n_threads : int, optional
         Threads for the agent loop; default all cores available to the process.
+    streams : array of shape (n_agents,) uint64, optional
+        The agents' random-stream words, instead of drawing them from ``seed``:
+        :mod:`fa_core.distributed` gives each shard the words
+        :func:`agent_streams` gives its agents in one process.
 
     Attributes
     ----------
@@ -67,7 +71,7 @@ class Population:
                  C=None, E=None, use_utility=True, use_states_info_gain=True,
                  use_param_info_gain=False, action_selection="deterministic",
                  sampling_mode="marginal", inference_params=None, seed=None,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, streams=None):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         if not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
@@ -104,7 +108,7 @@ class Population:
         self._n = n
         self.qs[:] = self._uniform_qs()
         self.q_pi[:] = 1.0 / m.num_policies
-        self.rng[:] = self._new_streams(n)
+        self.rng[:] = self._new_streams(n, streams)
         self.gamma[:] = self._per_agent(gamma, "gamma", n)
         self.alpha[:] = self._per_agent(alpha, "alpha", n)
         # optional per-agent rows live in the same growable storage as the rest
@@ -156,10 +160,14 @@ class Population:
         return np.concatenate([np.full(n, 1.0 / n, dtype=np.float32)
                                for n in self.model.num_states])
 
-    def _new_streams(self, k: int) -> np.ndarray:
-        words = np.random.SeedSequence(self._seed_seq.entropy,
-                                       spawn_key=self._seed_seq.spawn_key + (self._n_seeded,)
-                                       ).generate_state(max(k, 1), dtype=np.uint64)[:k]
+    def _new_streams(self, k: int, given=None) -> np.ndarray:
+        if given is not None:
+            given = np.asarray(given)
+            if given.dtype != np.uint64 or given.shape != (k,):
+                raise ValueError(f"streams must be a uint64 array of shape ({k},), "
+                                 f"got {given.dtype} {given.shape}")
+            return given
+        words = agent_streams(self._seed_seq, self._n_seeded, k)
         self._n_seeded += 1
         return words
 
@@ -200,19 +208,7 @@ class Population:
     # -- stepping ----------------------------------------------------------------------
 
     def _check_obs(self, obs) -> np.ndarray:
-        obs = np.asarray(obs)
-        m = self.model
-        if obs.dtype.kind not in "iu":
-            raise TypeError(f"obs must be an integer array of outcome indices, got dtype {obs.dtype}")
-        if obs.shape != (self._n, m.num_modalities):
-            raise ValueError(f"obs must have shape (n_agents, num_modalities) = "
-                             f"({self._n}, {m.num_modalities}), got {obs.shape}")
-        bad = (obs < 0) | (obs >= np.asarray(m.num_obs))
-        if bad.any():
-            i, mm = np.argwhere(bad)[0]
-            raise ValueError(f"obs[{i}, {mm}] = {obs[i, mm]} out of range: modality {mm} has "
-                             f"{m.num_obs[mm]} outcomes")
-        return np.ascontiguousarray(obs, dtype=np.int32)
+        return check_obs(self.model, self._n, obs)
 
     def _run(self, stages: int, obs=None) -> None:
         m, p = self.model, self.inference_params
@@ -268,14 +264,16 @@ class Population:
 
     # -- membership ----------------------------------------------------------------------
 
-    def add(self, k: int = 1) -> np.ndarray:
+    def add(self, k: int = 1, streams=None) -> np.ndarray:
         """Add ``k`` fresh agents (uniform beliefs, own random streams); returns their indices.
 
         Storage grows geometrically, so adding one agent at a time costs
-        amortised O(1), not a copy of the population.
+        amortised O(1), not a copy of the population. ``streams`` optionally
+        gives the newcomers' random-stream words (as in the constructor).
         """
         if k < 0:
             raise ValueError("k must be >= 0")
+        streams = self._new_streams(k, streams)
         n = self._n
         if n + k > self._capacity:
             self._alloc(max(n + k, 2 * self._capacity, 16))
@@ -289,7 +287,7 @@ class Population:
         new = slice(n, n + k)
         self.qs[new] = self._uniform_qs()
         self.q_pi[new] = 1.0 / self.model.num_policies
-        self.rng[new] = self._new_streams(k)
+        self.rng[new] = streams
         self.gamma[new] = self.gamma[0] if n else 16.0
         self.alpha[new] = self.alpha[0] if n else 16.0
         return np.arange(n, n + k)
@@ -300,14 +298,7 @@ class Population:
         Returns ``{old_index: new_index}`` for every agent that moved; other
         indices are unchanged. Costs O(len(indices)), not a copy.
         """
-        idx = np.unique(np.asarray(indices, dtype=np.int64))
-        if idx.size and (idx[0] < 0 or idx[-1] >= self._n):
-            raise IndexError(f"indices must be in 0..{self._n - 1}")
-        gone = set(idx.tolist())
-        n_new = self._n - idx.size
-        holes = [i for i in idx.tolist() if i < n_new]
-        movers = [j for j in range(n_new, self._n) if j not in gone]
-        moved = dict(zip(movers, holes))
+        n_new, moved = removal_moves(self._n, indices)
         arrays = [self.__dict__["_" + name] for name in Population._ARRAYS + Population._OPTIONAL]
         arrays = [a for a in arrays if a is not None]
         for src, dst in moved.items():
@@ -369,6 +360,48 @@ class Population:
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
                 f"n_threads={self.n_threads})")
+
+
+def agent_streams(seed_seq: np.random.SeedSequence, call: int, k: int) -> np.ndarray:
+    """Random-stream words of the ``k`` agents made by a population's ``call``-th draw.
+
+    A population seeded with ``seed_seq`` draws once when built (call 0) and
+    once per :meth:`Population.add` (calls 1, 2, ...); agent ``i`` of a draw
+    gets word ``i``, whatever ``k`` is, so any slice of a draw can be made apart.
+    """
+    return np.random.SeedSequence(seed_seq.entropy, spawn_key=seed_seq.spawn_key + (call,)
+                                  ).generate_state(max(k, 1), dtype=np.uint64)[:k]
+
+
+def check_obs(model: GenerativeModel, n_agents: int, obs) -> np.ndarray:
+    """``obs`` as a C-contiguous int32 (n_agents, num_modalities) array, or a clear error."""
+    obs = np.asarray(obs)
+    if obs.dtype.kind not in "iu":
+        raise TypeError(f"obs must be an integer array of outcome indices, got dtype {obs.dtype}")
+    if obs.shape != (n_agents, model.num_modalities):
+        raise ValueError(f"obs must have shape (n_agents, num_modalities) = "
+                         f"({n_agents}, {model.num_modalities}), got {obs.shape}")
+    bad = (obs < 0) | (obs >= np.asarray(model.num_obs))
+    if bad.any():
+        i, mm = np.argwhere(bad)[0]
+        raise ValueError(f"obs[{i}, {mm}] = {obs[i, mm]} out of range: modality {mm} has "
+                         f"{model.num_obs[mm]} outcomes")
+    return np.ascontiguousarray(obs, dtype=np.int32)
+
+
+def removal_moves(n_agents: int, indices) -> tuple[int, dict[int, int]]:
+    """How :meth:`Population.remove` renumbers: the new count and ``{old: new}`` of movers.
+
+    The last surviving agents fill the removed rows, in order.
+    """
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    if idx.size and (idx[0] < 0 or idx[-1] >= n_agents):
+        raise IndexError(f"indices must be in 0..{n_agents - 1}")
+    gone = set(idx.tolist())
+    n_new = n_agents - idx.size
+    holes = [i for i in idx.tolist() if i < n_new]
+    movers = [j for j in range(n_new, n_agents) if j not in gone]
+    return n_new, dict(zip(movers, holes))
 
 
 def _row_property(array: str, doc: str):

@@ -24,7 +24,7 @@ import pytest
 
 import fa_core
 from fa_core import builtin_models
-from fa_core.population import Population
+from fa_core.population import Population, agent_streams
 from random_models import random_model
 
 # Population and Agent run the same float32 kernels; allow for nothing more
@@ -536,6 +536,27 @@ def test_add_after_remove_and_empty_population():
     ref.step(np.zeros((2, 3), dtype=np.int64))
     np.testing.assert_array_equal(pop.qs, ref.qs)
     np.testing.assert_array_equal(pop.q_pi, ref.q_pi)
+
+
+def test_given_streams_make_a_slice_of_the_population():
+    """Agents built apart from slices of agent_streams are the population's agents (the hook
+    fa_core.distributed uses), in construction and in add()."""
+    gm = make_model("tmaze")
+    whole = Population(gm, 9, seed=5)
+    whole.add(4)
+    seq = np.random.SeedSequence(5)
+    words = agent_streams(seq, 0, 9)
+    np.testing.assert_array_equal(agent_streams(seq, 0, 4), words[:4])  # prefixes agree
+    part = Population(gm, 3, streams=words[2:5])
+    part.add(2, streams=agent_streams(seq, 1, 4)[1:3])
+    np.testing.assert_array_equal(part.rng, whole.rng[[2, 3, 4, 10, 11]])
+    before = snapshot(part)
+    for bad in (words[:2], words[:3].astype(np.int64)):
+        with pytest.raises(ValueError, match="streams"):
+            part.add(3, streams=bad)
+        assert_same_state(snapshot(part), before)
+    with pytest.raises(ValueError, match="streams"):
+        Population(gm, 3, streams=words[:4])
 
 
 def test_reset_restarts_every_agent():

@@ -1,0 +1,476 @@
+"""``fa_core.distributed``: one population sharded over Ray actors (``pip install fa_core[ray]``).
+
+A :class:`ShardedPopulation` behaves like one :class:`fa_core.Population`
+whose agents live in ``n_shards`` Ray actors, each holding a ``Population``
+of a slice of the agents. Ray does the scheduling, placement and transport:
+the same code runs on the local cluster ``ray.init()`` starts and on a
+multi-machine cluster (``ray.init(address=...)``).
+
+- The model is put in Ray's object store once and handed to every shard by
+  reference, so each worker deserialises it once; models pickle by content and
+  are interned, so every population of one worker process shares one model.
+- Every agent gets the random stream it would get in one process
+  (:func:`fa_core.population.agent_streams`), so actions, beliefs and random
+  draws are identical to ``Population(model, n_agents, seed=seed)`` whatever
+  the number of shards, also across :meth:`~ShardedPopulation.add` and
+  :meth:`~ShardedPopulation.remove`.
+- Observations and actions travel as numpy arrays through the object store
+  (large arrays are read by the actors without a copy).
+- A shard whose actor dies is reported by :class:`ShardLostError`; until
+  :meth:`~ShardedPopulation.restore` rolls every shard back to the last
+  :meth:`~ShardedPopulation.checkpoint`, every call raises it again, so no
+  agent is ever silently dropped.
+
+Global indices
+--------------
+Agents are numbered ``0 .. n_agents - 1`` exactly as in one ``Population``:
+``add(k)`` numbers newcomers ``n .. n + k - 1``; ``remove`` moves the last
+surviving agents into the removed indices. Where an agent lives is the
+driver's business: newcomers go to the smallest shards, and each shard
+removes its own rows; :meth:`ShardedPopulation.locate` tells the shard and
+row of an index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+
+import numpy as np
+
+try:
+    import ray
+    from ray.exceptions import RayActorError
+except ImportError as exc:  # pragma: no cover - exercised only without ray
+    raise ImportError("fa_core.distributed needs Ray: pip install 'fa_core[ray]'") from exc
+
+from fa_core.model import GenerativeModel
+from fa_core.population import Population, agent_streams, check_obs, removal_moves
+
+__all__ = ["Checkpoint", "ShardLostError", "ShardedPopulation"]
+
+_STATE_ARRAYS = Population._ARRAYS + Population._OPTIONAL
+_PER_AGENT_PARAMS = ("gamma", "alpha", "lnC", "lnE")  # what newcomers copy from agent 0
+
+
+class ShardLostError(RuntimeError):
+    """Shards whose Ray actors died; :meth:`ShardedPopulation.restore` resumes the run.
+
+    Attributes
+    ----------
+    shards : list of int
+        The lost shards.
+    """
+
+    def __init__(self, shards, cause: BaseException | None = None):
+        self.shards = sorted(shards)
+        detail = (f" (Ray actor died: {type(cause).__name__}: "
+                  f"{(str(cause).splitlines() or [''])[0]})" if cause else "")
+        super().__init__(
+            f"lost shard(s) {self.shards} of the sharded population{detail}; "
+            f"the population is stopped: call restore() to resume from the last checkpoint")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Every shard's hibernated population and the driver's index mapping, at one moment.
+
+    Picklable: save it to resume a run in another session with
+    :meth:`ShardedPopulation.wake`.
+    """
+
+    model: GenerativeModel
+    blobs: list            #: per shard, :meth:`Population.hibernate` bytes
+    members: list          #: per shard, the global index of each of its rows
+    seed_seq: np.random.SeedSequence
+    n_seeded: int          #: stream draws made so far (construction and adds)
+
+
+@ray.remote(max_restarts=0)  # a restarted shard would be a fresh population: never silently
+class _Shard:
+    """A Ray actor holding one :class:`Population`, built fresh or from hibernated bytes."""
+
+    def __init__(self, model: GenerativeModel, n_threads: int, blob=None, **population):
+        self.model = model  # held so a woken blob unpickles to this very model
+        self.n_threads = n_threads
+        if blob is None:
+            self.pop = Population(model, n_threads=n_threads, **population)
+        else:
+            self.wake(blob)
+        self.compute_s = 0.0  # seconds spent inside population calls, for overhead figures
+
+    def call(self, method: str, *args):
+        t0 = time.perf_counter()
+        out = getattr(self.pop, method)(*args)
+        self.compute_s += time.perf_counter() - t0
+        return out
+
+    def get(self, name: str):
+        return getattr(self.pop, name)
+
+    def add(self, streams: np.ndarray, params: dict | None) -> None:
+        k = len(streams)
+        new = slice(self.pop.n_agents, self.pop.n_agents + k)
+        self.pop.add(k, streams=streams)
+        for name, row in (params or {}).items():  # newcomers copy the population's agent 0
+            if row is not None:
+                getattr(self.pop, name)[new] = row
+
+    def row_params(self, row: int) -> dict:
+        return {name: None if getattr(self.pop, name) is None else getattr(self.pop, name)[row]
+                for name in _PER_AGENT_PARAMS}
+
+    def model_identity(self) -> tuple[int, int, bytes]:
+        """(process id, id of the population's model, content key): sharing checks in tests."""
+        return os.getpid(), id(self.pop.model), self.pop.model.content_key()
+
+    def wake(self, blob: bytes) -> None:
+        self.pop = Population.wake(blob)
+        self.pop.n_threads = self.n_threads  # this actor's CPUs, not the hibernated shard's
+
+    def compute_seconds(self) -> float:
+        return self.compute_s
+
+
+class ShardedPopulation:
+    """A :class:`fa_core.Population` whose agents are split over Ray actors.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The model every agent uses.
+    n_agents : int
+        Number of agents.
+    n_shards : int, optional
+        Number of shards (Ray actors). Default: one per ``cpus_per_shard``
+        CPUs of the cluster.
+    seed : int or numpy.random.SeedSequence, optional
+        As for :class:`Population`: the same seed gives the same run whatever
+        ``n_shards`` is.
+    cpus_per_shard : float
+        CPUs Ray reserves for each shard; a shard steps its agents on
+        ``max(1, int(cpus_per_shard))`` threads. Fractions let more shards
+        than CPUs share a machine.
+    actor_options : dict, optional
+        Extra :meth:`ray.actor.ActorClass.options` for the shards (resources,
+        placement groups, ...). Shards are spread over nodes by default.
+    **options
+        The other :class:`Population` keywords (``gamma``, ``alpha``, ``C``,
+        ``E``, ``use_utility``, ``action_selection``, ...); per-agent arrays are
+        split over the shards.
+
+    Starts Ray with ``ray.init()`` if it is not running. Dead actors are not
+    restarted by Ray (``max_restarts=0``): a restarted actor would hold fresh
+    agents, silently replacing the lost ones.
+    """
+
+    def __init__(self, model: GenerativeModel, n_agents: int, *, n_shards: int | None = None,
+                 seed=None, cpus_per_shard: float = 1.0, actor_options: dict | None = None,
+                 **options):
+        if "n_threads" in options or "streams" in options:
+            raise TypeError("n_threads and streams are set per shard by ShardedPopulation "
+                            "(use cpus_per_shard)")
+        if not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
+            raise ValueError(f"n_agents must be a non-negative integer, got {n_agents!r}")
+        if not cpus_per_shard > 0:
+            raise ValueError(f"cpus_per_shard must be > 0, got {cpus_per_shard!r}")
+        if n_shards is not None and (not isinstance(n_shards, (int, np.integer)) or n_shards < 1):
+            raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
+        n = int(n_agents)
+        per_agent = {k: options.pop(k) for k in ("gamma", "alpha", "C", "E") if k in options}
+        # Validate everything here, before any actor starts: a shard failing in its
+        # constructor would surface as a dead actor, not as the ValueError it is.
+        probe = Population(model, 0, n_threads=1, **options)
+        for name in ("gamma", "alpha"):
+            if name in per_agent:
+                per_agent[name] = probe._per_agent(per_agent[name], name, n)
+        if per_agent.get("C") is not None:
+            probe._ln_C(per_agent["C"], n)
+        if per_agent.get("E") is not None:
+            probe._ln_E(per_agent["E"], n)
+
+        if not ray.is_initialized():
+            ray.init()
+        cluster_cpus = ray.cluster_resources().get("CPU", 1.0)
+        if n_shards is None:
+            n_shards = max(1, int(cluster_cpus // cpus_per_shard))
+        if n_shards * cpus_per_shard > cluster_cpus:
+            warnings.warn(f"{n_shards} shards of {cpus_per_shard} CPUs need more than the "
+                          f"cluster's {cluster_cpus:g} CPUs: shards wait until CPUs free up",
+                          RuntimeWarning, stacklevel=2)
+
+        self.model = model
+        self._seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
+                          else np.random.SeedSequence(seed))
+        self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
+        self._model_ref = ray.put(model)
+        self._lost: list[int] = []
+        self._checkpoint: Checkpoint | None = None
+
+        streams = agent_streams(self._seed_seq, 0, n)
+        self._n_seeded = 1
+        bounds = np.linspace(0, n, int(n_shards) + 1).round().astype(np.int64)
+        self._members = [np.arange(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._index()
+        self._shards = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            part = {k: _slice_per_agent(k, v, lo, hi) for k, v in per_agent.items()}
+            self._shards.append(self._start(n_agents=int(hi - lo), streams=streams[lo:hi],
+                                            **options, **part))
+        self._gather_calls("get", [("n_agents",)] * self.n_shards)  # surfaces start-up errors
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _start(self, **shard):
+        """A new shard actor: a fresh Population (its keywords) or ``blob=`` hibernated bytes."""
+        opts = {"num_cpus": self._cpus, "scheduling_strategy": "SPREAD", **self._actor_options}
+        return _Shard.options(**opts).remote(self._model_ref, max(1, int(self._cpus)), **shard)
+
+    def _index(self) -> None:
+        """Rebuild global index -> (shard, row) from the per-shard member lists."""
+        n = sum(len(m) for m in self._members)
+        self._shard_of = np.empty(n, dtype=np.int32)
+        self._row_of = np.empty(n, dtype=np.int64)
+        for s, members in enumerate(self._members):
+            self._shard_of[members] = s
+            self._row_of[members] = np.arange(len(members))
+
+    def _check_alive(self) -> None:
+        if self._lost:
+            raise ShardLostError(self._lost)
+
+    def _gather_calls(self, method: str, args_per_shard, shards=None) -> list:
+        """Call ``method`` on shards concurrently; results in shard order, or ShardLostError."""
+        self._check_alive()
+        shards = range(self.n_shards) if shards is None else shards
+        refs = [getattr(self._shards[s], method).remote(*args)
+                for s, args in zip(shards, args_per_shard)]
+        try:
+            return ray.get(refs)
+        except RayActorError as first:
+            # name every lost shard, not only the first, nor only those this call used
+            failed = [s for s, dead in zip(shards, _failed(refs)) if dead]
+            self._lost = sorted(set(failed) | set(self._probe_dead()))
+            raise ShardLostError(self._lost, first) from first
+
+    def _scatter_call(self, method: str, arrays=None) -> list:
+        """Call ``pop.method(array[members of shard])`` on every shard."""
+        return self._gather_calls("call", [(method,) if arrays is None else (method, arrays[m])
+                                           for m in self._members])
+
+    def _assemble(self, parts: list) -> np.ndarray:
+        """One (n_agents, ...) array in global order from per-shard arrays."""
+        first = next(p for p in parts if p is not None)
+        out = np.empty((self.n_agents,) + first.shape[1:], dtype=first.dtype)
+        for members, part in zip(self._members, parts):
+            out[members] = part
+        return out
+
+    # -- the Population interface ----------------------------------------------------------
+
+    @property
+    def n_agents(self) -> int:
+        return len(self._shard_of)
+
+    def __len__(self) -> int:
+        return self.n_agents
+
+    @property
+    def n_shards(self) -> int:
+        return len(self._members)
+
+    @property
+    def actors(self) -> list:
+        """The shards' Ray actor handles, in shard order."""
+        return list(self._shards)
+
+    @property
+    def shard_sizes(self) -> list[int]:
+        return [len(m) for m in self._members]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard, row in that shard's population) of global agent ``i``."""
+        return int(self._shard_of[i]), int(self._row_of[i])
+
+    def step(self, obs) -> np.ndarray:
+        """One step of every agent (:meth:`Population.step`); actions (n_agents, num_factors)."""
+        obs = check_obs(self.model, self.n_agents, obs)
+        return self._assemble(self._scatter_call("step", obs))
+
+    def infer_states(self, obs) -> np.ndarray:
+        """:meth:`Population.infer_states` on every shard; beliefs in global order."""
+        obs = check_obs(self.model, self.n_agents, obs)
+        return self._assemble(self._scatter_call("infer_states", obs))
+
+    def infer_policies(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Population.infer_policies` on every shard; ``(q_pi, G)`` in global order."""
+        parts = self._scatter_call("infer_policies")
+        return self._assemble([p[0] for p in parts]), self._assemble([p[1] for p in parts])
+
+    def sample_action(self) -> np.ndarray:
+        """:meth:`Population.sample_action` on every shard; actions in global order."""
+        return self._assemble(self._scatter_call("sample_action"))
+
+    def reset(self) -> None:
+        """:meth:`Population.reset` on every shard."""
+        self._scatter_call("reset")
+
+    def gather(self, name: str) -> np.ndarray | None:
+        """A copy of a Population state array (``qs``, ``q_pi``, ``G``, ``actions``,
+        ``curr_timestep``, ``rng``, ``gamma``, ...) over all agents, in global order."""
+        if name not in _STATE_ARRAYS:
+            raise ValueError(f"name must be one of {list(_STATE_ARRAYS)}, got {name!r}")
+        parts = self._gather_calls("get", [(name,)] * self.n_shards)
+        return None if all(p is None for p in parts) else self._assemble(parts)
+
+    def add(self, k: int = 1) -> np.ndarray:
+        """Add ``k`` fresh agents, numbered ``n .. n + k - 1`` and placed on the smallest
+        shards, with the streams and copied parameters one ``Population`` gives them."""
+        if not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        self._check_alive()
+        n, k = self.n_agents, int(k)
+        sizes = np.array(self.shard_sizes)
+        target = np.empty(k, dtype=np.int64)
+        for j in range(k):  # water-filling: each newcomer to the currently smallest shard
+            target[j] = s = int(np.argmin(sizes))
+            sizes[s] += 1
+        params = None
+        if n:  # as one Population, newcomers copy agent 0's gamma, alpha, C and E
+            s0, r0 = self.locate(0)
+            params = self._gather_calls("row_params", [(r0,)], shards=[s0])[0]
+        streams = agent_streams(self._seed_seq, self._n_seeded, k)
+        self._n_seeded += 1
+        new = np.arange(n, n + k)
+        used = sorted(set(target.tolist()))
+        self._gather_calls("add", [(streams[target == s], params) for s in used], shards=used)
+        for s in used:
+            self._members[s] = np.concatenate([self._members[s], new[target == s]])
+        self._index()
+        return new
+
+    def remove(self, indices) -> dict[int, int]:
+        """Remove agents by global index; returns ``{old: new}`` of renumbered agents, as
+        :meth:`Population.remove` (each shard removes and refills its own rows)."""
+        self._check_alive()
+        n_new, moved = removal_moves(self.n_agents, indices)
+        gone = np.unique(np.asarray(indices, dtype=np.int64))
+        shards = sorted(set(self._shard_of[gone].tolist()))
+        rows = [self._row_of[gone[self._shard_of[gone] == s]] for s in shards]
+        local = self._gather_calls("call", [("remove", r) for r in rows], shards=shards)
+        for s, r, local_moves in zip(shards, rows, local):
+            members = self._members[s]
+            for src, dst in local_moves.items():
+                members[dst] = members[src]
+            self._members[s] = members[:len(members) - len(r)]
+        renumber = np.arange(self.n_agents)
+        if moved:
+            renumber[np.fromiter(moved, np.int64)] = np.fromiter(moved.values(), np.int64)
+        self._members = [renumber[m] for m in self._members]
+        self._index()
+        return moved
+
+    # -- checkpoints and failure ----------------------------------------------------------
+
+    def checkpoint(self) -> Checkpoint:
+        """Hibernate every shard (:meth:`Population.hibernate`) into a :class:`Checkpoint`
+        held on the driver; :meth:`restore` rolls back to the latest one."""
+        blobs = self._gather_calls("call", [("hibernate",)] * self.n_shards)
+        self._checkpoint = Checkpoint(self.model, blobs, [m.copy() for m in self._members],
+                                      self._seed_seq, self._n_seeded)
+        return self._checkpoint
+
+    def restore(self, checkpoint: Checkpoint | None = None) -> list[int]:
+        """Roll every shard back to ``checkpoint`` (default: the last one taken),
+        starting new actors for lost shards; returns the shards restarted.
+
+        Surviving shards are rolled back too, so the population is where it
+        was at the checkpoint as a whole (step the environment from there too).
+        """
+        ckpt = self._checkpoint if checkpoint is None else checkpoint
+        if ckpt is None:
+            raise RuntimeError("no checkpoint to restore: call checkpoint() first")
+        if ckpt.model.content_key() != self.model.content_key():
+            raise ValueError("checkpoint holds another model than this population")
+        dead = set(self._lost) | set(self._probe_dead())
+        shards = []
+        for s, blob in enumerate(ckpt.blobs):
+            if s < len(self._shards) and s not in dead:
+                shards.append(self._shards[s])
+            else:
+                shards.append(self._start(blob=blob))
+        for s in range(len(ckpt.blobs), len(self._shards)):
+            ray.kill(self._shards[s])
+        self._shards, self._lost = shards, []
+        self._members = [m.copy() for m in ckpt.members]
+        self._seed_seq, self._n_seeded = ckpt.seed_seq, ckpt.n_seeded
+        self._index()
+        live = [s for s in range(len(shards)) if s < len(ckpt.blobs) and s not in dead]
+        self._gather_calls("wake", [(ckpt.blobs[s],) for s in live], shards=live)
+        self._gather_calls("get", [("n_agents",)] * self.n_shards)  # new actors are up
+        self._checkpoint = ckpt
+        return sorted(s for s in dead if s < len(ckpt.blobs))
+
+    def _probe_dead(self) -> list[int]:
+        """Shards whose actors do not answer."""
+        dead = _failed([a.get.remote("n_agents") for a in self._shards])
+        return [s for s, d in enumerate(dead) if d]
+
+    @classmethod
+    def wake(cls, checkpoint: Checkpoint, *, cpus_per_shard: float = 1.0,
+             actor_options: dict | None = None) -> "ShardedPopulation":
+        """A sharded population started from a :class:`Checkpoint` (e.g. one pickled by a
+        previous session), one new actor per shard."""
+        self = cls.__new__(cls)
+        if not ray.is_initialized():
+            ray.init()
+        self.model = checkpoint.model
+        self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
+        self._model_ref = ray.put(self.model)
+        self._shards, self._lost, self._checkpoint = [], [], None
+        self.restore(checkpoint)
+        return self
+
+    def hibernate(self) -> Checkpoint:
+        """:meth:`checkpoint`, then free the shards' actors; :meth:`wake` starts again."""
+        ckpt = self.checkpoint()
+        self.shutdown()
+        return ckpt
+
+    def shutdown(self) -> None:
+        """Kill the shards' actors (the population is unusable until :meth:`restore`)."""
+        for actor in self._shards:
+            ray.kill(actor)
+        self._lost = list(range(self.n_shards))
+
+    def compute_seconds(self) -> list[float]:
+        """Seconds each shard has spent inside its population's calls (for overhead figures)."""
+        return self._gather_calls("compute_seconds", [()] * self.n_shards)
+
+    def __repr__(self) -> str:
+        return (f"fa_core.distributed.ShardedPopulation(n_agents={self.n_agents}, "
+                f"n_shards={self.n_shards}, model={self.model!r})")
+
+
+def _failed(refs) -> list[bool]:
+    """For each call, whether its actor died."""
+    out = []
+    for ref in refs:
+        try:
+            ray.get(ref)
+            out.append(False)
+        except RayActorError:
+            out.append(True)
+    return out
+
+
+def _slice_per_agent(name: str, value, lo: int, hi: int):
+    """Agents ``lo:hi`` of a per-agent keyword (scalars are shared as they are)."""
+    if value is None:
+        return None
+    if name == "C":
+        return [np.asarray(c)[lo:hi] for c in value]
+    arr = np.asarray(value)
+    return arr[lo:hi] if arr.ndim >= 1 else value

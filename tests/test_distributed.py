@@ -1,0 +1,250 @@
+"""``fa_core.distributed.ShardedPopulation`` on a local Ray cluster of 2 CPUs.
+
+A sharded population must give exactly what one ``Population`` with the same
+seed gives (actions, beliefs, policy posteriors, random streams), whatever the
+number of shards, also across add / remove; a killed shard actor must be
+reported by shard and the run must resume from a checkpoint to the same final
+result as an uninterrupted run.
+
+One Ray cluster serves the whole module (starting one takes seconds); every
+population shuts its actors down at the end of its test, so CPUs never run out.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="fa_core.distributed needs Ray (pip install fa_core[ray])")
+
+import fa_core  # noqa: E402
+from fa_core import builtin_models  # noqa: E402
+from fa_core.distributed import ShardedPopulation, ShardLostError  # noqa: E402
+from fa_core.population import Population  # noqa: E402
+from test_population import Env, make_model  # noqa: E402
+
+N_AGENTS = 23  # not a multiple of 2 or 3: shards of unequal sizes
+STEPS = 4
+# stochastic actions at a low precision, so every agent's random stream matters
+OPTIONS = dict(action_selection="stochastic", alpha=2.0)
+STATE = ("qs", "q_pi", "G", "actions", "has_action", "curr_timestep", "rng", "gamma", "alpha")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """One local cluster of 2 CPUs for the module (or the one already running)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def sharded():
+    """Make ShardedPopulations (half a CPU per shard) whose actors die with the test."""
+    made = []
+
+    def make(*args, **kwargs):
+        kwargs.setdefault("cpus_per_shard", 0.5)
+        sp = ShardedPopulation(*args, **kwargs)
+        made.append(sp)
+        return sp
+
+    yield make
+    for sp in made:
+        sp.shutdown()
+
+
+def assert_same(pop: Population, sp: ShardedPopulation, names=STATE) -> None:
+    for name in names:
+        np.testing.assert_array_equal(sp.gather(name), getattr(pop, name), err_msg=name)
+
+
+def run(pop, env: Env, steps: int) -> list[np.ndarray]:
+    """Step ``pop`` in ``env``; the pending observation stays on ``env``, so runs can continue."""
+    if not hasattr(env, "obs"):
+        env.obs = env.observe()
+    history = []
+    for _ in range(steps):
+        actions = pop.step(env.obs)
+        history.append(actions.copy())
+        env.obs = env.step(actions)
+    return history
+
+
+@pytest.mark.parametrize("n_shards", [1, 2, 3])
+def test_equal_to_single_process_whatever_the_shard_count(sharded, n_shards):
+    gm = make_model("rand-2f2m")
+    gamma = np.linspace(1.0, 20.0, N_AGENTS)
+    C = [np.random.default_rng(m).normal(size=(N_AGENTS, k)) for m, k in enumerate(gm.num_obs)]
+    pop = Population(gm, N_AGENTS, seed=7, gamma=gamma, C=C, **OPTIONS)
+    sp = sharded(gm, N_AGENTS, n_shards=n_shards, seed=7, gamma=gamma, C=C, **OPTIONS)
+    assert sp.n_shards == n_shards and sum(sp.shard_sizes) == N_AGENTS
+    assert_same(pop, sp, ("rng", "gamma", "lnC"))
+    hist_pop, hist_sp = run(pop, Env(gm, N_AGENTS, 0), STEPS), run(sp, Env(gm, N_AGENTS, 0), STEPS)
+    for a, b in zip(hist_pop, hist_sp):
+        np.testing.assert_array_equal(b, a)
+    assert_same(pop, sp)
+
+
+def test_stages_separately_equal_single_process(sharded):
+    gm = make_model("rand-factored")
+    pop = Population(gm, N_AGENTS, seed=1, **OPTIONS)
+    sp = sharded(gm, N_AGENTS, n_shards=2, seed=1, **OPTIONS)
+    env = Env(gm, N_AGENTS, 3)
+    for _ in range(2):
+        obs = env.observe()
+        np.testing.assert_array_equal(sp.infer_states(obs), pop.infer_states(obs))
+        for a, b in zip(sp.infer_policies(), pop.infer_policies()):
+            np.testing.assert_array_equal(a, b)
+        actions = pop.sample_action()
+        np.testing.assert_array_equal(sp.sample_action(), actions)
+        env.step(actions)
+    pop.reset()
+    sp.reset()
+    assert_same(pop, sp)
+
+
+def test_add_and_remove_number_agents_as_one_population(sharded):
+    gm = make_model("rand-2f2m")
+    gamma = np.linspace(2.0, 9.0, N_AGENTS)  # newcomers copy agent 0's gamma
+    pop = Population(gm, N_AGENTS, seed=4, gamma=gamma, **OPTIONS)
+    sp = sharded(gm, N_AGENTS, n_shards=3, seed=4, gamma=gamma, **OPTIONS)
+    run(pop, Env(gm, N_AGENTS, 1), 2)
+    run(sp, Env(gm, N_AGENTS, 1), 2)
+    assert sp.remove([0, 5, 22, 7]) == pop.remove([0, 5, 22, 7])
+    np.testing.assert_array_equal(sp.add(6), pop.add(6))
+    assert sp.remove([1, 2, 24]) == pop.remove([1, 2, 24])
+    np.testing.assert_array_equal(sp.add(1), pop.add(1))
+    assert sp.n_agents == pop.n_agents == N_AGENTS - 4 + 6 - 3 + 1
+    assert max(sp.shard_sizes) - min(sp.shard_sizes) <= 2  # newcomers went to small shards
+    for i in range(sp.n_agents):  # locate agrees with where each agent's stream is
+        s, r = sp.locate(i)
+        assert ray.get(sp.actors[s].get.remote("rng"))[r] == pop.rng[i]
+    assert_same(pop, sp)
+    hist_pop = run(pop, Env(gm, pop.n_agents, 2), 2)
+    for a, b in zip(hist_pop, run(sp, Env(gm, sp.n_agents, 2), 2)):
+        np.testing.assert_array_equal(b, a)
+    assert_same(pop, sp)
+    with pytest.raises(IndexError):
+        sp.remove([sp.n_agents])
+    assert_same(pop, sp, ("rng",))
+
+
+def test_model_put_once_and_shared_within_a_worker(sharded):
+    gm = fa_core.GenerativeModel(**builtin_models.get("grid10"))
+    sp = sharded(gm, 6, n_shards=2, seed=0)
+    before = ray.get([a.model_identity.remote() for a in sp.actors])
+    assert {key for _, _, key in before} == {gm.content_key()}
+    assert len({pid for pid, _, _ in before}) == 2  # one actor process per shard
+    sp.checkpoint()
+    sp.restore()  # live shards wake their blobs: the unpickled model is the one they hold
+    assert ray.get([a.model_identity.remote() for a in sp.actors]) == before
+
+
+def test_killed_shard_is_reported_and_run_resumes_from_checkpoint(sharded):
+    gm = make_model("rand-2f2m")
+    steps, at = 6, 2
+    reference = run(Population(gm, N_AGENTS, seed=9, **OPTIONS), Env(gm, N_AGENTS, 5), steps)
+
+    sp = sharded(gm, N_AGENTS, n_shards=3, seed=9, **OPTIONS)
+    env = Env(gm, N_AGENTS, 5)
+    history = run(sp, env, at)
+    sp.checkpoint()
+    saved_env = copy.deepcopy(env)
+    history += run(sp, env, 1)  # progress after the checkpoint is lost with the shard
+    ray.kill(sp.actors[1])
+    with pytest.raises(ShardLostError, match=r"lost shard\(s\) \[1\]") as err:
+        sp.step(env.obs)
+    assert err.value.shards == [1]
+    with pytest.raises(ShardLostError):  # stopped until restored: nothing runs on half the agents
+        sp.gather("qs")
+    assert sp.restore() == [1]
+    env, history = saved_env, history[:at]
+    history += run(sp, env, steps - at)
+    for a, b in zip(reference, history):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_every_lost_shard_is_named(sharded):
+    gm = make_model("rand-2f2m")
+    sp = sharded(gm, N_AGENTS, n_shards=3, seed=0)
+    obs = Env(gm, N_AGENTS, 0).observe()
+    for s in (0, 2):
+        ray.kill(sp.actors[s])
+        with pytest.raises(ray.exceptions.RayActorError):  # the kill has landed
+            ray.get(sp.actors[s].get.remote("n_agents"))
+    with pytest.raises(ShardLostError, match=r"\[0, 2\]") as err:
+        sp.step(obs)
+    assert err.value.shards == [0, 2]
+    with pytest.raises(RuntimeError, match="no checkpoint"):
+        sp.restore()
+
+
+def test_hibernate_and_wake_from_a_pickled_checkpoint(sharded):
+    gm = make_model("rand-len2")
+    pop = Population(gm, N_AGENTS, seed=2, **OPTIONS)
+    sp = sharded(gm, N_AGENTS, n_shards=2, seed=2, **OPTIONS)
+    run(pop, Env(gm, N_AGENTS, 0), 2)
+    run(sp, Env(gm, N_AGENTS, 0), 2)
+    blob = pickle.dumps(sp.hibernate())
+    with pytest.raises(ShardLostError):  # hibernated: the actors are gone
+        sp.step(Env(gm, N_AGENTS, 0).observe())
+    woken = ShardedPopulation.wake(pickle.loads(blob), cpus_per_shard=0.5)
+    try:
+        assert woken.shard_sizes == sp.shard_sizes
+        np.testing.assert_array_equal(woken.add(2), pop.add(2))  # stream draws continue
+        for a, b in zip(run(pop, Env(gm, pop.n_agents, 1), 2),
+                        run(woken, Env(gm, woken.n_agents, 1), 2)):
+            np.testing.assert_array_equal(b, a)
+        assert_same(pop, woken)
+    finally:
+        woken.shutdown()
+
+
+def test_bad_input_refused_before_anything_changes(sharded):
+    gm = make_model("rand-2f2m")
+    with pytest.raises(ValueError, match="gamma"):
+        sharded(gm, 4, n_shards=2, gamma=np.ones(3))
+    with pytest.raises(ValueError, match="action_selection"):
+        sharded(gm, 4, n_shards=2, action_selection="greedy")
+    with pytest.raises(ValueError, match="n_shards"):
+        sharded(gm, 4, n_shards=0)
+    with pytest.raises(TypeError, match="n_threads"):
+        sharded(gm, 4, n_shards=2, n_threads=2)
+    sp = sharded(gm, 4, n_shards=2, seed=0)
+    before = sp.gather("qs")
+    obs = Env(gm, 4, 0).observe()
+    bad = obs.copy()
+    bad[3, 0] = gm.num_obs[0]  # out of range on the second shard only
+    with pytest.raises(ValueError, match=r"obs\[3, 0\]"):
+        sp.step(bad)
+    with pytest.raises(ValueError, match="shape"):
+        sp.step(obs[:3])
+    np.testing.assert_array_equal(sp.gather("qs"), before)
+    np.testing.assert_array_equal(sp.gather("curr_timestep"), [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="name"):
+        sp.gather("nothing")
+
+
+def test_simulate_on_ray_matches_single_process():
+    from fa_core.__main__ import main, simulate
+    one = simulate("grid10", 30, 3, seed=1, threads=1, out=io.StringIO())
+    out = io.StringIO()
+    two = simulate("grid10", 30, 3, seed=1, out=out, workers=2)
+    try:
+        assert "Ray cluster" in out.getvalue() and two["bytes_per_agent"] is None
+        assert two["population"].n_shards == 2
+        np.testing.assert_array_equal(two["population"].gather("qs"), one["population"].qs)
+        np.testing.assert_array_equal(two["env"].found, one["env"].found)
+    finally:
+        two["population"].shutdown()
+    with pytest.raises(SystemExit):
+        main(["simulate", "--workers", "0"])

@@ -925,9 +925,3 @@ def test_mmp_not_implemented(FaAgent):
     model = make_model(191, [3], [3], [2], None, None)
     with pytest.raises(NotImplementedError, match="MMP"):
         FaAgent(**agent_kwargs(model, inference_algo="MMP", inference_horizon=2))
-
-
-def test_sophisticated_not_implemented(FaAgent):
-    model = make_model(192, [3], [3], [2], None, None)
-    with pytest.raises(NotImplementedError, match="sophisticated"):
-        FaAgent(**agent_kwargs(model, sophisticated=True))

@@ -151,9 +151,10 @@ def _backwards_induction(H: list[np.ndarray], B: list[np.ndarray], B_factor_list
     """pymdp's backwards_induction: which states reach the goal H within i steps."""
     out = []
     for f, h in enumerate(H):
-        if len(B_factor_list[f]) > 1:
+        if list(B_factor_list[f]) != [f]:
+            # pymdp refuses several parents, and with one other parent g reads B[g] instead
             raise ValueError("H: inductive inference needs B_factor_list[f] == [f] for every factor "
-                             "(as pymdp's backwards_induction)")
+                             f"(factor {f} has {list(B_factor_list[f])})")
         b = np.any(B[f] > threshold, axis=-1).astype(np.float64)  # b[next, prev]
         I = np.zeros((depth, h.shape[0]))
         I[0] = h
@@ -227,7 +228,8 @@ class GenerativeModel:
         self._set_C(C)
         self._set_D(D, pD)
         self._set_E(E)
-        self._set_H(H, B_dense)
+        # pymdp builds I from the B given, even when pB (normalised) replaces it
+        self._set_H(H, as_array_list(B, "B") if pB is not None else B_dense)
         self._pack()
 
     # -- one setter per component: validate, then compute its packed form ---------------
@@ -657,8 +659,8 @@ class GenerativeModel:
                     pu = p[..., u].reshape(p.shape[0], -1)
                     new._B_specs[f][u] = _mat_spec(_normalise(pu), self.sparse, False)
                     new._wB_specs[f][u] = _mat_spec(_spm_wnorm(pu), self.sparse, False)
-            if self._H is not None:  # reachability depends on B
-                new._set_H(self._H, None)
+            # I (reachability of H) stays as built: pymdp computes it once, from the B given
+            # at construction, and learning B does not change it
         new._pack(self._ints)  # same structure: only the matrices changed
         return new
 

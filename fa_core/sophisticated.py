@@ -21,6 +21,7 @@ Semantics reproduced from pymdp 1.0.x (deliberately, for parity):
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -35,8 +36,14 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
-                  si_prune_penalty) -> None:
-    """Raise ValueError / TypeError for options the search cannot run with."""
+                  si_prune_penalty, *, E=None, use_utility=True, use_states_info_gain=True,
+                  use_param_info_gain=False) -> None:
+    """Raise ValueError / TypeError for options the search cannot run with.
+
+    Warns (UserWarning) about options the search does not read, as pymdp
+    ignores them silently: ``E``, ``use_utility=False``,
+    ``use_states_info_gain=False``, ``use_param_info_gain=True``.
+    """
     if model.policy_len != 1:
         raise ValueError(f"sophisticated=True needs one-step policies (policy_len=1, as pymdp "
                          f"asserts); got policies of length {model.policy_len}")
@@ -54,6 +61,15 @@ def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_t
                     ("si_state_prune_threshold", si_state_prune_threshold)):
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{name} is a probability threshold in [0, 1], got {v!r}")
+    ignored = [name for name, given in (("E", E is not None),
+                                        ("use_utility=False", not use_utility),
+                                        ("use_states_info_gain=False", not use_states_info_gain),
+                                        ("use_param_info_gain=True", bool(use_param_info_gain)))
+               if given]
+    if ignored:
+        warnings.warn(f"sophisticated=True does not use {', '.join(ignored)}: as in pymdp, the "
+                      "search scores utility + state information gain (+ inductive cost) with "
+                      "gamma=1 and no policy prior", UserWarning, stacklevel=3)
 
 
 def si_model(model) -> _sophisticated.SIModel:

@@ -137,10 +137,12 @@ def test_random_model_ignored_options(RefAgent, FaAgent):
     """pymdp's search uses gamma=1 and neither E nor the EFE switches; so does fa_core."""
     model = make_model(41, [3, 2], [3, 2], [3, 2], None, None, C_scale=2.0)
     rng = np.random.default_rng(42)
-    pair = Pair(RefAgent, FaAgent, **agent_kwargs(
-        model, sophisticated=True, si_horizon=2, gamma=4.0, E=rng.dirichlet(np.ones(6)),
-        use_utility=False, use_states_info_gain=False, use_param_info_gain=True,
-        pA=dirichlet_counts(rng, model["A"])))
+    with pytest.warns(UserWarning, match="E, use_utility=False, use_states_info_gain=False, "
+                                         "use_param_info_gain=True"):
+        pair = Pair(RefAgent, FaAgent, **agent_kwargs(
+            model, sophisticated=True, si_horizon=2, gamma=4.0, E=rng.dirichlet(np.ones(6)),
+            use_utility=False, use_states_info_gain=False, use_param_info_gain=True,
+            pA=dirichlet_counts(rng, model["A"])))
     env = RandomEnv(np.random.default_rng(43), model)
     obs = env.observe()
     for _ in range(3):

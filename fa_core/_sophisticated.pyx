@@ -363,7 +363,7 @@ cdef void c_search(const SIM* m, const double* qs0, int horizon, double policy_t
     cdef double* pp
     cdef int* fi
     cdef int* dig
-    cdef int level = 0, p, found
+    cdef int level = 0, p = -1, found
     cdef double val
     memcpy(dbl, qs0, m.S * sizeof(double))
     node_eval(m, dbl, ints, gamma, work)

@@ -15,7 +15,7 @@ import pytest
 
 from fa_core import builtin_models, envs
 from fa_core import sophisticated as si
-from random_models import RandomEnv, dirichlet_counts, obj_array, random_model, random_policies
+from random_models import RandomEnv, dirichlet_counts, obj_array, random_policies
 from test_parity_pymdp import Pair, agent_kwargs, make_model
 
 

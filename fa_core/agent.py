@@ -74,6 +74,10 @@ class Agent:
     -----
     ``qs``, ``q_pi`` and ``G`` are float32. ``action`` is a new float64 array
     each step, as in pymdp.
+
+    With ``sophisticated=True`` (one-step policies only), ``infer_policies``
+    runs pymdp's sophisticated-inference tree search, with its semantics:
+    ``q_pi = softmax(G)`` (gamma 1, no ``E``); see :mod:`fa_core.sophisticated`.
     """
 
     # Slots keep an awake agent small: it owns its beliefs, policy posterior,

@@ -157,8 +157,9 @@ class Agent:
                 model = model.derived(**per_agent)
         if sophisticated:
             _si.check_options(model, si_horizon, si_policy_prune_threshold,
-                              si_state_prune_threshold, si_prune_penalty, E=E,
-                              use_utility=use_utility, use_states_info_gain=use_states_info_gain,
+                              si_state_prune_threshold, si_prune_penalty, policy_len=policy_len,
+                              E=E, use_utility=use_utility,
+                              use_states_info_gain=use_states_info_gain,
                               use_param_info_gain=use_param_info_gain)
         self._model = model
 

@@ -36,7 +36,7 @@ _F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
-                  si_prune_penalty, *, E=None, use_utility=True, use_states_info_gain=True,
+                  si_prune_penalty, *, policy_len=1, E=None, use_utility=True, use_states_info_gain=True,
                   use_param_info_gain=False) -> None:
     """Raise ValueError / TypeError for options the search cannot run with.
 
@@ -44,9 +44,12 @@ def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_t
     ignores them silently: ``E``, ``use_utility=False``,
     ``use_states_info_gain=False``, ``use_param_info_gain=True``.
     """
-    if model.policy_len != 1:
+    # pymdp asserts on the policy_len keyword only (and then runs multi-step custom
+    # policies with the search's one-step semantics broken): refuse both
+    if policy_len != 1 or model.policy_len != 1:
         raise ValueError(f"sophisticated=True needs one-step policies (policy_len=1, as pymdp "
-                         f"asserts); got policies of length {model.policy_len}")
+                         f"asserts); got policy_len={policy_len} and policies of length "
+                         f"{model.policy_len}")
     if not isinstance(si_horizon, (int, np.integer)) or isinstance(si_horizon, bool):
         raise TypeError(f"si_horizon must be an int, got {si_horizon!r}")
     if si_horizon < 1:

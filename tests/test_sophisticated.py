@@ -189,6 +189,17 @@ def test_policy_len_above_one_is_refused_as_by_pymdp(RefAgent, FaAgent):
         FaAgent(**kw, sophisticated=True, policy_len=2)
 
 
+def test_policy_len_keyword_is_checked_as_by_pymdp(RefAgent, FaAgent):
+    """One-step custom policies with policy_len=2: pymdp's assert fires, so does fa_core's check."""
+    model = make_model(73, [3], [3], [2], None, None)
+    policies = random_policies(np.random.default_rng(74), [2], 1, 2)
+    kw = agent_kwargs(model, sophisticated=True, policies=policies, policy_len=2)
+    with pytest.raises(AssertionError):
+        RefAgent(**copy.deepcopy(kw))
+    with pytest.raises(ValueError, match="policy_len"):
+        FaAgent(**kw)
+
+
 def test_multi_step_custom_policies_are_refused(FaAgent):
     """pymdp's assert reads the policy_len keyword only; fa_core checks the policies."""
     model = make_model(71, [3], [3], [2], None, None)

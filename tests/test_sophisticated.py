@@ -150,6 +150,17 @@ def test_random_model_ignored_options(RefAgent, FaAgent):
         obs = env.step(pair.ref.action)
 
 
+def test_two_dimensional_C(RefAgent, FaAgent):
+    """C with one column per future step: every node of the search reads column 0, as pymdp."""
+    model = make_model(45, [3, 2], [3, 2], [3, 1], None, None, C_scale=2.0, C_len=3)
+    pair = Pair(RefAgent, FaAgent, **agent_kwargs(model, sophisticated=True, si_horizon=2))
+    env = RandomEnv(np.random.default_rng(46), model)
+    obs = env.observe()
+    for _ in range(3):
+        assert pair.step(obs)
+        obs = env.step(pair.ref.action)
+
+
 def test_custom_one_step_policies_and_full_sampling(RefAgent, FaAgent):
     model = make_model(51, [3, 2], [3, 2], [3, 2], None, None, near_onehot_B=True, C_scale=2.0)
     policies = random_policies(np.random.default_rng(52), [3, 2], 1, 4)

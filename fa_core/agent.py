@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from fa_core import _kernels, mmp
+from fa_core import sophisticated as _si
 from fa_core.model import GenerativeModel, as_array_list
 from fa_core.scratch import scratch
 
@@ -73,6 +74,10 @@ class Agent:
     -----
     ``qs``, ``q_pi`` and ``G`` are float32. ``action`` is a new float64 array
     each step, as in pymdp.
+
+    With ``sophisticated=True`` (one-step policies only), ``infer_policies``
+    runs pymdp's sophisticated-inference tree search, with its semantics:
+    ``q_pi = softmax(G)`` (gamma 1, no ``E``); see :mod:`fa_core.sophisticated`.
     """
 
     # Slots keep an awake agent small: it owns its beliefs, policy posterior,
@@ -104,12 +109,13 @@ class Agent:
                  reuse_buffers: bool = False):
         if inference_algo is None:
             inference_algo = "VANILLA"
+        if sophisticated and inference_algo != "VANILLA":
+            # pymdp silently ignores sophisticated=True outside VANILLA
+            raise ValueError(f"sophisticated=True runs with inference_algo='VANILLA' only, "
+                             f"got {inference_algo!r}")
         if inference_algo not in ("VANILLA", "MMP"):
             raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
                                       "(pymdp implements 'VANILLA' and 'MMP')")
-        if sophisticated:
-            raise NotImplementedError("sophisticated=True (sophisticated inference) is not "
-                                      "implemented in fa_core yet")
         if action_selection not in ("deterministic", "stochastic"):
             raise ValueError(f"action_selection must be 'deterministic' or 'stochastic', "
                              f"got {action_selection!r}")
@@ -146,6 +152,12 @@ class Agent:
                 # a derived model sharing A and B with the given one (and with every
                 # agent given equal C / D / E)
                 model = model.derived(**per_agent)
+        if sophisticated:
+            _si.check_options(model, si_horizon, si_policy_prune_threshold,
+                              si_state_prune_threshold, si_prune_penalty, policy_len=policy_len,
+                              E=E, use_utility=use_utility,
+                              use_states_info_gain=use_states_info_gain,
+                              use_param_info_gain=use_param_info_gain)
         self._model = model
 
         params = dict(_DEFAULT_VANILLA)
@@ -175,7 +187,7 @@ class Agent:
         self.use_param_info_gain = use_param_info_gain
         self.modalities_to_learn, self.factors_to_learn = modalities_to_learn, factors_to_learn
         self.lr_pA, self.lr_pB, self.lr_pD = lr_pA, lr_pB, lr_pD
-        self.sophisticated = False
+        self.sophisticated = bool(sophisticated)
         self.si_horizon = si_horizon
         self.si_policy_prune_threshold = si_policy_prune_threshold
         self.si_state_prune_threshold = si_state_prune_threshold
@@ -413,10 +425,15 @@ class Agent:
         use_param = bool(self.use_param_info_gain)
         if not self._reuse:
             self._q_pi, self._G = np.empty_like(self._q_pi), np.empty_like(self._G)
-        _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
-                                bool(self.use_states_info_gain),
-                                use_param and m.has_pA, use_param and m.has_pB, m.has_H,
-                                self._G, self._q_pi, scratch(km.scratch_size))
+        if self.sophisticated:
+            _si.infer_policies(m, self._qs_buf, self.si_horizon, self.si_policy_prune_threshold,
+                               self.si_state_prune_threshold, self.si_prune_penalty, self._fpi,
+                               self._G, self._q_pi)
+        else:
+            _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
+                                    bool(self.use_states_info_gain),
+                                    use_param and m.has_pA, use_param and m.has_pB, m.has_H,
+                                    self._G, self._q_pi, scratch(km.scratch_size))
         if hasattr(self, "q_pi_hist"):
             self._append_hist(self.q_pi_hist, self._q_pi.copy())
         return self._q_pi, self._G
@@ -431,7 +448,8 @@ class Agent:
         out = scratch(len(sizes), "select", np.int32)
         if self.action_selection == "deterministic":
             # ties: within float32's rounding of the policy logits (see c_tie_rtol)
-            rtol = _kernels.tie_rtol(self._model.kmodel, self._G, float(self.gamma))
+            rtol = (_si.tie_rtol(self._G, self._q_pi) if self.sophisticated
+                    else _kernels.tie_rtol(self._model.kmodel, self._G, float(self.gamma)))
             counts = scratch(len(sizes), "counts", np.int32)[:len(sizes)]
             if _kernels.select_highest(probs, sizes, out, counts, rtol):
                 off = 0

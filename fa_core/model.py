@@ -206,9 +206,10 @@ def _backwards_induction(H: list[np.ndarray], B: list[np.ndarray], B_factor_list
     """pymdp's backwards_induction: which states reach the goal H within i steps."""
     out = []
     for f, h in enumerate(H):
-        if len(B_factor_list[f]) > 1:
+        if list(B_factor_list[f]) != [f]:
+            # pymdp refuses several parents, and with one other parent g reads B[g] instead
             raise ValueError("H: inductive inference needs B_factor_list[f] == [f] for every factor "
-                             "(as pymdp's backwards_induction)")
+                             f"(factor {f} has {list(B_factor_list[f])})")
         b = np.any(B[f] > threshold, axis=-1).astype(np.float64)  # b[next, prev]
         I = np.zeros((depth, h.shape[0]))
         I[0] = h
@@ -282,7 +283,8 @@ class GenerativeModel:
         self._set_C(C)
         self._set_D(D, pD)
         self._set_E(E)
-        self._set_H(H, B_dense)
+        # pymdp builds I from the B given, even when pB (normalised) replaces it
+        self._set_H(H, as_array_list(B, "B") if pB is not None else B_dense)
         self._pack()
 
     # -- one setter per component: validate, then compute its packed form ---------------
@@ -722,12 +724,10 @@ class GenerativeModel:
                                                     self._B_specs[f][u], self.sparse, f"pB[{f}]")
                     mats[ints["b_mat"][f] + u] = new._B_specs[f][u] = spec
                     mats[ints["wb_mat"][f] + u] = new._wB_specs[f][u] = wspec
-        I = False
-        if pB is not None and self._H is not None:  # reachability depends on B
-            new._set_H(self._H, None)
-            I = new._packed_I()
-        # same structure: only the changed matrices are handed to the kernels
-        new.kmodel = self.kmodel.with_changes(mats, a_H, I)
+        # same structure: only the changed matrices are handed to the kernels. I
+        # (reachability of H) stays as built: pymdp computes it once, from the B given at
+        # construction, and learning B does not change it
+        new.kmodel = self.kmodel.with_changes(mats, a_H)
         new.is_sparse = new._sparsity()
         return new
 

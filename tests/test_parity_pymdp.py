@@ -934,7 +934,3 @@ def test_seed_none_uses_global_rng(FaAgent):
 
 # --- Not implemented ----------------------------------------------------------------
 
-def test_sophisticated_not_implemented(FaAgent):
-    model = make_model(192, [3], [3], [2], None, None)
-    with pytest.raises(NotImplementedError, match="sophisticated"):
-        FaAgent(**agent_kwargs(model, sophisticated=True))

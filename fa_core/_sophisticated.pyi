@@ -1,0 +1,44 @@
+"""Type stubs for the compiled sophisticated-inference search (fa_core/_sophisticated.pyx)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+class SIModel:
+    """Dense float32 copy of a model with one-step policies; built by fa_core.sophisticated."""
+
+    num_states_total: int
+    def __init__(
+        self,
+        num_states: list[int],
+        num_obs: list[int],
+        A_factor_list: list[list[int]],
+        B_factor_list: list[list[int]],
+        A: list[npt.ArrayLike],
+        B: list[npt.ArrayLike],
+        lnC: list[npt.ArrayLike],
+        I: list[npt.ArrayLike] | None,
+        policies: Any,
+    ) -> None: ...
+    def scratch_sizes(self, horizon: int) -> tuple[int, int]: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def search(
+    model: SIModel,
+    qs: npt.NDArray[np.float64],
+    horizon: int,
+    policy_prune_threshold: float,
+    state_prune_threshold: float,
+    prune_penalty: float,
+    gamma: float,
+    num_iter: int,
+    dF: float,
+    dF_tol: float,
+    compute_vfe: bool,
+    dbl_scratch: npt.NDArray[np.float64],
+    int_scratch: npt.NDArray[np.int32],
+    G: npt.NDArray[np.float32],
+    q_pi: npt.NDArray[np.float32],
+) -> None: ...

@@ -297,11 +297,118 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
     return 0.0
 
 
+cdef inline int joint_size(const ModelC* m, const int* dep, int ndep) noexcept nogil:
+    cdef int d, K = 1
+    for d in range(ndep):
+        K *= m.ns[dep[d]]
+    return K
+
+
+cdef double add_marginals(const ModelC* m, const float* t, const int* dep, int nd,
+                          const float* qs, float* qL, float* work, int first) noexcept nogil:
+    """Add to ``qL`` (flat over factors) the contraction of ``t`` over all axes but each one.
+
+    ``t`` has axes ``dep`` (C order). Divide and conquer: the leading half of the
+    axes is kept by contracting the trailing half out (a dot product per row),
+    the trailing half by contracting the leading half out (a weighted sum of
+    rows), and each half recurses; so every marginal shares the first, largest
+    contraction, which costs about twice the tensor size in all, instead of
+    once per axis. When ``first`` is set, returns the full contraction
+    ``E_q[t]``, read off the first axis's marginal; else 0.
+
+    ``work`` needs nd * (size of t) floats.
+    """
+    cdef int mid, r, c, R, Cc, j
+    cdef float* part = work
+    cdef float* jq
+    cdef const float* row
+    cdef const float* q
+    cdef const float* q1
+    cdef float* out
+    cdef float w
+    cdef double ell = 0.0
+    if nd == 1:
+        q = qs + m.s_off[dep[0]]
+        out = qL + m.s_off[dep[0]]
+        for j in range(m.ns[dep[0]]):
+            out[j] += t[j]
+        if first:
+            ell = dot4(t, q, m.ns[dep[0]])
+        return ell
+    if nd == 2:  # both marginals in one pass over the matrix
+        R = m.ns[dep[0]]
+        Cc = m.ns[dep[1]]
+        q = qs + m.s_off[dep[0]]
+        q1 = qs + m.s_off[dep[1]]
+        out = qL + m.s_off[dep[1]]
+        for r in range(R):
+            row = t + r * Cc
+            w = q[r]
+            for c in range(Cc):
+                out[c] += w * row[c]
+            part[r] = <float>dot4(row, q1, Cc)
+            ell += <double>part[r] * w
+        out = qL + m.s_off[dep[0]]
+        for r in range(R):
+            out[r] += part[r]
+        return ell if first else 0.0
+    mid = nd // 2
+    R = joint_size(m, dep, mid)
+    Cc = joint_size(m, dep + mid, nd - mid)
+    jq = work + (R if R > Cc else Cc)
+    # leading axes kept: contract the trailing ones out
+    joint_of(m, qs, dep + mid, nd - mid, jq)
+    for r in range(R):
+        part[r] = <float>dot4(t + <long long>r * Cc, jq, Cc)
+    ell = add_marginals(m, part, dep, mid, qs, qL, work + R, first)
+    # trailing axes kept: contract the leading ones out
+    joint_of(m, qs, dep, mid, jq)
+    memset(part, 0, Cc * sizeof(float))
+    for r in range(R):
+        w = jq[r]
+        row = t + <long long>r * Cc
+        for c in range(Cc):
+            part[c] += w * row[c]
+    add_marginals(m, part, dep + mid, nd - mid, qs, qL, work + Cc, 0)
+    return ell
+
+
+cdef inline int vfe_order_differs(const ModelC* m, int g) noexcept nogil:
+    """Whether group ``g``'s parents are unsorted (pymdp's free energy reads them reshaped)."""
+    cdef int d
+    for d in range(m.g_dep_off[g], m.g_dep_off[g + 1]):
+        if m.g_dep[d] != m.g_dep_vfe[d]:
+            return 1
+    return 0
+
+
+cdef double all_marginals(const ModelC* m, const float* ll_all, const float* qs, float* qL,
+                          float* work) noexcept nogil:
+    """qL[f] = sum over groups of E_q[log likelihood] over all factors but f.
+
+    Returns the expected log likelihood of the groups with sorted parents.
+    """
+    cdef int g
+    cdef double ell = 0.0, e
+    memset(qL, 0, m.S * sizeof(float))
+    for g in range(m.ng):
+        e = add_marginals(m, ll_all + m.g_off[g], m.g_dep + m.g_dep_off[g],
+                          m.g_dep_off[g + 1] - m.g_dep_off[g], qs, qL, work, 1)
+        if not vfe_order_differs(m, g):
+            ell += e
+    return ell
+
+
 cdef inline double free_energy(const ModelC* m, const float* qs, const float* logprior,
-                               const float* ll_all, int with_ll, float* buf_a,
+                               const float* ll_all, int with_ll, double ell, float* buf_a,
                                float* buf_b) noexcept nogil:
-    """pymdp's calc_free_energy: sum_f q.(log q - log prior) - E_q[log likelihood]."""
-    cdef int f, i, mm, off
+    """pymdp's calc_free_energy: sum_f q.(log q - log prior) - E_q[log likelihood].
+
+    ``ell`` is the expected log likelihood of the groups with sorted parents
+    (from :func:`all_marginals` on the same ``qs``); the other groups are
+    contracted here.
+    """
+    cdef int f, i, g
     cdef double F = 0.0
     cdef float q
     for f in range(m.nf):
@@ -309,12 +416,14 @@ cdef inline double free_energy(const ModelC* m, const float* qs, const float* lo
             q = qs[m.s_off[f] + i]
             F += q * (logf(q + EPS) - logprior[m.s_off[f] + i])
     if with_ll:
-        for mm in range(m.ng):
-            # pymdp reshapes (not transposes) each log likelihood into sorted factor
-            # order for its stopping rule; reading it the same way stops where it stops
-            F -= contract_except(m, ll_all + m.g_off[mm], m.g_dep_vfe + m.g_dep_off[mm],
-                                 m.g_dep_off[mm + 1] - m.g_dep_off[mm], -1, qs, NULL,
-                                 buf_a, buf_b)
+        F -= ell
+        for g in range(m.ng):
+            if vfe_order_differs(m, g):
+                # pymdp reshapes (not transposes) each log likelihood into sorted factor
+                # order for its stopping rule; reading it the same way stops where it stops
+                F -= contract_except(m, ll_all + m.g_off[g], m.g_dep_vfe + m.g_dep_off[g],
+                                     m.g_dep_off[g + 1] - m.g_dep_off[g], -1, qs, NULL,
+                                     buf_a, buf_b)
     return F
 
 
@@ -374,17 +483,20 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
                         int compute_vfe, float* scratch) noexcept nogil:
     """Fixed-point iteration (pymdp's run_vanilla_fpi_factorized); returns iterations run.
 
-    Scratch needs S + 2 * max_K + max_rows floats.
+    Jacobi sweeps: every factor is updated from the previous iterate, so one
+    call of :func:`all_marginals` per iterate gives every factor's message and,
+    from the same contractions, the expected log likelihood that the free
+    energy of that iterate needs (the stopping rule).
+
+    Scratch needs 2 * S + (max group parents + 1) * max_K floats.
     """
     cdef float* qs_new = scratch
+    cdef float* qL = scratch + m.S
+    cdef float* work = qL + m.S
     cdef float* qs_cur = qs
     cdef float* swap
-    cdef float* buf_a = scratch + m.S
-    cdef float* buf_b = buf_a + m.max_K
-    cdef float* qL = buf_b + m.max_K
-    cdef int f, i, mm, it = 0, pos, d, nd
-    cdef double prev_vfe, vfe
-    cdef const int* dep
+    cdef int f, i, it = 0
+    cdef double prev_vfe = 0.0, vfe, ell
     if m.nf == 1:  # one group: closed form
         for i in range(m.S):
             qs[i] = logprior[i] + ll_all[i]
@@ -393,36 +505,27 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     for f in range(m.nf):
         for i in range(m.ns[f]):
             qs[m.s_off[f] + i] = 1.0 / m.ns[f]
-    prev_vfe = free_energy(m, qs, logprior, ll_all, 0, buf_a, buf_b)
+    if compute_vfe:
+        prev_vfe = free_energy(m, qs, logprior, ll_all, 0, 0.0, NULL, NULL)
+    all_marginals(m, ll_all, qs_cur, qL, work)
     while it < num_iter and (not compute_vfe or dF >= dF_tol):
-        # Jacobi sweep: every factor is updated from the previous iterate (qs_cur)
-        # into qs_new; the two buffers then swap roles
+        for i in range(m.S):
+            qs_new[i] = logprior[i] + qL[i]
         for f in range(m.nf):
-            for i in range(m.ns[f]):
-                qs_new[m.s_off[f] + i] = logprior[m.s_off[f] + i]
-            for mm in range(m.ng):
-                dep = m.g_dep + m.g_dep_off[mm]
-                nd = m.g_dep_off[mm + 1] - m.g_dep_off[mm]
-                pos = -1
-                for d in range(nd):
-                    if dep[d] == f:
-                        pos = d
-                if pos >= 0:
-                    contract_except(m, ll_all + m.g_off[mm], dep, nd, pos, qs_cur, qL, buf_a,
-                                    buf_b)
-                    for i in range(m.ns[f]):
-                        qs_new[m.s_off[f] + i] += qL[i]
             softmax_inplace(qs_new + m.s_off[f], m.ns[f])
         swap = qs_cur
         qs_cur = qs_new
         qs_new = swap
+        it += 1
+        if it == num_iter:  # no further sweep: its messages and free energy are not needed
+            break
+        ell = all_marginals(m, ll_all, qs_cur, qL, work)
         if compute_vfe:
-            vfe = free_energy(m, qs_cur, logprior, ll_all, 1, buf_a, buf_b)
+            vfe = free_energy(m, qs_cur, logprior, ll_all, 1, ell, work, work + m.max_K)
             dF = vfe - prev_vfe
             if dF < 0:
                 dF = -dF
             prev_vfe = vfe
-        it += 1
     if qs_cur != qs:
         memcpy(qs, qs_cur, m.S * sizeof(float))
     return it
@@ -742,8 +845,9 @@ cdef class KModel:
         self.sum_obs = int(np.sum(ints["no"]))
         self.sum_controls = int(np.sum(ints["nc"]))
         T1 = self.c.T + 1
+        max_nd = int(np.max(np.diff(ints["g_dep_off"])))
         self.scratch_size = int(max(
-            sum(ints["a_K"]) + self.c.S * 2 + 2 * self.c.max_K + self.c.max_rows,  # infer_states
+            sum(ints["a_K"]) + self.c.S * 3 + (max_nd + 1) * self.c.max_K,          # infer_states
             T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
             + self.c.T * self.c.red_stride,                                        # infer_policies
         ))

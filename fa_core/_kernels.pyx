@@ -215,16 +215,22 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
     """out[rows] = sum over the listed columns k of M[:, k] * x[k]."""
     cdef int c, k, r, j
     cdef float xk
-    memset(out, 0, M.rows * sizeof(float))
-    for c in range(ncols):
-        k = cols[c]
-        xk = x[k]
-        if M.sparse:
+    cdef double acc
+    cdef const float* row
+    if M.sparse:
+        memset(out, 0, M.rows * sizeof(float))
+        for c in range(ncols):
+            k = cols[c]
+            xk = x[k]
             for j in range(M.indptr[k], M.indptr[k + 1]):
                 out[M.idx[j]] += M.val[j] * xk
-        else:
-            for r in range(M.rows):
-                out[r] += M.val[<long long>r * M.cols + k] * xk
+    else:  # row by row: each row is contiguous
+        for r in range(M.rows):
+            row = M.val + <long long>r * M.cols
+            acc = 0.0
+            for c in range(ncols):
+                acc += row[cols[c]] * x[cols[c]]
+            out[r] = <float>acc
 
 
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
@@ -614,6 +620,69 @@ cdef void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
     H[Kh] = mn
 
 
+cdef struct Pruned:
+    int group       # modality group whose joint states were scanned (-1: none yet)
+    int nk          # kept states, listed first in idx
+    int npr         # pruned states, listed after the kept ones (-1: not listed yet)
+    float mass      # pruned probability: 0 exactly when every pruned state is 0
+
+
+cdef inline void scan_pruned(const float* qx, int K, int* idx, Pruned* pr) noexcept nogil:
+    """List the joint states spm_MDP_G keeps (probability above exp(-16))."""
+    cdef int k
+    cdef float v
+    pr.nk = 0
+    pr.npr = -1
+    pr.mass = 0.0
+    for k in range(K):
+        v = qx[k]
+        if v > PRUNE:
+            idx[pr.nk] = k
+            pr.nk += 1
+        else:
+            pr.mass += v
+
+
+cdef double info_gain(const ModelC* m, int mm, const float* qx, int K, const float* qo,
+                      int* idx, Pruned* pr, float* qo_p) noexcept nogil:
+    """State information gain of modality ``mm`` as spm_MDP_G: joint states ``qx``
+    at or below exp(-16) are left out of both terms.
+
+    ``qo`` holds the outcomes predicted from all joint states; ``idx`` and
+    ``pr`` are :func:`scan_pruned` of ``qx`` (shared by the modalities of a
+    group). The kept states predict the same outcomes when every pruned state
+    has probability 0; otherwise they are summed afresh over the kept states
+    or, when fewer, the pruned states' share is subtracted. ``idx`` needs K
+    ints, ``qo_p`` no[mm] floats.
+    """
+    cdef const Mat* A = &m.mats[m.a_mat[mm]]
+    cdef const float* H = m.a_H[mm]
+    cdef const float* qop = qo
+    cdef int k, o, j
+    cdef double sig = 0.0
+    for j in range(pr.nk):
+        k = idx[j]
+        sig += <double>qx[k] * H[k]
+    if pr.mass != 0.0:
+        qop = qo_p
+        if 2 * pr.nk <= K:
+            mat_cols(A, qx, idx, pr.nk, qo_p)
+        else:
+            if pr.npr < 0:  # list the pruned states after the kept ones
+                pr.npr = 0
+                for k in range(K):
+                    if not qx[k] > PRUNE:
+                        idx[pr.nk + pr.npr] = k
+                        pr.npr += 1
+            mat_cols(A, qx, idx + pr.nk, pr.npr, qo_p)
+            for o in range(m.no[mm]):
+                qo_p[o] = qo[o] - qo_p[o]
+    for o in range(m.no[mm]):
+        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
+            sig -= <double>qop[o] * logf(qop[o] + EPS)
+    return sig
+
+
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                            int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
                            const float* lnC, const float* lnE, float* G, float* q_pi,
@@ -622,22 +691,23 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
 
     ``lnC`` and ``lnE`` are the model's (``m.lnC``, ``m.lnE``) or one agent's own.
 
-    Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf + T * red_stride floats.
+    Scratch needs (T + 1) * S + 3 * max_K + 3 * max_rows + nf + T * red_stride floats.
     """
     cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
     cdef float* joint = qs_pi + (m.T + 1) * m.S
-    cdef int* kept = <int*>(joint + m.max_K)       # max_K ints: joint states kept by SIG
+    cdef float* head = joint + m.max_K               # joint of a modality's policy-dependent head
+    cdef int* kept = <int*>(head + m.max_K)        # max_K ints: joint states kept by SIG
     cdef float* qo = <float*>(kept + m.max_K)
     cdef float* qo_p = qo + m.max_rows
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
     cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
-    cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i, nh, Kh
+    cdef int p, t, f, mm, K, k, o, a, nd, row, i, nh, Kh
     cdef double g, sig
     cdef float* red
     cdef const float* qh
     cdef float mn
     cdef int joint_group    # modality group whose joint `joint` holds (-1: none)
-    cdef const float* qop
+    cdef Pruned pr          # the joint states SIG keeps, for the modalities of pr.group
     cdef const int* pol
     cdef const int* dep
     cdef const Mat* A
@@ -683,37 +753,44 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
             cur = qs_pi + (t + 1) * m.S
             c_predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
             joint_group = -1
+            pr.group = -1
             for mm in range(m.nm):
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
                 A = &m.mats[m.a_mat[mm]]
                 if m.a_ntail[mm] > 0 and not (use_pA and m.wa_mat[mm] >= 0):
-                    # contract only the policy-dependent head with the reduced block,
-                    # unless a joint state could be pruned (then the full path below)
+                    # contract only the policy-dependent head with the reduced block
                     red = reduced + t * m.red_stride + m.a_red_off[mm]
                     nh = nd - m.a_ntail[mm]
                     Kh = m.a_Khead[mm]
                     if nh == 1:
                         qh = cur + m.s_off[dep[0]]
                     else:
-                        joint_of(m, cur, dep, nh, joint)
-                        joint_group = -1
-                        qh = joint
-                    mn = red[m.no[mm] * Kh + Kh]
-                    for i in range(nh):
-                        mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
-                    if not use_sig or mn > PRUNE:
-                        for o in range(m.no[mm]):
-                            qo[o] = <float>dot4(red + o * Kh, qh, Kh)
-                        if use_utility:
-                            g += utility(m, mm, t, qo, lnC)
-                        if use_sig:
+                        joint_of(m, cur, dep, nh, head)
+                        qh = head
+                    for o in range(m.no[mm]):
+                        qo[o] = <float>dot4(red + o * Kh, qh, Kh)
+                    if use_utility:
+                        g += utility(m, mm, t, qo, lnC)
+                    if use_sig:
+                        mn = red[m.no[mm] * Kh + Kh]
+                        for i in range(nh):
+                            mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+                        if mn > PRUNE:  # no joint state is pruned
                             sig = dot4(red + m.no[mm] * Kh, qh, Kh)
                             for o in range(m.no[mm]):
                                 if qo[o] > 0.0:
                                     sig -= <double>qo[o] * logf(qo[o] + EPS)
-                            g += sig
-                        continue
+                        else:  # the joint over all parents, to find the pruned states
+                            if m.a_group[mm] != joint_group:
+                                joint_of(m, cur, dep, nd, joint)
+                                joint_group = m.a_group[mm]
+                            if m.a_group[mm] != pr.group:
+                                scan_pruned(joint, m.a_K[mm], kept, &pr)
+                                pr.group = m.a_group[mm]
+                            sig = info_gain(m, mm, joint, m.a_K[mm], qo, kept, &pr, qo_p)
+                        g += sig
+                    continue
                 if nd == 1:  # the joint is the factor's own marginal: no copy
                     qx = cur + m.s_off[dep[0]]
                     K = m.ns[dep[0]]
@@ -727,22 +804,10 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 if use_utility:
                     g += utility(m, mm, t, qo, lnC)
                 if use_sig:
-                    # spm_MDP_G: joint states at or below exp(-16) are left out
-                    sig = 0.0
-                    nkept = 0
-                    for k in range(K):
-                        if qx[k] > PRUNE:
-                            sig += <double>qx[k] * m.a_H[mm][k]
-                            kept[nkept] = k
-                            nkept += 1
-                    qop = qo
-                    if nkept < K:  # outcomes predicted from the kept joint states only
-                        mat_cols(A, qx, kept, nkept, qo_p)
-                        qop = qo_p
-                    for o in range(m.no[mm]):
-                        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
-                            sig -= <double>qop[o] * logf(qop[o] + EPS)
-                    g += sig
+                    if m.a_group[mm] != pr.group:  # same parents, same joint: same scan
+                        scan_pruned(qx, K, kept, &pr)
+                        pr.group = m.a_group[mm]
+                    g += info_gain(m, mm, qx, K, qo, kept, &pr, qo_p)
                 if use_pA and m.wa_mat[mm] >= 0:
                     g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, qx)
             if use_pB:
@@ -881,7 +946,7 @@ cdef class KModel:
         max_nd = int(np.max(np.diff(ints["g_dep_off"])))
         self.scratch_size = int(max(
             sum(ints["a_K"]) + self.c.S * 3 + (max_nd + 1) * self.c.max_K,          # infer_states
-            T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
+            T1 * self.c.S + 3 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
             + self.c.T * self.c.red_stride,                                        # infer_policies
         ))
 

@@ -172,6 +172,17 @@ cdef inline int joint_of(const ModelC* m, const float* qs, const int* dep,
     """Outer product of the marginals of ``dep`` (C order); returns its size."""
     cdef int K = 1, d, f, n, i, j
     cdef float v
+    cdef const float* q0
+    cdef const float* q1
+    if ndep == 2:  # the common case, written out (same products, no in-place expansion)
+        q0 = qs + m.s_off[dep[0]]
+        q1 = qs + m.s_off[dep[1]]
+        n = m.ns[dep[1]]
+        for i in range(m.ns[dep[0]]):
+            v = q0[i]
+            for j in range(n):
+                out[i * n + j] = v * q1[j]
+        return m.ns[dep[0]] * n
     out[0] = 1.0
     for d in range(ndep):
         f = dep[d]

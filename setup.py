@@ -21,8 +21,12 @@ from setuptools.command.build_ext import build_ext
 
 if sys.platform == "win32":
     compile_args = ["/O2"]
+    libraries = []
 else:
     compile_args = ["-O3"]
+    # link libm explicitly: an extension that leaves expf / logf unversioned binds them
+    # at load time to glibc's oldest versions, wrappers that set errno on every underflow
+    libraries = ["m"]
 
 _OPENMP_PROBE = r"""
 #include <omp.h>
@@ -98,6 +102,7 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
+        libraries=libraries,
     )
     for src in sorted(glob.glob("fa_core/_*.pyx"))
 ]

@@ -27,6 +27,50 @@ from libc.string cimport memset, memcpy
 import numpy as np
 cimport numpy as cnp
 
+cdef extern from *:
+    """
+    /* Dot product of two float vectors with eight independent partial sums. On
+       x86-64 (SSE2 is part of the baseline) they are two SSE registers; else
+       plain C. No -ffast-math: each partial sum keeps its own order. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline double fa_dot(const float* a, const float* x, int n) {
+        __m128 s0 = _mm_setzero_ps(), s1 = _mm_setzero_ps();
+        float t[8], tail = 0.0f;
+        int k = 0;
+        for (; k + 8 <= n; k += 8) {
+            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + k), _mm_loadu_ps(x + k)));
+            s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(a + k + 4), _mm_loadu_ps(x + k + 4)));
+        }
+        if (k + 4 <= n) {
+            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + k), _mm_loadu_ps(x + k)));
+            k += 4;
+        }
+        for (; k < n; k++)
+            tail += a[k] * x[k];
+        _mm_storeu_ps(t, s0);
+        _mm_storeu_ps(t + 4, s1);
+        return (((double)t[0] + t[4]) + ((double)t[1] + t[5]))
+             + (((double)t[2] + t[6]) + ((double)t[3] + t[7])) + tail;
+    }
+    #else
+    static inline double fa_dot(const float* a, const float* x, int n) {
+        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0f;
+        int k = 0, l;
+        for (; k + 8 <= n; k += 8)
+            for (l = 0; l < 8; l++)
+                s[l] += a[k + l] * x[k + l];
+        for (; k < n; k++)
+            tail += a[k] * x[k];
+        return (((double)s[0] + s[4]) + ((double)s[1] + s[5]))
+             + (((double)s[2] + s[6]) + ((double)s[3] + s[7])) + tail;
+    }
+    #endif
+    """
+    double fa_dot(const float* a, const float* x, int n) noexcept nogil
+
+
+
 cnp.import_array()
 
 # pymdp's epsilons: spm_log adds 1e-16, spm_MDP_G adds exp(-16) inside the
@@ -129,6 +173,17 @@ cdef inline int joint_of(const ModelC* m, const float* qs, const int* dep,
     """Outer product of the marginals of ``dep`` (C order); returns its size."""
     cdef int K = 1, d, f, n, i, j
     cdef float v
+    cdef const float* q0
+    cdef const float* q1
+    if ndep == 2:  # the common case, written out (same products, no in-place expansion)
+        q0 = qs + m.s_off[dep[0]]
+        q1 = qs + m.s_off[dep[1]]
+        n = m.ns[dep[1]]
+        for i in range(m.ns[dep[0]]):
+            v = q0[i]
+            for j in range(n):
+                out[i * n + j] = v * q1[j]
+        return m.ns[dep[0]] * n
     out[0] = 1.0
     for d in range(ndep):
         f = dep[d]
@@ -143,19 +198,8 @@ cdef inline int joint_of(const ModelC* m, const float* qs, const int* dep,
 
 
 cdef inline double dot4(const float* a, const float* x, int n) noexcept nogil:
-    """Dot product with four independent partial sums (no -ffast-math needed to pipeline)."""
-    cdef int k = 0
-    cdef float s0 = 0, s1 = 0, s2 = 0, s3 = 0
-    while k + 4 <= n:
-        s0 += a[k] * x[k]
-        s1 += a[k + 1] * x[k + 1]
-        s2 += a[k + 2] * x[k + 2]
-        s3 += a[k + 3] * x[k + 3]
-        k += 4
-    while k < n:
-        s0 += a[k] * x[k]
-        k += 1
-    return (<double>s0 + s1) + (<double>s2 + s3)
+    """Dot product: float partial sums (eight, in SSE lanes on x86-64), summed in double."""
+    return fa_dot(a, x, n)
 
 
 cdef inline void mat_vec(const Mat* M, const float* x, float* out) noexcept nogil:
@@ -183,16 +227,22 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
     """out[rows] = sum over the listed columns k of M[:, k] * x[k]."""
     cdef int c, k, r, j
     cdef float xk
-    memset(out, 0, M.rows * sizeof(float))
-    for c in range(ncols):
-        k = cols[c]
-        xk = x[k]
-        if M.sparse:
+    cdef double acc
+    cdef const float* row
+    if M.sparse:
+        memset(out, 0, M.rows * sizeof(float))
+        for c in range(ncols):
+            k = cols[c]
+            xk = x[k]
             for j in range(M.indptr[k], M.indptr[k + 1]):
                 out[M.idx[j]] += M.val[j] * xk
-        else:
-            for r in range(M.rows):
-                out[r] += M.val[<long long>r * M.cols + k] * xk
+    else:  # row by row: each row is contiguous
+        for r in range(M.rows):
+            row = M.val + <long long>r * M.cols
+            acc = 0.0
+            for c in range(ncols):
+                acc += row[cols[c]] * x[cols[c]]
+            out[r] = <float>acc
 
 
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
@@ -303,11 +353,118 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
     return 0.0
 
 
+cdef inline int joint_size(const ModelC* m, const int* dep, int ndep) noexcept nogil:
+    cdef int d, K = 1
+    for d in range(ndep):
+        K *= m.ns[dep[d]]
+    return K
+
+
+cdef double add_marginals(const ModelC* m, const float* t, const int* dep, int nd,
+                          const float* qs, float* qL, float* work, int first) noexcept nogil:
+    """Add to ``qL`` (flat over factors) the contraction of ``t`` over all axes but each one.
+
+    ``t`` has axes ``dep`` (C order). Divide and conquer: the leading half of the
+    axes is kept by contracting the trailing half out (a dot product per row),
+    the trailing half by contracting the leading half out (a weighted sum of
+    rows), and each half recurses; so every marginal shares the first, largest
+    contraction, which costs about twice the tensor size in all, instead of
+    once per axis. When ``first`` is set, returns the full contraction
+    ``E_q[t]``, read off the first axis's marginal; else 0.
+
+    ``work`` needs nd * (size of t) floats.
+    """
+    cdef int mid, r, c, R, Cc, j
+    cdef float* part = work
+    cdef float* jq
+    cdef const float* row
+    cdef const float* q
+    cdef const float* q1
+    cdef float* out
+    cdef float w
+    cdef double ell = 0.0
+    if nd == 1:
+        q = qs + m.s_off[dep[0]]
+        out = qL + m.s_off[dep[0]]
+        for j in range(m.ns[dep[0]]):
+            out[j] += t[j]
+        if first:
+            ell = dot4(t, q, m.ns[dep[0]])
+        return ell
+    if nd == 2:  # both marginals in one pass over the matrix
+        R = m.ns[dep[0]]
+        Cc = m.ns[dep[1]]
+        q = qs + m.s_off[dep[0]]
+        q1 = qs + m.s_off[dep[1]]
+        out = qL + m.s_off[dep[1]]
+        for r in range(R):
+            row = t + r * Cc
+            w = q[r]
+            for c in range(Cc):
+                out[c] += w * row[c]
+            part[r] = <float>dot4(row, q1, Cc)
+            ell += <double>part[r] * w
+        out = qL + m.s_off[dep[0]]
+        for r in range(R):
+            out[r] += part[r]
+        return ell if first else 0.0
+    mid = nd // 2
+    R = joint_size(m, dep, mid)
+    Cc = joint_size(m, dep + mid, nd - mid)
+    jq = work + (R if R > Cc else Cc)
+    # leading axes kept: contract the trailing ones out
+    joint_of(m, qs, dep + mid, nd - mid, jq)
+    for r in range(R):
+        part[r] = <float>dot4(t + <long long>r * Cc, jq, Cc)
+    ell = add_marginals(m, part, dep, mid, qs, qL, work + R, first)
+    # trailing axes kept: contract the leading ones out
+    joint_of(m, qs, dep, mid, jq)
+    memset(part, 0, Cc * sizeof(float))
+    for r in range(R):
+        w = jq[r]
+        row = t + <long long>r * Cc
+        for c in range(Cc):
+            part[c] += w * row[c]
+    add_marginals(m, part, dep + mid, nd - mid, qs, qL, work + Cc, 0)
+    return ell
+
+
+cdef inline int vfe_order_differs(const ModelC* m, int g) noexcept nogil:
+    """Whether group ``g``'s parents are unsorted (pymdp's free energy reads them reshaped)."""
+    cdef int d
+    for d in range(m.g_dep_off[g], m.g_dep_off[g + 1]):
+        if m.g_dep[d] != m.g_dep_vfe[d]:
+            return 1
+    return 0
+
+
+cdef double all_marginals(const ModelC* m, const float* ll_all, const float* qs, float* qL,
+                          float* work) noexcept nogil:
+    """qL[f] = sum over groups of E_q[log likelihood] over all factors but f.
+
+    Returns the expected log likelihood of the groups with sorted parents.
+    """
+    cdef int g
+    cdef double ell = 0.0, e
+    memset(qL, 0, m.S * sizeof(float))
+    for g in range(m.ng):
+        e = add_marginals(m, ll_all + m.g_off[g], m.g_dep + m.g_dep_off[g],
+                          m.g_dep_off[g + 1] - m.g_dep_off[g], qs, qL, work, 1)
+        if not vfe_order_differs(m, g):
+            ell += e
+    return ell
+
+
 cdef inline double free_energy(const ModelC* m, const float* qs, const float* logprior,
-                               const float* ll_all, int with_ll, float* buf_a,
+                               const float* ll_all, int with_ll, double ell, float* buf_a,
                                float* buf_b) noexcept nogil:
-    """pymdp's calc_free_energy: sum_f q.(log q - log prior) - E_q[log likelihood]."""
-    cdef int f, i, mm, off
+    """pymdp's calc_free_energy: sum_f q.(log q - log prior) - E_q[log likelihood].
+
+    ``ell`` is the expected log likelihood of the groups with sorted parents
+    (from :func:`all_marginals` on the same ``qs``); the other groups are
+    contracted here.
+    """
+    cdef int f, i, g
     cdef double F = 0.0
     cdef float q
     for f in range(m.nf):
@@ -315,12 +472,14 @@ cdef inline double free_energy(const ModelC* m, const float* qs, const float* lo
             q = qs[m.s_off[f] + i]
             F += q * (logf(q + EPS) - logprior[m.s_off[f] + i])
     if with_ll:
-        for mm in range(m.ng):
-            # pymdp reshapes (not transposes) each log likelihood into sorted factor
-            # order for its stopping rule; reading it the same way stops where it stops
-            F -= contract_except(m, ll_all + m.g_off[mm], m.g_dep_vfe + m.g_dep_off[mm],
-                                 m.g_dep_off[mm + 1] - m.g_dep_off[mm], -1, qs, NULL,
-                                 buf_a, buf_b)
+        F -= ell
+        for g in range(m.ng):
+            if vfe_order_differs(m, g):
+                # pymdp reshapes (not transposes) each log likelihood into sorted factor
+                # order for its stopping rule; reading it the same way stops where it stops
+                F -= contract_except(m, ll_all + m.g_off[g], m.g_dep_vfe + m.g_dep_off[g],
+                                     m.g_dep_off[g + 1] - m.g_dep_off[g], -1, qs, NULL,
+                                     buf_a, buf_b)
     return F
 
 
@@ -380,17 +539,20 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
                         int compute_vfe, float* scratch) noexcept nogil:
     """Fixed-point iteration (pymdp's run_vanilla_fpi_factorized); returns iterations run.
 
-    Scratch needs S + 2 * max_K + max_rows floats.
+    Jacobi sweeps: every factor is updated from the previous iterate, so one
+    call of :func:`all_marginals` per iterate gives every factor's message and,
+    from the same contractions, the expected log likelihood that the free
+    energy of that iterate needs (the stopping rule).
+
+    Scratch needs 2 * S + (max group parents + 1) * max_K floats.
     """
     cdef float* qs_new = scratch
+    cdef float* qL = scratch + m.S
+    cdef float* work = qL + m.S
     cdef float* qs_cur = qs
     cdef float* swap
-    cdef float* buf_a = scratch + m.S
-    cdef float* buf_b = buf_a + m.max_K
-    cdef float* qL = buf_b + m.max_K
-    cdef int f, i, mm, it = 0, pos, d, nd
-    cdef double prev_vfe, vfe
-    cdef const int* dep
+    cdef int f, i, it = 0
+    cdef double prev_vfe = 0.0, vfe, ell
     if m.nf == 1:  # one group: closed form
         for i in range(m.S):
             qs[i] = logprior[i] + ll_all[i]
@@ -399,36 +561,27 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     for f in range(m.nf):
         for i in range(m.ns[f]):
             qs[m.s_off[f] + i] = 1.0 / m.ns[f]
-    prev_vfe = free_energy(m, qs, logprior, ll_all, 0, buf_a, buf_b)
+    if compute_vfe:
+        prev_vfe = free_energy(m, qs, logprior, ll_all, 0, 0.0, NULL, NULL)
+    all_marginals(m, ll_all, qs_cur, qL, work)
     while it < num_iter and (not compute_vfe or dF >= dF_tol):
-        # Jacobi sweep: every factor is updated from the previous iterate (qs_cur)
-        # into qs_new; the two buffers then swap roles
+        for i in range(m.S):
+            qs_new[i] = logprior[i] + qL[i]
         for f in range(m.nf):
-            for i in range(m.ns[f]):
-                qs_new[m.s_off[f] + i] = logprior[m.s_off[f] + i]
-            for mm in range(m.ng):
-                dep = m.g_dep + m.g_dep_off[mm]
-                nd = m.g_dep_off[mm + 1] - m.g_dep_off[mm]
-                pos = -1
-                for d in range(nd):
-                    if dep[d] == f:
-                        pos = d
-                if pos >= 0:
-                    contract_except(m, ll_all + m.g_off[mm], dep, nd, pos, qs_cur, qL, buf_a,
-                                    buf_b)
-                    for i in range(m.ns[f]):
-                        qs_new[m.s_off[f] + i] += qL[i]
             softmax_inplace(qs_new + m.s_off[f], m.ns[f])
         swap = qs_cur
         qs_cur = qs_new
         qs_new = swap
+        it += 1
+        if it == num_iter:  # no further sweep: its messages and free energy are not needed
+            break
+        ell = all_marginals(m, ll_all, qs_cur, qL, work)
         if compute_vfe:
-            vfe = free_energy(m, qs_cur, logprior, ll_all, 1, buf_a, buf_b)
+            vfe = free_energy(m, qs_cur, logprior, ll_all, 1, ell, work, work + m.max_K)
             dF = vfe - prev_vfe
             if dF < 0:
                 dF = -dF
             prev_vfe = vfe
-        it += 1
     if qs_cur != qs:
         memcpy(qs, qs_cur, m.S * sizeof(float))
     return it
@@ -484,6 +637,69 @@ cdef void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
     H[Kh] = mn
 
 
+cdef struct Pruned:
+    int group       # modality group whose joint states were scanned (-1: none yet)
+    int nk          # kept states, listed first in idx
+    int npr         # pruned states, listed after the kept ones (-1: not listed yet)
+    float mass      # pruned probability: 0 exactly when every pruned state is 0
+
+
+cdef inline void scan_pruned(const float* qx, int K, int* idx, Pruned* pr) noexcept nogil:
+    """List the joint states spm_MDP_G keeps (probability above exp(-16))."""
+    cdef int k
+    cdef float v
+    pr.nk = 0
+    pr.npr = -1
+    pr.mass = 0.0
+    for k in range(K):
+        v = qx[k]
+        if v > PRUNE:
+            idx[pr.nk] = k
+            pr.nk += 1
+        else:
+            pr.mass += v
+
+
+cdef double info_gain(const ModelC* m, int mm, const float* qx, int K, const float* qo,
+                      int* idx, Pruned* pr, float* qo_p) noexcept nogil:
+    """State information gain of modality ``mm`` as spm_MDP_G: joint states ``qx``
+    at or below exp(-16) are left out of both terms.
+
+    ``qo`` holds the outcomes predicted from all joint states; ``idx`` and
+    ``pr`` are :func:`scan_pruned` of ``qx`` (shared by the modalities of a
+    group). The kept states predict the same outcomes when every pruned state
+    has probability 0; otherwise they are summed afresh over the kept states
+    or, when fewer, the pruned states' share is subtracted. ``idx`` needs K
+    ints, ``qo_p`` no[mm] floats.
+    """
+    cdef const Mat* A = &m.mats[m.a_mat[mm]]
+    cdef const float* H = m.a_H[mm]
+    cdef const float* qop = qo
+    cdef int k, o, j
+    cdef double sig = 0.0
+    for j in range(pr.nk):
+        k = idx[j]
+        sig += <double>qx[k] * H[k]
+    if pr.mass != 0.0:
+        qop = qo_p
+        if 2 * pr.nk <= K:
+            mat_cols(A, qx, idx, pr.nk, qo_p)
+        else:
+            if pr.npr < 0:  # list the pruned states after the kept ones
+                pr.npr = 0
+                for k in range(K):
+                    if not qx[k] > PRUNE:
+                        idx[pr.nk + pr.npr] = k
+                        pr.npr += 1
+            mat_cols(A, qx, idx + pr.nk, pr.npr, qo_p)
+            for o in range(m.no[mm]):
+                qo_p[o] = qo[o] - qo_p[o]
+    for o in range(m.no[mm]):
+        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
+            sig -= <double>qop[o] * logf(qop[o] + EPS)
+    return sig
+
+
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                            int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
                            const float* lnC, const float* lnE, float* G, float* q_pi,
@@ -492,22 +708,23 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
 
     ``lnC`` and ``lnE`` are the model's (``m.lnC``, ``m.lnE``) or one agent's own.
 
-    Scratch needs (T + 1) * S + 2 * max_K + 3 * max_rows + nf + T * red_stride floats.
+    Scratch needs (T + 1) * S + 3 * max_K + 3 * max_rows + nf + T * red_stride floats.
     """
     cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
     cdef float* joint = qs_pi + (m.T + 1) * m.S
-    cdef int* kept = <int*>(joint + m.max_K)       # max_K ints: joint states kept by SIG
+    cdef float* head = joint + m.max_K               # joint of a modality's policy-dependent head
+    cdef int* kept = <int*>(head + m.max_K)        # max_K ints: joint states kept by SIG
     cdef float* qo = <float*>(kept + m.max_K)
     cdef float* qo_p = qo + m.max_rows
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
     cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
-    cdef int p, t, f, mm, K, k, o, a, nd, nkept, row, i, nh, Kh
+    cdef int p, t, f, mm, K, k, o, a, nd, row, i, nh, Kh
     cdef double g, sig
     cdef float* red
     cdef const float* qh
     cdef float mn
     cdef int joint_group    # modality group whose joint `joint` holds (-1: none)
-    cdef const float* qop
+    cdef Pruned pr          # the joint states SIG keeps, for the modalities of pr.group
     cdef const int* pol
     cdef const int* dep
     cdef const Mat* A
@@ -553,37 +770,44 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
             cur = qs_pi + (t + 1) * m.S
             c_predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
             joint_group = -1
+            pr.group = -1
             for mm in range(m.nm):
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
                 A = &m.mats[m.a_mat[mm]]
                 if m.a_ntail[mm] > 0 and not (use_pA and m.wa_mat[mm] >= 0):
-                    # contract only the policy-dependent head with the reduced block,
-                    # unless a joint state could be pruned (then the full path below)
+                    # contract only the policy-dependent head with the reduced block
                     red = reduced + t * m.red_stride + m.a_red_off[mm]
                     nh = nd - m.a_ntail[mm]
                     Kh = m.a_Khead[mm]
                     if nh == 1:
                         qh = cur + m.s_off[dep[0]]
                     else:
-                        joint_of(m, cur, dep, nh, joint)
-                        joint_group = -1
-                        qh = joint
-                    mn = red[m.no[mm] * Kh + Kh]
-                    for i in range(nh):
-                        mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
-                    if not use_sig or mn > PRUNE:
-                        for o in range(m.no[mm]):
-                            qo[o] = <float>dot4(red + o * Kh, qh, Kh)
-                        if use_utility:
-                            g += utility(m, mm, t, qo, lnC)
-                        if use_sig:
+                        joint_of(m, cur, dep, nh, head)
+                        qh = head
+                    for o in range(m.no[mm]):
+                        qo[o] = <float>dot4(red + o * Kh, qh, Kh)
+                    if use_utility:
+                        g += utility(m, mm, t, qo, lnC)
+                    if use_sig:
+                        mn = red[m.no[mm] * Kh + Kh]
+                        for i in range(nh):
+                            mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+                        if mn > PRUNE:  # no joint state is pruned
                             sig = dot4(red + m.no[mm] * Kh, qh, Kh)
                             for o in range(m.no[mm]):
                                 if qo[o] > 0.0:
                                     sig -= <double>qo[o] * logf(qo[o] + EPS)
-                            g += sig
-                        continue
+                        else:  # the joint over all parents, to find the pruned states
+                            if m.a_group[mm] != joint_group:
+                                joint_of(m, cur, dep, nd, joint)
+                                joint_group = m.a_group[mm]
+                            if m.a_group[mm] != pr.group:
+                                scan_pruned(joint, m.a_K[mm], kept, &pr)
+                                pr.group = m.a_group[mm]
+                            sig = info_gain(m, mm, joint, m.a_K[mm], qo, kept, &pr, qo_p)
+                        g += sig
+                    continue
                 if nd == 1:  # the joint is the factor's own marginal: no copy
                     qx = cur + m.s_off[dep[0]]
                     K = m.ns[dep[0]]
@@ -597,22 +821,10 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 if use_utility:
                     g += utility(m, mm, t, qo, lnC)
                 if use_sig:
-                    # spm_MDP_G: joint states at or below exp(-16) are left out
-                    sig = 0.0
-                    nkept = 0
-                    for k in range(K):
-                        if qx[k] > PRUNE:
-                            sig += <double>qx[k] * m.a_H[mm][k]
-                            kept[nkept] = k
-                            nkept += 1
-                    qop = qo
-                    if nkept < K:  # outcomes predicted from the kept joint states only
-                        mat_cols(A, qx, kept, nkept, qo_p)
-                        qop = qo_p
-                    for o in range(m.no[mm]):
-                        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
-                            sig -= <double>qop[o] * logf(qop[o] + EPS)
-                    g += sig
+                    if m.a_group[mm] != pr.group:  # same parents, same joint: same scan
+                        scan_pruned(qx, K, kept, &pr)
+                        pr.group = m.a_group[mm]
+                    g += info_gain(m, mm, qx, K, qo, kept, &pr, qo_p)
                 if use_pA and m.wa_mat[mm] >= 0:
                     g -= mat_quad(&m.mats[m.wa_mat[mm]], qo, qx)
             if use_pB:
@@ -728,9 +940,10 @@ cdef class KModel:
         self.sum_obs = int(np.sum(ints["no"]))
         self.sum_controls = int(np.sum(ints["nc"]))
         T1 = self.c.T + 1
+        max_nd = int(np.max(np.diff(ints["g_dep_off"])))
         self.scratch_size = int(max(
-            sum(ints["a_K"]) + self.c.S * 2 + 2 * self.c.max_K + self.c.max_rows,  # infer_states
-            T1 * self.c.S + 2 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
+            sum(ints["a_K"]) + self.c.S * 3 + (max_nd + 1) * self.c.max_K,          # infer_states
+            T1 * self.c.S + 3 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
             + self.c.T * self.c.red_stride,                                        # infer_policies
         ))
 

@@ -932,5 +932,29 @@ def test_seed_none_uses_global_rng(FaAgent):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-# --- Not implemented ----------------------------------------------------------------
+# --- Pruned joint states in the information gain ------------------------------------
 
+@pytest.mark.parametrize("beliefs", ["few-kept", "many-kept", "zero-pruned"])
+def test_state_info_gain_pruning(beliefs, RefAgent, FaAgent):
+    """spm_MDP_G leaves joint states at or below exp(-16) out of the information gain.
+
+    Identity transitions keep the set beliefs through the policy roll-out, so
+    the pruned joint states are tiny but nonzero (the kept states are summed
+    afresh when few, the pruned share subtracted when many) or exactly zero;
+    one modality reads a policy-invariant tail (factor 2, 64 joint states:
+    the reduced path), one does not.
+    """
+    rng = np.random.default_rng(7)
+    ns, nc = [4, 4, 4], [2, 2, 1]
+    A = obj_array([np.moveaxis(rng.dirichlet(np.ones(3), size=(4, 4, 4)), -1, 0),
+                   np.moveaxis(rng.dirichlet(np.ones(2), size=(4, 4)), -1, 0)])
+    B = obj_array([np.repeat(np.eye(n)[:, :, None], c, axis=2) for n, c in zip(ns, nc)])
+    C = obj_array([rng.normal(size=3), rng.normal(size=2)])
+    tiny, rest = 1e-8, (1 - 1e-8) / 3
+    init = {"few-kept": [[1 - 3 * tiny, tiny, tiny, tiny]] * 2 + [[0.25] * 4],
+            "many-kept": [[tiny, rest, rest, rest], [0.25] * 4, [0.25] * 4],
+            "zero-pruned": [[0.0, 1 / 3, 1 / 3, 1 / 3], [0.25] * 4, [0.25] * 4]}[beliefs]
+    pair = Pair(RefAgent, FaAgent, A=A, B=B, C=C, A_factor_list=[[0, 1, 2], [0, 1]])
+    for agent in (pair.ref, pair.fa):
+        agent.reset(init_qs=obj_array([np.array(q) for q in init]))
+    pair.infer_policies()

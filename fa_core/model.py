@@ -190,7 +190,7 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
         a2 = _normalise(p2)
         spec = _mat_spec(a2, sparse, with_log=likelihood)
         wspec = _mat_spec(_spm_wnorm(p2), sparse, False, like=spec)
-        h = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0) if likelihood else None
+        h = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0).astype(np.float32) if likelihood else None
         return spec, wspec, h
     return dict(like, val=val, logval=logval), dict(like, val=wval, logval=None), col_H
 
@@ -309,7 +309,7 @@ class GenerativeModel:
         for m, a in enumerate(A):
             a2 = a.reshape(a.shape[0], -1)
             self._A_specs.append(_mat_spec(a2, self.sparse, with_log=True))
-            self._a_H.append((a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0))
+            self._a_H.append((a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0).astype(np.float32))
             self._wA_specs.append(None if self._pA is None else
                                   _mat_spec(_spm_wnorm(self._pA[m]).reshape(a2.shape),
                                             self.sparse, with_log=False))

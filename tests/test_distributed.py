@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -44,6 +45,19 @@ def ray_cluster():
     yield
     if started:
         ray.shutdown()
+
+
+def kill(actor, timeout=60.0):
+    """``ray.kill`` an actor and wait until calls to it fail: the kill lands asynchronously."""
+    ray.kill(actor)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.get.remote("n_agents"), timeout=timeout)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"actor still answers {timeout} s after ray.kill")
 
 
 @pytest.fixture
@@ -160,7 +174,7 @@ def test_killed_shard_is_reported_and_run_resumes_from_checkpoint(sharded):
     sp.checkpoint()
     saved_env = copy.deepcopy(env)
     history += run(sp, env, 1)  # progress after the checkpoint is lost with the shard
-    ray.kill(sp.actors[1])
+    kill(sp.actors[1])
     with pytest.raises(ShardLostError, match=r"lost shard\(s\) \[1\]") as err:
         sp.step(env.obs)
     assert err.value.shards == [1]
@@ -178,9 +192,7 @@ def test_every_lost_shard_is_named(sharded):
     sp = sharded(gm, N_AGENTS, n_shards=3, seed=0)
     obs = Env(gm, N_AGENTS, 0).observe()
     for s in (0, 2):
-        ray.kill(sp.actors[s])
-        with pytest.raises(ray.exceptions.RayActorError):  # the kill has landed
-            ray.get(sp.actors[s].get.remote("n_agents"))
+        kill(sp.actors[s])
     with pytest.raises(ShardLostError, match=r"\[0, 2\]") as err:
         sp.step(obs)
     assert err.value.shards == [0, 2]

@@ -27,6 +27,11 @@ class KModel:
         I: tuple[npt.ArrayLike, npt.ArrayLike] | None,
         ii_depth: int,
     ) -> None: ...
+    def with_changes(
+        self,
+        mats: dict[int, dict[str, Any]],
+        a_H: dict[int, npt.ArrayLike],
+    ) -> KModel: ...
     @property
     def nbytes(self) -> int: ...
 
@@ -56,3 +61,7 @@ def dirichlet_add(
     counts: npt.NDArray[np.float64], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
     lr: float, stride: int, offset: int,
 ) -> None: ...
+def pack_counts(
+    p: npt.NDArray[np.float64], indptr: I32 | None, idx: I32 | None, val: F32,
+    logval: F32 | None, col_H: F32 | None, wval: F32 | None, work: npt.NDArray[np.float64],
+) -> int: ...

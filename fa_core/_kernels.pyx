@@ -1001,12 +1001,12 @@ cdef class KModel:
         self._I_keep = keep
         return 0
 
-    def with_changes(self, dict mats, dict a_H, object I=False):
+    def with_changes(self, dict mats, dict a_H):
         """This model with some matrices replaced, in O(changes): what learning needs.
 
         ``mats`` maps a matrix index to its new spec (same shape), ``a_H`` a
-        modality to its new column entropies, and ``I`` (when not False) gives
-        the new inductive arrays. Everything else is shared with this model.
+        modality to its new column entropies. Everything else is shared with
+        this model.
         """
         cdef KModel new = KModel.__new__(KModel)
         cdef int i
@@ -1030,8 +1030,6 @@ cdef class KModel:
             if not 0 <= i < self.c.nm:
                 raise IndexError(f"modality index {i} out of range")
             new._set_aH(i, h)
-        if I is not False:
-            new._set_I(I, self.c.ii_depth)
         return new
 
     def __dealloc__(self):

@@ -15,6 +15,7 @@ class KModel:
     sum_obs: int
     sum_controls: int
     lnC_size: int
+    blocked: bool  # populations evaluate policies eight agents at a time
     s_off: npt.NDArray[np.intp]
     def __init__(
         self,

@@ -80,6 +80,13 @@ cdef double EPS_D = 1e-16
 cdef float LOG_EPS = -36.841361487904734  # log(1e-16)
 cdef float PRUNE = 1.1253517471925912e-07  # exp(-16)
 
+# Populations of small models evaluate policies for BL agents at a time, agents
+# innermost (see c_infer_policies_block); models whose joint parent states exceed
+# BLOCK_MAX_K gain nothing from it and keep the per-agent kernel.
+cdef enum:
+    BL = 8
+    BLOCK_MAX_K = 64
+
 
 cdef struct Mat:
     int rows
@@ -90,6 +97,8 @@ cdef struct Mat:
     float* logval   # log(val + 1e-16), same layout; NULL when not needed
     int* indptr     # sparse only: cols + 1
     int* idx        # sparse only: row of each stored value
+    int* rptr       # onehot in a blocked model: the columns of row r are rcol[rptr[r]:rptr[r+1]]
+    int* rcol       # (mat_vec_bl gathers rows: no zeroing pass, fewer stores than a scatter)
 
 
 cdef struct ModelC:
@@ -846,6 +855,184 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     softmax_inplace(q_pi, m.n_pol)
 
 
+# ---------------------------------------------------------------------------
+# Policies of BL agents at once (populations of small models)
+#
+# Per-agent loops over a small model are short (2-8 states) and branchy, so a
+# step is bound by loop and call overhead, not arithmetic. Here every vector
+# holds BL agents, agent innermost (x[i * BL + b]): the model's loops run once
+# per block and the inner loops over agents are straight and vectorisable.
+# Same quantities as c_infer_policies (whose policy-invariant tail contraction
+# only pays off on large models); sums run in a different order, so results
+# agree to float32 rounding.
+# ---------------------------------------------------------------------------
+
+cdef inline void joint_of_bl(const ModelC* m, const float* qs, const int* dep, int ndep,
+                             float* out) noexcept nogil:
+    """:func:`joint_of` for BL agents: ``qs`` is (S, BL), ``out`` (K, BL)."""
+    cdef int K = 1, d, n, i, j, b
+    cdef const float* q
+    cdef float v[BL]
+    for b in range(BL):
+        out[b] = 1.0
+    for d in range(ndep):
+        n = m.ns[dep[d]]
+        q = qs + m.s_off[dep[d]] * BL
+        for i in range(K - 1, -1, -1):  # in place from the back, as joint_of
+            for b in range(BL):
+                v[b] = out[i * BL + b]
+            for j in range(n):
+                for b in range(BL):
+                    out[(i * n + j) * BL + b] = v[b] * q[j * BL + b]
+        K *= n
+
+
+cdef inline void mat_vec_bl(const Mat* M, const float* x, float* out) noexcept nogil:
+    """:func:`mat_vec` for BL agents: ``x`` is (cols, BL), ``out`` (rows, BL).
+
+    Rows are summed in double (one-hot ones gathered through ``rptr``); other
+    sparse matrices scatter their columns, BL agents at a time.
+    """
+    cdef int k, r, j, b
+    cdef float a
+    cdef double acc[BL]
+    if M.sparse and not M.onehot:
+        for r in range(M.rows * BL):
+            out[r] = 0.0
+        for k in range(M.cols):
+            for j in range(M.indptr[k], M.indptr[k + 1]):
+                a = M.val[j]
+                r = M.idx[j]
+                for b in range(BL):
+                    out[r * BL + b] += a * x[k * BL + b]
+        return
+    for r in range(M.rows):
+        for b in range(BL):
+            acc[b] = 0.0
+        if M.onehot:
+            for j in range(M.rptr[r], M.rptr[r + 1]):
+                k = M.rcol[j]
+                a = M.val[k]
+                for b in range(BL):
+                    acc[b] += a * x[k * BL + b]
+        else:
+            for k in range(M.cols):
+                a = M.val[<long long>r * M.cols + k]
+                for b in range(BL):
+                    acc[b] += a * x[k * BL + b]
+        for b in range(BL):
+            out[r * BL + b] = <float>acc[b]
+
+
+cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const float* gamma,
+                                 int use_utility, int use_sig, const float* lnC, int lnC_stride,
+                                 const float* lnE, int lnE_stride, float* G, float* q_pi,
+                                 float* scratch) noexcept nogil:
+    """:func:`c_infer_policies` for ``nb`` <= BL consecutive agents (no parameter
+    information gain, no inductive cost).
+
+    ``qs``, ``G``, ``q_pi`` and ``gamma`` point at the first agent's rows; ``lnC``
+    and ``lnE`` too, with a stride of 0 when the agents share the model's.
+    Scratch needs (T + 1) * S * BL + 3 * max_K * BL + 2 * max_rows * BL floats.
+    """
+    cdef float* qs_pi = scratch                          # (T + 1, S, BL)
+    cdef float* bj = qs_pi + (m.T + 1) * m.S * BL        # joint of a factor's B parents
+    cdef float* qx = bj + m.max_K * BL                   # joint of a modality's parents
+    cdef float* xm = qx + m.max_K * BL                   # qx without the pruned states
+    cdef float* qo = xm + m.max_K * BL
+    cdef float* qok = qo + m.max_rows * BL
+    cdef double g[BL]
+    cdef double sig[BL]
+    cdef float mass[BL]
+    cdef const float* lnc[BL]
+    cdef const float* prev
+    cdef float* cur
+    cdef const float* x
+    cdef const float* H
+    cdef const int* pol
+    cdef const int* dep
+    cdef const Mat* A
+    cdef int p, t, f, mm, b, i, k, o, nd, K, group, pruned
+    cdef float v
+    # agents' rows into columns; lanes past nb repeat agent 0 (computed, not stored)
+    for b in range(BL):
+        for i in range(m.S):
+            qs_pi[i * BL + b] = qs[(b if b < nb else 0) * m.S + i]
+        lnc[b] = lnC + (b if b < nb else 0) * lnC_stride
+    for p in range(m.n_pol):
+        pol = m.policies + p * m.T * m.nf
+        for b in range(BL):
+            g[b] = 0.0
+        for t in range(m.T):
+            prev = qs_pi + t * m.S * BL
+            cur = qs_pi + (t + 1) * m.S * BL
+            for f in range(m.nf):
+                dep = m.b_dep + m.b_dep_off[f]
+                nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
+                if nd == 1:
+                    x = prev + m.s_off[dep[0]] * BL
+                else:
+                    joint_of_bl(m, prev, dep, nd, bj)
+                    x = bj
+                mat_vec_bl(&m.mats[m.b_mat[f] + pol[t * m.nf + f]], x, cur + m.s_off[f] * BL)
+            group = -1
+            pruned = 0
+            for mm in range(m.nm):
+                dep = m.a_dep + m.a_dep_off[mm]
+                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+                A = &m.mats[m.a_mat[mm]]
+                K = m.a_K[mm]
+                if m.a_group[mm] != group:  # modalities with the same parents share these
+                    group = m.a_group[mm]
+                    if nd == 1:
+                        x = cur + m.s_off[dep[0]] * BL
+                    else:
+                        joint_of_bl(m, cur, dep, nd, qx)
+                        x = qx
+                    if use_sig:  # spm_MDP_G leaves out joint states at or below exp(-16)
+                        pruned = 0
+                        for b in range(BL):
+                            mass[b] = 0.0
+                        for k in range(K * BL):
+                            v = x[k]
+                            if v > PRUNE:
+                                xm[k] = v
+                            else:
+                                xm[k] = 0.0
+                                mass[k % BL] += v
+                        for b in range(nb):
+                            if mass[b] != 0.0:
+                                pruned = 1
+                mat_vec_bl(A, x, qo)
+                if use_utility:
+                    for o in range(m.no[mm]):
+                        i = m.lnC_off[mm] + o * m.T + t
+                        for b in range(BL):
+                            g[b] += <double>qo[o * BL + b] * lnc[b][i]
+                if use_sig:
+                    H = m.a_H[mm]
+                    for b in range(BL):
+                        sig[b] = 0.0
+                    for k in range(K):
+                        for b in range(BL):
+                            sig[b] += <double>xm[k * BL + b] * H[k]
+                    if pruned:  # outcomes of the kept states only
+                        mat_vec_bl(A, xm, qok)
+                    else:
+                        memcpy(qok, qo, m.no[mm] * BL * sizeof(float))
+                    for o in range(m.no[mm] * BL):
+                        v = qok[o]
+                        if v > 0.0:  # 0 * log(eps) adds nothing
+                            sig[o % BL] -= <double>v * logf(v + EPS)
+                    for b in range(BL):
+                        g[b] += sig[b]
+        for b in range(nb):
+            G[b * m.n_pol + p] = <float>g[b]
+            q_pi[b * m.n_pol + p] = <float>(gamma[b] * g[b]) + lnE[b * lnE_stride + p]
+    for b in range(nb):
+        softmax_inplace(q_pi + b * m.n_pol, m.n_pol)
+
+
 cdef void c_action_marginals(const ModelC* m, const float* q_pi, float* marg) noexcept nogil:
     """Per-factor marginal of q_pi over each policy's first action, normalised."""
     cdef int p, f, i
@@ -882,6 +1069,7 @@ cdef class KModel:
     cdef readonly int sum_obs
     cdef readonly int sum_controls
     cdef readonly int lnC_size
+    cdef readonly bint blocked   # populations evaluate policies BL agents at a time
     cdef readonly object s_off
     cdef float** _aH
 
@@ -918,6 +1106,8 @@ cdef class KModel:
         self.c.max_K = int(max(max(ints["a_K"]), max(ints["b_K"])))
         self.c.max_rows = int(max(max(ints["no"]), max(ints["ns"])))
 
+        # the block kernel has no policy-invariant tail contraction (large models only)
+        self.blocked = self.c.max_K <= BLOCK_MAX_K and self.c.red_stride == 0
         self.c.n_mats = len(mats)
         self.c.mats = <Mat*>PyMem_Malloc(len(mats) * sizeof(Mat))
         self._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
@@ -945,6 +1135,8 @@ cdef class KModel:
             sum(ints["a_K"]) + self.c.S * 3 + (max_nd + 1) * self.c.max_K,          # infer_states
             T1 * self.c.S + 3 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
             + self.c.T * self.c.red_stride,                                        # infer_policies
+            (T1 * self.c.S + 3 * self.c.max_K + 2 * self.c.max_rows) * BL
+            if self.blocked else 0,                                   # c_infer_policies_block
         ))
 
     cdef int* _ints(self, dict d, str key, list keep=None) except NULL:
@@ -972,11 +1164,18 @@ cdef class KModel:
         M.logval = NULL
         M.indptr = NULL
         M.idx = NULL
+        M.rptr = NULL
+        M.rcol = NULL
         if spec.get("logval") is not None:
             M.logval = self._floats(spec["logval"], keep)
         if spec["sparse"]:
             M.indptr = self._ints(spec, "indptr", keep)
             M.idx = self._ints(spec, "idx", keep)
+        if spec["onehot"] and self.blocked:
+            rows = np.asarray(spec["idx"])
+            M.rcol = self._ints({"c": np.argsort(rows, kind="stable")}, "c", keep)
+            M.rptr = self._ints({"p": np.concatenate(
+                [[0], np.cumsum(np.bincount(rows, minlength=M.rows))])}, "p", keep)
         self._mat_keep[i] = keep
         return 0
 
@@ -1022,6 +1221,7 @@ cdef class KModel:
         new._mat_keep, new._aH_keep = list(self._mat_keep), list(self._aH_keep)
         new.scratch_size, new.sum_obs = self.scratch_size, self.sum_obs
         new.sum_controls, new.lnC_size, new.s_off = self.sum_controls, self.lnC_size, self.s_off
+        new.blocked = self.blocked  # before _set_mat, which reads it
         for i, spec in mats.items():
             if not 0 <= i < self.c.n_mats:
                 raise IndexError(f"matrix index {i} out of range")
@@ -1309,6 +1509,27 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
         a.has_action[i] = 1
 
 
+cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
+                         float* sc) noexcept nogil:
+    """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
+    cdef const ModelC* m = a.m
+    cdef int b
+    if stages & 1:
+        for b in range(nb):
+            c_agent_stages(a, i0 + b, 1, sc)
+    if stages & 2:
+        c_infer_policies_block(
+            m, a.qs + i0 * m.S, nb, a.gamma + i0, a.use_utility, a.use_sig,
+            a.lnC + i0 * a.lnC_size if a.lnC != NULL else m.lnC,
+            a.lnC_size if a.lnC != NULL else 0,
+            a.lnE + i0 * m.n_pol if a.lnE != NULL else m.lnE,
+            m.n_pol if a.lnE != NULL else 0,
+            a.G + i0 * m.n_pol, a.q_pi + i0 * m.n_pol, sc)
+    if stages & 4:
+        for b in range(nb):
+            c_agent_stages(a, i0 + b, 4, sc)
+
+
 def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] q_pi,
                       float[:, ::1] G, int[:, ::1] action, unsigned char[::1] has_action,
                       const int[:, ::1] obs, const float[::1] gamma, const float[::1] alpha,
@@ -1350,6 +1571,12 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
     a.full = full; a.deterministic = deterministic
     if n_threads < 1:
         n_threads = 1
+    if (stages & 2) and model.blocked and not (a.use_pA or a.use_pB or a.use_I):
+        for i in prange((n + BL - 1) // BL, nogil=True, num_threads=n_threads,
+                        schedule="static", chunksize=8):
+            c_block_stages(&a, i * BL, BL if n - i * BL > BL else n - i * BL, stages,
+                           a.scratch + threadid() * a.scratch_size)
+        return
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
         c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)
 

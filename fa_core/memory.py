@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from fa_core.scratch import scratch_nbytes
+from fa_core.sophisticated import _SI_MODELS
 
 __all__ = ["MemoryReport", "memory_report", "memory_report_many", "agent_nbytes"]
 
@@ -193,6 +194,9 @@ class _Walk:
         # the model first: other slots may reach it too (a Population member's population);
         # beliefs before history: the last action is also the last entry of prev_actions
         self._visit(agent._model, "model", aid)
+        si_copy = _SI_MODELS.get(agent._model)  # kept beside the model, not reachable from it
+        if si_copy is not None:
+            self._visit(si_copy, "model", aid)
         for _, value in slots:
             self._visit(value, "beliefs", aid)
         for value in history:

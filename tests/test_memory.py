@@ -82,6 +82,29 @@ def test_report_agrees_with_tracemalloc_for_private_models(sparse):
     assert abs(owned - traced) <= TOLERANCE * traced, (owned, traced)
 
 
+def test_report_counts_the_sophisticated_search_copy():
+    # sophisticated inference keeps a dense float64 copy of each model it plans with
+    kwargs = builtin_models.grid_forager(4)
+    warm = fa_core.Agent(**kwargs, sophisticated=True, si_horizon=2)  # scratch grown
+    warm.infer_states([0, 0])
+    warm.infer_policies()
+
+    def build():
+        model = fa_core.GenerativeModel(**kwargs)
+        agents = [fa_core.Agent(model=model, sophisticated=True, si_horizon=2)
+                  for _ in range(3)]
+        for a in agents:
+            a.infer_states([0, 0])
+            a.infer_policies()
+        return agents
+
+    traced, agents = _traced(build)
+    report = memory_report_many(agents)
+    owned = report.shared_model + report.private_params + report.beliefs + report.history
+    assert report.shared_model > 2 * agents[0].model.nbytes  # the model and its copy
+    assert abs(owned - traced) <= TOLERANCE * traced, (owned, traced)
+
+
 def test_single_agent_report():
     model = fa_core.GenerativeModel(**builtin_models.tmaze())
     agent = fa_core.Agent(model=model)

@@ -86,6 +86,7 @@ cdef float PRUNE = 1.1253517471925912e-07  # exp(-16)
 cdef enum:
     BL = 8
     BLOCK_MAX_K = 64
+    MAX_ND = 32         # parents of a modality group, for the block fixed-point iteration
 
 
 cdef struct Mat:
@@ -157,6 +158,8 @@ cdef struct ModelC:
     int n_mats
     int max_K           # largest joint-parent size over A and B
     int max_rows        # largest num_obs / num_states
+    int nll             # floats of the summed log likelihoods (sum of a_K: room for every group)
+    int fpi_blocked     # populations run the fixed-point iteration BL agents at a time
 
 
 # ---------------------------------------------------------------------------
@@ -1108,6 +1111,11 @@ cdef class KModel:
 
         # the block kernel has no policy-invariant tail contraction (large models only)
         self.blocked = self.c.max_K <= BLOCK_MAX_K and self.c.red_stride == 0
+        self.c.nll = int(np.sum(ints["a_K"]))
+        max_nd = int(np.max(np.diff(ints["g_dep_off"])))
+        # one factor has a closed form; unsorted parents need pymdp's reshaped free energy
+        self.c.fpi_blocked = (self.blocked and self.c.nf > 1 and max_nd <= MAX_ND
+                              and np.array_equal(ints["g_dep"], ints["g_dep_vfe"]))
         self.c.n_mats = len(mats)
         self.c.mats = <Mat*>PyMem_Malloc(len(mats) * sizeof(Mat))
         self._aH = <float**>PyMem_Malloc(self.c.nm * sizeof(float*))
@@ -1130,13 +1138,14 @@ cdef class KModel:
         self.sum_obs = int(np.sum(ints["no"]))
         self.sum_controls = int(np.sum(ints["nc"]))
         T1 = self.c.T + 1
-        max_nd = int(np.max(np.diff(ints["g_dep_off"])))
         self.scratch_size = int(max(
             sum(ints["a_K"]) + self.c.S * 3 + (max_nd + 1) * self.c.max_K,          # infer_states
             T1 * self.c.S + 3 * self.c.max_K + 3 * self.c.max_rows + self.c.nf
             + self.c.T * self.c.red_stride,                                        # infer_policies
             (T1 * self.c.S + 3 * self.c.max_K + 2 * self.c.max_rows) * BL
             if self.blocked else 0,                                   # c_infer_policies_block
+            (self.c.nll + 5 * self.c.S + 2 * (MAX_ND + 1)) * BL + self.c.nll + self.c.S
+            + self.c.max_K if self.c.fpi_blocked else 0,                # c_infer_states_block
         ))
 
     cdef int* _ints(self, dict d, str key, list keep=None) except NULL:
@@ -1477,23 +1486,25 @@ cdef struct PopArgs:
     int lnC_size
 
 
+cdef inline void c_agent_evidence(const PopArgs* a, Py_ssize_t i, float* ll_all,
+                                  float* logprior, float* tmp) noexcept nogil:
+    """Agent ``i``'s summed log likelihoods (m.nll floats) and log prior (S floats)."""
+    cdef const ModelC* m = a.m
+    if a.has_action[i]:
+        c_log_prior(m, a.qs + i * m.S, a.action + i * m.nf, logprior, tmp)
+    else:
+        memcpy(logprior, m.logD, m.S * sizeof(float))
+    c_log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, tmp)
+
+
 cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) noexcept nogil:
     """Run stages (1 infer_states, 2 infer_policies, 4 sample_action) for agent ``i``."""
     cdef const ModelC* m = a.m
     cdef float* qs = a.qs + i * m.S
-    cdef float* ll_all
-    cdef float* logprior
-    cdef int mm, nll = 0
+    cdef float* ll_all = sc
+    cdef float* logprior = sc + m.nll
     if stages & 1:
-        for mm in range(m.nm):
-            nll += m.a_K[mm]
-        ll_all = sc
-        logprior = sc + nll
-        if a.has_action[i]:
-            c_log_prior(m, qs, a.action + i * m.nf, logprior, logprior + m.S)
-        else:
-            memcpy(logprior, m.logD, m.S * sizeof(float))
-        c_log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
+        c_agent_evidence(a, i, ll_all, logprior, logprior + m.S)
         c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
                        logprior + m.S)
     if stages & 2:
@@ -1509,15 +1520,184 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
         a.has_action[i] = 1
 
 
+cdef void marginals_bl(const ModelC* m, const float* ll, const float* qs, float* qL,
+                       double* ell, float* pre) noexcept nogil:
+    """:func:`all_marginals` for BL agents (every group's parents sorted).
+
+    For each joint state the product of the other parents' marginals comes from
+    prefix and suffix products (``pre`` needs 2 * (MAX_ND + 1) * BL floats).
+    """
+    cdef int g, nd, K, k, d, b
+    cdef int c[MAX_ND]
+    cdef const int* dep
+    cdef const float* t
+    cdef const float* q
+    cdef float* suf
+    cdef float* out
+    cdef float w
+    memset(qL, 0, m.S * BL * sizeof(float))
+    for b in range(BL):
+        ell[b] = 0.0
+    for g in range(m.ng):
+        dep = m.g_dep + m.g_dep_off[g]
+        nd = m.g_dep_off[g + 1] - m.g_dep_off[g]
+        K = m.g_K[g]
+        t = ll + m.g_off[g] * BL
+        suf = pre + (nd + 1) * BL
+        for d in range(nd):
+            c[d] = 0
+        for k in range(K):
+            # pre[d] = product of parents before d, suf[d] = after d
+            for b in range(BL):
+                pre[b] = 1.0
+                suf[nd * BL + b] = 1.0
+            for d in range(nd):
+                q = qs + (m.s_off[dep[d]] + c[d]) * BL
+                for b in range(BL):
+                    pre[(d + 1) * BL + b] = pre[d * BL + b] * q[b]
+            for d in range(nd - 1, -1, -1):
+                q = qs + (m.s_off[dep[d]] + c[d]) * BL
+                for b in range(BL):
+                    suf[d * BL + b] = suf[(d + 1) * BL + b] * q[b]
+            for d in range(nd):
+                out = qL + (m.s_off[dep[d]] + c[d]) * BL
+                for b in range(BL):
+                    out[b] += t[k * BL + b] * (pre[d * BL + b] * suf[(d + 1) * BL + b])
+            for b in range(BL):
+                ell[b] += <double>t[k * BL + b] * pre[nd * BL + b]
+            d = nd - 1  # next joint state, last parent fastest (C order)
+            c[d] += 1
+            while d > 0 and c[d] == m.ns[dep[d]]:
+                c[d] = 0
+                d -= 1
+                c[d] += 1
+
+
+cdef void c_infer_states_block(const PopArgs* a, Py_ssize_t i0, int nb,
+                               float* sc) noexcept nogil:
+    """:func:`c_infer_states` for agents ``i0 .. i0 + nb`` (nb <= BL), agents innermost.
+
+    Every agent iterates as it would alone and keeps the iterate at which it
+    stops (the free energy settles, or ``num_iter``); the block runs until the
+    last one stops. Sums run in another order than the per-agent kernel.
+    """
+    cdef const ModelC* m = a.m
+    cdef float* llT = sc                         # (nll, BL)
+    cdef float* lpT = llT + m.nll * BL           # (S, BL) log prior
+    cdef float* cur = lpT + m.S * BL             # (S, BL) iterate
+    cdef float* nxt = cur + m.S * BL
+    cdef float* logq = nxt + m.S * BL            # log of the newest iterate
+    cdef float* qL = logq + m.S * BL             # messages
+    cdef float* pre = qL + m.S * BL              # 2 * (MAX_ND + 1) * BL
+    cdef float* ll1 = pre + 2 * (MAX_ND + 1) * BL    # one agent's evidence, then its joint
+    cdef float* lp1 = ll1 + m.nll
+    cdef float* swap
+    cdef double ell[BL]
+    cdef double prev[BL]
+    cdef double dF
+    cdef double tot[BL]
+    cdef float mx[BL]
+    cdef int active[BL]
+    cdef int b, i, f, n, it = 0, left
+    cdef float* x
+    cdef float lt
+    for b in range(BL):  # lanes past nb repeat agent 0 (computed, never written back)
+        if b < nb or b == 0:
+            c_agent_evidence(a, i0 + b, ll1, lp1, lp1 + m.S)
+        for i in range(m.nll):
+            llT[i * BL + b] = ll1[i] if b < nb or b == 0 else llT[i * BL]
+        for i in range(m.S):
+            lpT[i * BL + b] = lp1[i] if b < nb or b == 0 else lpT[i * BL]
+        active[b] = b < nb
+    for f in range(m.nf):  # uniform start, as pymdp
+        n = m.ns[f]
+        for i in range(m.s_off[f], m.s_off[f] + n):
+            for b in range(BL):
+                cur[i * BL + b] = 1.0 / n
+                logq[i * BL + b] = logf(1.0 / n + EPS)
+    if a.num_iter <= 0 or (a.compute_vfe and not a.dF >= a.dF_tol):
+        for b in range(nb):  # no sweep at all: beliefs stay uniform
+            for i in range(m.S):
+                a.qs[(i0 + b) * m.S + i] = cur[i * BL + b]
+        return
+    if a.compute_vfe:
+        free_energy_bl(m, cur, logq, lpT, NULL, prev)
+    marginals_bl(m, llT, cur, qL, ell, pre)
+    left = nb
+    while left > 0:
+        for i in range(m.S * BL):
+            nxt[i] = lpT[i] + qL[i]
+        for f in range(m.nf):  # softmax per factor and agent, with its log
+            n = m.ns[f]
+            x = nxt + m.s_off[f] * BL
+            for b in range(BL):
+                mx[b] = x[b]
+                tot[b] = 0.0
+            for i in range(1, n):
+                for b in range(BL):
+                    if x[i * BL + b] > mx[b]:
+                        mx[b] = x[i * BL + b]
+            for i in range(n * BL):
+                logq[m.s_off[f] * BL + i] = x[i] - mx[i % BL]
+                x[i] = expf(logq[m.s_off[f] * BL + i])
+                tot[i % BL] += x[i]
+            for b in range(BL):
+                lt = <float>log(tot[b])
+                for i in range(n):
+                    x[i * BL + b] = <float>(x[i * BL + b] / tot[b])
+                    logq[(m.s_off[f] + i) * BL + b] -= lt
+        swap = cur
+        cur = nxt
+        nxt = swap
+        it += 1
+        if it == a.num_iter:  # every agent still iterating stops here
+            break
+        marginals_bl(m, llT, cur, qL, ell, pre)
+        if a.compute_vfe:
+            free_energy_bl(m, cur, logq, lpT, ell, tot)
+            for b in range(nb):
+                dF = tot[b] - prev[b]
+                prev[b] = tot[b]
+                if active[b] and not (dF if dF >= 0 else -dF) >= a.dF_tol:
+                    active[b] = 0
+                    left -= 1
+                    for i in range(m.S):
+                        a.qs[(i0 + b) * m.S + i] = cur[i * BL + b]
+    for b in range(nb):
+        if active[b]:
+            for i in range(m.S):
+                a.qs[(i0 + b) * m.S + i] = cur[i * BL + b]
+
+
+cdef inline void free_energy_bl(const ModelC* m, const float* qs, const float* logq,
+                                const float* logprior, const double* ell,
+                                double* F) noexcept nogil:
+    """:func:`free_energy` for BL agents, with exact log q (``ell`` NULL: no likelihood)."""
+    cdef int i, b
+    cdef float q
+    for b in range(BL):
+        F[b] = -ell[b] if ell != NULL else 0.0
+    for i in range(m.S * BL):
+        q = qs[i]
+        if q != 0.0:  # 0 log 0 = 0
+            F[i % BL] += q * (logq[i] - logprior[i])
+
+
 cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
     """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
     cdef const ModelC* m = a.m
     cdef int b
     if stages & 1:
+        if m.fpi_blocked:
+            c_infer_states_block(a, i0, nb, sc)
+        else:
+            for b in range(nb):
+                c_agent_stages(a, i0 + b, 1, sc)
+    if (stages & 2) and (a.use_pA or a.use_pB or a.use_I):  # not in the block kernel
         for b in range(nb):
-            c_agent_stages(a, i0 + b, 1, sc)
-    if stages & 2:
+            c_agent_stages(a, i0 + b, 2, sc)
+    elif stages & 2:
         c_infer_policies_block(
             m, a.qs + i0 * m.S, nb, a.gamma + i0, a.use_utility, a.use_sig,
             a.lnC + i0 * a.lnC_size if a.lnC != NULL else m.lnC,
@@ -1571,7 +1751,7 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
     a.full = full; a.deterministic = deterministic
     if n_threads < 1:
         n_threads = 1
-    if (stages & 2) and model.blocked and not (a.use_pA or a.use_pB or a.use_I):
+    if model.blocked:
         for i in prange((n + BL - 1) // BL, nogil=True, num_threads=n_threads,
                         schedule="static", chunksize=8):
             c_block_stages(&a, i * BL, BL if n - i * BL > BL else n - i * BL, stages,

@@ -27,47 +27,10 @@ from libc.string cimport memset, memcpy
 import numpy as np
 cimport numpy as cnp
 
-cdef extern from *:
-    """
-    /* Dot product of two float vectors with eight independent partial sums. On
-       x86-64 (SSE2 is part of the baseline) they are two SSE registers; else
-       plain C. No -ffast-math: each partial sum keeps its own order. */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    static inline double fa_dot(const float* a, const float* x, int n) {
-        __m128 s0 = _mm_setzero_ps(), s1 = _mm_setzero_ps();
-        float t[8], tail = 0.0f;
-        int k = 0;
-        for (; k + 8 <= n; k += 8) {
-            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + k), _mm_loadu_ps(x + k)));
-            s1 = _mm_add_ps(s1, _mm_mul_ps(_mm_loadu_ps(a + k + 4), _mm_loadu_ps(x + k + 4)));
-        }
-        if (k + 4 <= n) {
-            s0 = _mm_add_ps(s0, _mm_mul_ps(_mm_loadu_ps(a + k), _mm_loadu_ps(x + k)));
-            k += 4;
-        }
-        for (; k < n; k++)
-            tail += a[k] * x[k];
-        _mm_storeu_ps(t, s0);
-        _mm_storeu_ps(t + 4, s1);
-        return (((double)t[0] + t[4]) + ((double)t[1] + t[5]))
-             + (((double)t[2] + t[6]) + ((double)t[3] + t[7])) + tail;
-    }
-    #else
-    static inline double fa_dot(const float* a, const float* x, int n) {
-        float s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0f;
-        int k = 0, l;
-        for (; k + 8 <= n; k += 8)
-            for (l = 0; l < 8; l++)
-                s[l] += a[k + l] * x[k + l];
-        for (; k < n; k++)
-            tail += a[k] * x[k];
-        return (((double)s[0] + s[4]) + ((double)s[1] + s[5]))
-             + (((double)s[2] + s[6]) + ((double)s[3] + s[7])) + tail;
-    }
-    #endif
-    """
+cdef extern from "_simd.h":
     double fa_dot(const float* a, const float* x, int n) noexcept nogil
+    void fa_exp_shifted(float* x, const float* sub, int n, int lanes) noexcept nogil
+    void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) noexcept nogil
 
 
 
@@ -980,6 +943,7 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
                 mat_vec_bl(&m.mats[m.b_mat[f] + pol[t * m.nf + f]], x, cur + m.s_off[f] * BL)
             group = -1
             pruned = 0
+            x = qx  # set with the first modality's group (this quiets -Wmaybe-uninitialized)
             for mm in range(m.nm):
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
@@ -1023,10 +987,7 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
                         mat_vec_bl(A, xm, qok)
                     else:
                         memcpy(qok, qo, m.no[mm] * BL * sizeof(float))
-                    for o in range(m.no[mm] * BL):
-                        v = qok[o]
-                        if v > 0.0:  # 0 * log(eps) adds nothing
-                            sig[o % BL] -= <double>v * logf(v + EPS)
+                    fa_sub_xlogx(qok, m.no[mm] * BL, BL, EPS, sig)  # 0 log 0 adds nothing
                     for b in range(BL):
                         g[b] += sig[b]
         for b in range(nb):
@@ -1639,7 +1600,8 @@ cdef void c_infer_states_block(const PopArgs* a, Py_ssize_t i0, int nb,
                         mx[b] = x[i * BL + b]
             for i in range(n * BL):
                 logq[m.s_off[f] * BL + i] = x[i] - mx[i % BL]
-                x[i] = expf(logq[m.s_off[f] * BL + i])
+            fa_exp_shifted(x, mx, n * BL, BL)
+            for i in range(n * BL):
                 tot[i % BL] += x[i]
             for b in range(BL):
                 lt = <float>log(tot[b])

@@ -2,8 +2,10 @@
 
 State lives in contiguous ``(n_agents, ...)`` arrays; one call runs the same
 per-agent kernels as :class:`fa_core.Agent` in a loop over agents in C with
-the GIL released, across OpenMP threads when the build has OpenMP. Each agent
-has its own random stream (one 64-bit SplitMix64 word seeded from
+the GIL released, across OpenMP threads when the build has OpenMP. For small
+models (``model.kmodel.blocked``) state inference and policy evaluation run
+eight agents at a time instead, agreeing with ``Agent`` to float32 rounding.
+Each agent has its own random stream (one 64-bit SplitMix64 word seeded from
 ``numpy.random.SeedSequence``), so results and random draws are identical
 whatever the number of threads.
 """

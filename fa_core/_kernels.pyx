@@ -197,13 +197,29 @@ cdef inline void mat_vec(const Mat* M, const float* x, float* out) noexcept nogi
             out[r] = <float>dot4(M.val + <long long>r * M.cols, x, M.cols)
 
 
+cdef inline double gather_dot(const float* a, const float* x, const int* idx,
+                             int n) noexcept nogil:
+    """sum over the listed k of a[k] * x[k], in four independent double sums (a single
+    running sum would make every addition wait for the previous one)."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef int c = 0
+    while c + 4 <= n:
+        s0 += <double>a[idx[c]] * x[idx[c]]
+        s1 += <double>a[idx[c + 1]] * x[idx[c + 1]]
+        s2 += <double>a[idx[c + 2]] * x[idx[c + 2]]
+        s3 += <double>a[idx[c + 3]] * x[idx[c + 3]]
+        c += 4
+    while c < n:
+        s0 += <double>a[idx[c]] * x[idx[c]]
+        c += 1
+    return (s0 + s1) + (s2 + s3)
+
+
 cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int ncols,
                           float* out) noexcept nogil:
     """out[rows] = sum over the listed columns k of M[:, k] * x[k]."""
     cdef int c, k, r, j
     cdef float xk
-    cdef double acc
-    cdef const float* row
     if M.sparse:
         memset(out, 0, M.rows * sizeof(float))
         for c in range(ncols):
@@ -213,11 +229,7 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
                 out[M.idx[j]] += M.val[j] * xk
     else:  # row by row: each row is contiguous
         for r in range(M.rows):
-            row = M.val + <long long>r * M.cols
-            acc = 0.0
-            for c in range(ncols):
-                acc += row[cols[c]] * x[cols[c]]
-            out[r] = <float>acc
+            out[r] = <float>gather_dot(M.val + <long long>r * M.cols, x, cols, ncols)
 
 
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
@@ -651,10 +663,7 @@ cdef double info_gain(const ModelC* m, int mm, const float* qx, int K, const flo
     cdef const float* H = m.a_H[mm]
     cdef const float* qop = qo
     cdef int k, o, j
-    cdef double sig = 0.0
-    for j in range(pr.nk):
-        k = idx[j]
-        sig += <double>qx[k] * H[k]
+    cdef double sig = gather_dot(H, qx, idx, pr.nk)
     if pr.mass != 0.0:
         qop = qo_p
         if 2 * pr.nk <= K:
@@ -909,7 +918,6 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
     cdef float* qok = qo + m.max_rows * BL
     cdef double g[BL]
     cdef double sig[BL]
-    cdef float mass[BL]
     cdef const float* lnc[BL]
     cdef const float* prev
     cdef float* cur
@@ -957,19 +965,11 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
                         joint_of_bl(m, cur, dep, nd, qx)
                         x = qx
                     if use_sig:  # spm_MDP_G leaves out joint states at or below exp(-16)
-                        pruned = 0
-                        for b in range(BL):
-                            mass[b] = 0.0
+                        pruned = 0   # whether one has nonzero probability (pr.mass != 0)
                         for k in range(K * BL):
                             v = x[k]
-                            if v > PRUNE:
-                                xm[k] = v
-                            else:
-                                xm[k] = 0.0
-                                mass[k % BL] += v
-                        for b in range(nb):
-                            if mass[b] != 0.0:
-                                pruned = 1
+                            xm[k] = v if v > PRUNE else 0.0
+                            pruned |= (not v > PRUNE) & (v != 0.0)
                 mat_vec_bl(A, x, qo)
                 if use_utility:
                     for o in range(m.no[mm]):

@@ -1028,6 +1028,7 @@ cdef class KModel:
     cdef readonly object _keep   # arrays the integer tables and vectors point into
     cdef list _mat_keep          # per matrix: the arrays mats[i] points into
     cdef list _aH_keep           # per modality: the array a_H[m] points into
+    cdef list _rows_keep         # per one-hot matrix of a blocked model: (idx, rcol, rptr)
     cdef object _I_keep          # the inductive arrays, or None
     cdef readonly int scratch_size
     cdef readonly int sum_obs
@@ -1085,6 +1086,7 @@ cdef class KModel:
         self.c.a_H = self._aH
         self._mat_keep = [None] * len(mats)
         self._aH_keep = [None] * self.c.nm
+        self._rows_keep = [None] * len(mats)
         for i, spec in enumerate(mats):
             self._set_mat(i, spec)
         for i in range(self.c.nm):
@@ -1142,10 +1144,15 @@ cdef class KModel:
             M.indptr = self._ints(spec, "indptr", keep)
             M.idx = self._ints(spec, "idx", keep)
         if spec["onehot"] and self.blocked:
-            rows = np.asarray(spec["idx"])
-            M.rcol = self._ints({"c": np.argsort(rows, kind="stable")}, "c", keep)
-            M.rptr = self._ints({"p": np.concatenate(
-                [[0], np.cumsum(np.bincount(rows, minlength=M.rows))])}, "p", keep)
+            rows = self._rows_keep[i]
+            if rows is None or rows[0] is not keep[len(keep) - 1]:  # learning keeps the layout (and idx)
+                idx = keep[len(keep) - 1]
+                rows = (idx, np.argsort(idx, kind="stable").astype(np.int32),
+                        np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=M.rows))])
+                        .astype(np.int32))
+                self._rows_keep[i] = rows
+            M.rcol = self._ints({"c": rows[1]}, "c", keep)
+            M.rptr = self._ints({"p": rows[2]}, "p", keep)
         self._mat_keep[i] = keep
         return 0
 
@@ -1189,6 +1196,7 @@ cdef class KModel:
         new.c.a_H = new._aH
         new._keep, new._I_keep = self._keep, self._I_keep
         new._mat_keep, new._aH_keep = list(self._mat_keep), list(self._aH_keep)
+        new._rows_keep = list(self._rows_keep)
         new.scratch_size, new.sum_obs = self.scratch_size, self.sum_obs
         new.sum_controls, new.lnC_size, new.s_off = self.sum_controls, self.lnC_size, self.s_off
         new.blocked = self.blocked  # before _set_mat, which reads it
@@ -1752,10 +1760,10 @@ def dirichlet_add(double[::1] counts, const double[::1] a, const double[::1] b, 
 
 cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
                        float[::1] val, float[::1] logval, float[::1] col_H, float[::1] wval,
-                       double* colsum, double* H, bint sparse, bint do_log, bint do_H,
-                       bint do_w, Py_ssize_t n) noexcept nogil:
+                       double* colsum, double* H, double* wq, bint sparse, bint do_log,
+                       bint do_H, bint do_w, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t rows = p.shape[0], cols = p.shape[1], r, k, j, nz = 0
-    cdef double x, a, s, qsum, h
+    cdef double x, a, h
     cdef double ent_eps = exp(-16.0)
     memset(colsum, 0, 2 * cols * sizeof(double))
     for r in range(rows):
@@ -1769,24 +1777,25 @@ cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::
     for k in range(cols):
         if colsum[k] <= 0.0:
             return 2
+    for k in range(cols):  # per-column reciprocals: one division per entry, not three
+        wq[k] = 1.0 / (colsum[k] + rows * EPS_D)
+        colsum[k] = 1.0 / colsum[k]
     if sparse:
         if nz != n:
             return 3
         for k in range(cols):
-            s = colsum[k]
-            qsum = s + rows * EPS_D
             h = 0.0
             for j in range(indptr[k], indptr[k + 1]):
                 x = p[idx[j], k]
                 if x <= 0.0:
                     return 3
-                a = x / s
+                a = x * colsum[k]
                 val[j] = <float>a
                 if do_log:
                     logval[j] = logf(<float>a + EPS)
                 h += a * logf(<float>(a + ent_eps))
                 if do_w:
-                    wval[j] = <float>(1.0 / qsum - 1.0 / (x + EPS_D))
+                    wval[j] = <float>(wq[k] - 1.0 / (x + EPS_D))
             if do_H:
                 col_H[k] = <float>h
     else:
@@ -1794,14 +1803,13 @@ cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::
             for k in range(cols):
                 x = p[r, k]
                 j = r * cols + k
-                a = x / colsum[k]
+                a = x * colsum[k]
                 val[j] = <float>a
                 if do_log:
                     logval[j] = logf(<float>a + EPS)
                 H[k] += a * logf(<float>(a + ent_eps))
                 if do_w:
-                    wval[j] = (<float>(1.0 / (colsum[k] + rows * EPS_D) - 1.0 / (x + EPS_D))
-                               if x > 0.0 else 0.0)
+                    wval[j] = <float>(wq[k] - 1.0 / (x + EPS_D)) if x > 0.0 else 0.0
         if do_H:
             for k in range(cols):
                 col_H[k] = <float>H[k]
@@ -1818,7 +1826,7 @@ def pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
     ``indptr`` / ``idx`` when these are given), ``logval`` = log(val + 1e-16),
     ``col_H`` = per-column sum of val log(val + exp(-16)), and ``wval`` =
     pymdp's masked spm_wnorm of ``p``; each of the last three may be None.
-    ``work`` (length 2 * cols) is work space.
+    ``work`` (length 3 * cols) is work space.
 
     Returns 0; 1 if a count is negative or not finite; 2 if a column sums to
     zero; 3 if the non-zeros of ``p`` are not exactly the CSC positions (the
@@ -1828,15 +1836,16 @@ def pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
     cdef int code
     cdef bint sparse = indptr is not None
     cdef bint do_log = logval is not None, do_H = col_H is not None, do_w = wval is not None
-    if work.shape[0] < 2 * cols:
-        raise ValueError("work must hold 2 * cols values")
+    if work.shape[0] < 3 * cols:
+        raise ValueError("work must hold 3 * cols values")
     cdef double* colsum = &work[0]
     cdef double* H = &work[cols]
+    cdef double* wq = &work[2 * cols]
     cdef Py_ssize_t n = idx.shape[0] if sparse else rows * cols
     if (val.shape[0] != n or (do_log and logval.shape[0] != n) or (do_w and wval.shape[0] != n)
             or (do_H and col_H.shape[0] != cols) or (sparse and indptr.shape[0] != cols + 1)):
         raise ValueError("output arrays do not match the layout")
     with nogil:
-        code = c_pack_counts(p, indptr, idx, val, logval, col_H, wval, colsum, H, sparse,
+        code = c_pack_counts(p, indptr, idx, val, logval, col_H, wval, colsum, H, wq, sparse,
                              do_log, do_H, do_w, n)
     return code

@@ -71,17 +71,20 @@ def as_array_list(x: Any, name: str) -> list[np.ndarray]:
         raise ValueError(f"{name} is empty")
     out = []
     for i, a in enumerate(items):
-        label = f"{name}[{i}]" if len(items) > 1 or _is_multi(x) else name
         arr = np.asarray(a)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                       or np.issubdtype(arr.dtype, np.integer)
-                                       or arr.dtype == np.bool_):
-            raise TypeError(f"{label} must hold real numbers, got dtype {arr.dtype}")
+        if arr.dtype.kind not in "fiub":  # real floats, integers, booleans
+            raise TypeError(f"{_label(x, items, i, name)} must hold real numbers, "
+                            f"got dtype {arr.dtype}")
         arr = arr.astype(np.float64)
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{label} contains NaN or infinite values")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{_label(x, items, i, name)} contains NaN or infinite values")
         out.append(arr)
     return out
+
+
+def _label(x: Any, items: list, i: int, name: str) -> str:
+    """How an error names entry ``i`` of ``x`` (built only when there is an error)."""
+    return f"{name}[{i}]" if len(items) > 1 or _is_multi(x) else name
 
 
 def _is_multi(x: Any) -> bool:
@@ -181,7 +184,7 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
     logval = None if like["logval"] is None else np.empty(n, np.float32)
     col_H = np.empty(cols, np.float32) if likelihood else None
     code = _kernels.pack_counts(p2, like.get("indptr"), like.get("idx"), val, logval, col_H,
-                                wval, np.empty(2 * cols))
+                                wval, np.empty(3 * cols))
     if code == 1:
         raise ValueError(f"{name} must be finite and non-negative")
     if code == 2:

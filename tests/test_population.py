@@ -211,6 +211,30 @@ def test_parameter_information_gain_matches_agents():
     assert not np.allclose(plain.G, with_gain.G)  # the information gain did count
 
 
+def test_learned_models_match_agents():
+    # learning rebuilds only the changed matrices and reuses the block kernel's row index
+    # of a one-hot B whose layout it kept; a B whose one-hot pattern changed gets a new one
+    gm0 = make_model("tmaze")
+    pB = [np.asarray(b, np.float64) * 4.0 for b in gm0.B]
+    gm = fa_core.GenerativeModel(A=gm0.A, B=gm0.B, C=gm0.C, D=gm0.D, pB=pB)
+    learner = fa_core.Agent(model=gm, seed=0)
+    obs = Env(gm, 1, 0).observe()[0]
+    for _ in range(3):
+        qs_prev = [q.copy() for q in learner.infer_states(list(obs))]
+        learner.infer_policies()
+        learner.sample_action()
+        learner.infer_states(list(obs))
+        learner.update_B(qs_prev)
+    kept = learner.model
+    moved = gm.with_counts(pB=[pB[0][::-1].copy(), gm.pB[1]])  # other rows, still one-hot
+    np.testing.assert_array_equal(moved.B[0], pB[0][::-1] / pB[0][::-1].sum(axis=0))
+    for learned in (kept, moved):
+        assert learned.kmodel.blocked and learned.is_sparse["B"][0][0]
+        pop = Population(learned, N_AGENTS, seed=8, n_threads=2)
+        agents = [fa_core.Agent(model=learned) for _ in range(N_AGENTS)]
+        assert lockstep(learned, pop, agents, N_STEPS) > 0
+
+
 @pytest.mark.parametrize("options", [
     dict(sampling_mode="full"),
     dict(action_selection="stochastic", alpha=2.0),

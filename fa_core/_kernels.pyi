@@ -1,6 +1,6 @@
 """Type stubs for the compiled kernels (fa_core/_kernels.pyx)."""
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ class KModel:
     @property
     def nbytes(self) -> int: ...
 
+def load_observation(model: KModel, observation: Any, out: I32) -> None: ...
 def infer_states(
     model: KModel, qs: F32, qs_prev: F32, action: I32, has_action: int, obs: I32,
     obs_distr: F32, distr: bool, num_iter: int, dF: float, dF_tol: float,
@@ -48,8 +49,9 @@ def infer_policies(
 def action_marginals(model: KModel, q_pi: F32, marg: F32) -> None: ...
 def predict_states(model: KModel, qs: F32, action: I32, out: F32, scratch: F32) -> None: ...
 def tie_rtol(model: KModel, G: F32, gamma: float) -> float: ...
-def select_highest(x: F32, sizes: I32, out: I32, counts: I32, rtol: float) -> int: ...
-def nth_tie(x: F32, off: int, n: int, rtol: float, r: int) -> int: ...
+def select_highest(
+    x: F32, sizes: I32, out: I32, rtol: float, randint: Callable[[int], int],
+) -> None: ...
 def population_stages(
     model: KModel, stages: int, qs: F32, q_pi: F32, G: F32, action: I32,
     has_action: npt.NDArray[np.uint8], obs: I32, gamma: F32, alpha: F32,

@@ -1223,6 +1223,29 @@ cdef class KModel:
         return int(sum(a.nbytes for a in arrays))
 
 
+def load_observation(KModel model, object observation, int[::1] out):
+    """Check ``observation`` (one outcome index per modality) and write it into ``out``.
+
+    Raises ValueError (wrong length, index out of range) or TypeError (not an
+    integer) naming the entry, before anything is written.
+    """
+    cdef int nm = model.c.nm, m
+    if out.shape[0] < nm:
+        raise ValueError(f"out must hold {nm} values")
+    if not isinstance(observation, (list, tuple, np.ndarray)) or len(observation) != nm:
+        raise ValueError(f"observation must have one outcome per modality ({nm}), got "
+                         f"{observation!r}")
+    for m in range(nm):
+        o = observation[m]
+        if not isinstance(o, (int, np.integer)) or isinstance(o, (bool, np.bool_)):
+            raise TypeError(f"observation[{m}] must be an integer outcome index, got {o!r}")
+        if not 0 <= o < model.c.no[m]:
+            raise ValueError(f"observation[{m}] = {o} out of range: modality {m} has "
+                             f"{model.c.no[m]} outcomes (0..{model.c.no[m] - 1})")
+    for m in range(nm):
+        out[m] = observation[m]
+
+
 def infer_states(KModel model, float[::1] qs, float[::1] qs_prev, int[::1] action,
                  int has_action, int[::1] obs, float[::1] obs_distr, bint distr,
                  int num_iter, double dF, double dF_tol, bint compute_vfe,
@@ -1301,53 +1324,48 @@ def tie_rtol(KModel model, const float[::1] G, double gamma):
     return c_tie_rtol(&model.c, &G[0], gamma, model.c.lnE)
 
 
-def select_highest(const float[::1] x, int[::1] sizes, int[::1] out, int[::1] counts,
-                   double rtol):
-    """Argmax of each consecutive block of ``x`` (block ``b`` has ``sizes[b]`` entries).
+def select_highest(const float[::1] x, const int[::1] sizes, int[::1] out, double rtol,
+                   object randint):
+    """pymdp's select_highest on each consecutive block of ``x`` (block ``b`` has
+    ``sizes[b]`` entries), written into ``out[b]``.
 
-    Writes the first maximum of block ``b`` into ``out[b]`` and the number of
-    entries within ``rtol`` (relative) of that maximum into ``counts[b]``.
-    Returns the number of blocks with a tie: those need a random pick among
-    the tied entries (:func:`nth_tie`), drawn by the caller from its generator.
+    Entries within ``rtol`` (relative) of a block's maximum are tied; a block
+    with ``c > 1`` tied entries takes the ``randint(c)``-th of them (``randint``
+    is the agent's generator, drawn once per tied block in block order, as pymdp
+    draws), else its first maximum.
     """
-    cdef int b, i, off = 0, best, n, c, tied = 0
+    cdef Py_ssize_t nb = sizes.shape[0], b, i, off = 0, best, n, c, r
     cdef float mx, tol
-    with nogil:
-        for b in range(sizes.shape[0]):
-            n = sizes[b]
-            best = 0
-            mx = x[off]
-            for i in range(1, n):
-                if x[off + i] > mx:
-                    mx = x[off + i]
-                    best = i
-            out[b] = best
-            tol = <float>(rtol * mx)
-            c = 0
+    for b in range(nb):
+        if sizes[b] < 1:
+            raise ValueError("every block needs at least one entry")
+        off += sizes[b]
+    if off > x.shape[0] or out.shape[0] < nb:
+        raise ValueError(f"x must hold {off} values and out {nb}")
+    off = 0
+    for b in range(nb):
+        n = sizes[b]
+        best = 0
+        mx = x[off]
+        for i in range(1, n):
+            if x[off + i] > mx:
+                mx = x[off + i]
+                best = i
+        tol = <float>(rtol * mx)
+        c = 0
+        for i in range(n):
+            if mx - x[off + i] <= tol:
+                c += 1
+        if c > 1:
+            r = randint(c)
             for i in range(n):
                 if mx - x[off + i] <= tol:
-                    c += 1
-            counts[b] = c
-            if c > 1:
-                tied += 1
-            off += n
-    return tied
-
-
-def nth_tie(const float[::1] x, int off, int n, double rtol, int r):
-    """Index (within the block) of the ``r``-th entry tied with the block's maximum."""
-    cdef int i
-    cdef float mx = x[off], tol
-    for i in range(1, n):
-        if x[off + i] > mx:
-            mx = x[off + i]
-    tol = <float>(rtol * mx)
-    for i in range(n):
-        if mx - x[off + i] <= tol:
-            if r == 0:
-                return i
-            r -= 1
-    return -1
+                    if r == 0:
+                        best = i
+                        break
+                    r -= 1
+        out[b] = <int>best
+        off += n
 
 
 # ---------------------------------------------------------------------------

@@ -374,19 +374,7 @@ class Agent:
             return True, obs, obs_distr
         if isinstance(observation, (int, np.integer)) and nm == 1:
             observation = (observation,)
-        if not isinstance(observation, (list, tuple, np.ndarray)) or len(observation) != nm:
-            raise ValueError(f"observation must have one outcome per modality ({nm}), got "
-                             f"{observation!r}")
-        num_obs = self._model.num_obs
-        # validate everything before writing anything: a bad call changes nothing
-        for m, o in enumerate(observation):
-            if not isinstance(o, (int, np.integer)) or isinstance(o, (bool, np.bool_)):
-                raise TypeError(f"observation[{m}] must be an integer outcome index, got {o!r}")
-            if not 0 <= o < num_obs[m]:
-                raise ValueError(f"observation[{m}] = {o} out of range: modality {m} has "
-                                 f"{num_obs[m]} outcomes (0..{num_obs[m] - 1})")
-        for m, o in enumerate(observation):
-            obs[m] = o
+        _kernels.load_observation(self._model.kmodel, observation, obs)
         return False, obs, obs_distr
 
     def infer_states(self, observation, distr_obs=False):
@@ -450,13 +438,7 @@ class Agent:
             # ties: within float32's rounding of the policy logits (see c_tie_rtol)
             rtol = (_si.tie_rtol(self._G, self._q_pi) if self.sophisticated
                     else _kernels.tie_rtol(self._model.kmodel, self._G, float(self.gamma)))
-            counts = scratch(len(sizes), "counts", np.int32)[:len(sizes)]
-            if _kernels.select_highest(probs, sizes, out, counts, rtol):
-                off = 0
-                for b, (n, c) in enumerate(zip(sizes.tolist(), counts.tolist())):
-                    if c > 1:
-                        out[b] = _kernels.nth_tie(probs, off, n, rtol, int(self._randint(c)))
-                    off += n
+            _kernels.select_highest(probs, sizes, out, rtol, self._randint)
         else:
             off = 0
             for b, n in enumerate(sizes):

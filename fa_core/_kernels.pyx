@@ -1144,9 +1144,9 @@ cdef class KModel:
             M.indptr = self._ints(spec, "indptr", keep)
             M.idx = self._ints(spec, "idx", keep)
         if spec["onehot"] and self.blocked:
+            idx = keep[len(keep) - 1]  # M.idx's array, which learning keeps with the layout
             rows = self._rows_keep[i]
-            if rows is None or rows[0] is not keep[len(keep) - 1]:  # learning keeps the layout (and idx)
-                idx = keep[len(keep) - 1]
+            if rows is None or rows[0] is not idx:
                 rows = (idx, np.argsort(idx, kind="stable").astype(np.int32),
                         np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=M.rows))])
                         .astype(np.int32))
@@ -1797,7 +1797,7 @@ cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::
             return 2
     for k in range(cols):  # per-column reciprocals: one division per entry, not three
         wq[k] = 1.0 / (colsum[k] + rows * EPS_D)
-        colsum[k] = 1.0 / colsum[k]
+        colsum[k] = 1.0 / colsum[k]  # from here on colsum holds 1 / column sum
     if sparse:
         if nz != n:
             return 3

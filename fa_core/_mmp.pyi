@@ -20,7 +20,8 @@ class MMPModel:
 
 def infer_states(model: MMPModel, lh: F32, past_len: int, infer_len: int, future_cutoff: int,
                  acts: I32, prior: F32, q: F32, F: F32, num_iter: int, tau: float, fut_w: float,
-                 fs: F32, ds: F64, lnlh: F64) -> None: ...
+                 fs: F32, ds: F64, lnlh: F64, xn: F32 | None = ...,
+                 vn: F32 | None = ...) -> None: ...
 def infer_policies(model: MMPModel, q: F32, t0: int, use_utility: bool,
                    use_states_info_gain: bool, F: F32, lnE: F32, gamma: float, G: F32,
                    q_pi: F32, fs: F32, ds: F64) -> None: ...

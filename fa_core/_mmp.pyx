@@ -126,13 +126,15 @@ cdef inline int index_of(const int* dep, int nd, int f) noexcept nogil:
 
 cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len, int infer_len, int future_cutoff,
                   const int* acts, const float* prior, float* q, int num_iter, double tau,
-                  double fut_w, float* fs, double* ds) noexcept nogil:
+                  double fut_w, float* fs, double* ds, float* xn, float* vn) noexcept nogil:
     """One policy's marginal message passing (pymdp ``run_mmp_factorized``); returns F.
 
     ``lh``: past_len blocks of likelihood terms (``lnlh``: their logs + 1e-16); ``acts``: (infer_len - 1, nf)
     actions leading out of each step; ``prior``: flat beliefs before the window;
     ``q``: (infer_len, S) beliefs, written. Scratch: ``fs`` max(max_K, max_ns)
-    floats, ``ds`` 7 * max_ns + max_ns * max_ns doubles.
+    floats, ``ds`` 7 * max_ns + max_ns * max_ns doubles. ``xn`` / ``vn``: NULL, or
+    (num_iter, infer_len, S) records of each iteration's beliefs and prediction errors
+    (pymdp's ``_run_mmp_testing`` outputs, for checks against SPM).
     """
     cdef int n = m.max_ns
     cdef double* lnA = ds
@@ -262,6 +264,11 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                     tot += lnq[v]
                 for v in range(ns_f):
                     qt[m.s_off[f] + v] = <float>(lnq[v] / tot)
+                if xn != NULL:
+                    j = (<long long>itr * infer_len + t) * m.S + m.s_off[f]
+                    for v in range(ns_f):
+                        xn[j + v] = qt[m.s_off[f] + v]
+                        vn[j + v] = <float>(err[v] - mean)
                 # SPM's free energy of the policy (spm_MDP_VB_X), as pymdp
                 for v in range(ns_f):
                     e = 0.5 * err[v]
@@ -400,23 +407,28 @@ cdef class MMPModel:
 def infer_states(MMPModel model, const float[::1] lh, int past_len, int infer_len,
                  int future_cutoff, const int[:, :, ::1] acts, const float[:, ::1] prior,
                  float[:, :, ::1] q, float[::1] F, int num_iter, double tau, double fut_w,
-                 float[::1] fs, double[::1] ds, double[::1] lnlh):
+                 float[::1] fs, double[::1] ds, double[::1] lnlh,
+                 float[:, :, :, ::1] xn=None, float[:, :, :, ::1] vn=None):
     """Marginal message passing for every policy, in place on ``q`` (n_pol, >= infer_len, S) and ``F``.
 
     ``acts[p]`` holds the actions out of each window step under policy ``p``
     (past actions, then the policy's); ``prior`` has one row per policy or
-    one shared row; ``lnlh`` (>= past_len * lh_stride) is scratch. Shapes are checked by the caller.
+    one shared row; ``lnlh`` (>= past_len * lh_stride) is scratch. ``xn`` / ``vn``, if
+    given, (n_pol, num_iter, >= infer_len, S): every iteration's beliefs and prediction
+    errors. Shapes are checked by the caller.
     """
     cdef const MC* m = &model.c
     cdef int p, n_pol = q.shape[0], shared = prior.shape[0] == 1
     cdef long long i
+    cdef bint rec = xn is not None
     with nogil:
         for i in range(<long long>past_len * m.lh_stride):
             lnlh[i] = log(<double>lh[i] + EPS)
         for p in range(n_pol):
             F[p] = <float>c_mmp(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff, &acts[p, 0, 0],
                                 &prior[0 if shared else p, 0], &q[p, 0, 0], num_iter, tau, fut_w,
-                                &fs[0], &ds[0])
+                                &fs[0], &ds[0], &xn[p, 0, 0, 0] if rec else NULL,
+                                &vn[p, 0, 0, 0] if rec else NULL)
 
 
 def infer_policies(MMPModel model, const float[:, :, ::1] q, int t0, bint use_utility,

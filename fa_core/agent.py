@@ -10,12 +10,14 @@ references a shared :class:`~fa_core.model.GenerativeModel` for the rest.
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 
-from fa_core import _kernels, mmp
+from fa_core import _kernels, _views, mmp
 from fa_core import sophisticated as _si
 from fa_core.model import GenerativeModel, as_array_list
+from fa_core.params import EDITABLE, component_values, param_view, put_entry
 from fa_core.scratch import scratch
 
 # model-defining keywords that cannot be combined with model= (policy_len, ii_depth and
@@ -23,6 +25,18 @@ from fa_core.scratch import scratch
 _MODEL_KEYS = ("A", "B", "H", "pA", "pB", "pD", "num_controls", "control_fac_idx", "policies",
                "A_factor_list", "B_factor_list")
 _DEFAULT_VANILLA = {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001, "compute_vfe": True}
+
+
+def _row_store(rows: np.ndarray) -> np.ndarray:
+    """The buffer whose first rows ``rows`` are (``step_time`` grows into it), or ``rows``.
+
+    Only ``step_time`` makes such views (the setter and waking store fresh arrays).
+    """
+    base = rows.base
+    if type(base) is np.ndarray and base.ndim == 2 and base.shape[1] == rows.shape[1] \
+            and base.dtype == rows.dtype:
+        return base
+    return rows
 
 
 def _obj_array(items) -> np.ndarray:
@@ -57,23 +71,29 @@ class Agent:
     sparse : {"auto", True, False}
         Storage of the model's matrices when built from arrays (see
         :class:`GenerativeModel`).
-    belief_hist_len : int
+    belief_hist_len : int, optional
         With ``save_belief_hist=True``, keep at most this many entries of
         ``qs_hist`` / ``q_pi_hist`` (the first belief is always kept, for
-        ``update_D``). pymdp keeps them all.
-    action_hist_len : int
-        ``prev_actions`` keeps at most this many past actions. pymdp keeps them all.
+        ``update_D``). Default ``None``: all of them, as pymdp.
+    action_hist_len : int, optional
+        ``prev_actions`` (and, with MMP, ``prev_obs``) keep at most this many
+        entries. Default ``None``: all of them, as pymdp.
     reuse_buffers : bool
         ``False`` (default): like pymdp, every ``infer_states`` /
-        ``infer_policies`` call returns new arrays (the kernel writes straight
-        into them), so references a user holds (``qs_prev = agent.qs``) keep
-        their values. ``True``: results are rewritten in place in the agent's
-        preallocated buffers, with no allocation per step; copy what you keep.
+        ``infer_policies`` call returns new float64 arrays, so references a
+        user holds (``qs_prev = agent.qs``) keep their values. ``True``: results
+        are the agent's own float32 buffers, rewritten in place with no
+        allocation per step; copy what you keep.
 
     Notes
     -----
-    ``qs``, ``q_pi`` and ``G`` are float32. ``action`` is a new float64 array
-    each step, as in pymdp.
+    The kernels compute in float32; ``qs``, ``q_pi``, ``G`` and the model
+    parameters (``A``, ``B``, ``C``, ``D``, ``E``, ``pA``, ``pB``, ``pD``) are
+    handed out as float64 arrays, as pymdp's. Parameters may be edited in
+    place as in pymdp (``agent.C[1][1] = 3.0``): the agent then derives a
+    private model from its edited copy before its next call, and no other
+    agent sharing the model is affected (see :mod:`fa_core.params`). Writes
+    into ``qs`` or ``q_pi`` take effect at the next call, as in pymdp.
 
     With ``sophisticated=True`` (one-step policies only), ``infer_policies``
     runs pymdp's sophisticated-inference tree search, with its semantics:
@@ -91,7 +111,8 @@ class Agent:
                  "modalities_to_learn", "factors_to_learn", "lr_pA", "lr_pB", "lr_pD",
                  "sophisticated", "si_horizon", "si_policy_prune_threshold",
                  "si_state_prune_threshold", "si_prune_penalty", "edge_handling_params",
-                 "factorized", "_mmp", "__dict__", "__weakref__")
+                 "factorized", "_mmp", "_pviews", "_pdirty", "_pi_ref", "_G_ref",
+                 "__dict__", "__weakref__")
 
     def __init__(self, A=None, B=None, C=None, D=None, E=None, H=None, pA=None, pB=None, pD=None,
                  num_controls=None, policy_len=1, inference_horizon=1, control_fac_idx=None,
@@ -105,7 +126,7 @@ class Agent:
                  si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
                  si_prune_penalty=512, ii_depth=10, ii_threshold=1 / 16, *,
                  model: GenerativeModel | None = None, seed=None, sparse="auto",
-                 belief_hist_len: int = 1000, action_hist_len: int = 1000,
+                 belief_hist_len: int | None = None, action_hist_len: int | None = None,
                  reuse_buffers: bool = False):
         if inference_algo is None:
             inference_algo = "VANILLA"
@@ -209,12 +230,13 @@ class Agent:
 
         m = model
         self._reuse = bool(reuse_buffers)
+        self._pviews = self._pdirty = self._pi_ref = self._G_ref = None
         self._set_qs_buffer(np.empty(sum(m.num_states), dtype=np.float32))
         self._q_pi = np.full(m.num_policies, 1.0 / m.num_policies, dtype=np.float32)
         self._G = np.zeros(m.num_policies, dtype=np.float32)
         self._act_i = np.zeros(m.num_factors, dtype=np.int32)
-        self._hist_len = int(belief_hist_len)
-        self._act_hist_len = int(action_hist_len)
+        self._hist_len = None if belief_hist_len is None else int(belief_hist_len)
+        self._act_hist_len = None if action_hist_len is None else int(action_hist_len)
         if save_belief_hist:
             self.qs_hist, self.q_pi_hist = [], []
         self.prev_obs = []
@@ -233,17 +255,72 @@ class Agent:
         """The (possibly shared) generative model this agent uses."""
         return self._model
 
-    def _set_model_array(self, name, value):
-        self._model = self._model.replace(**{name: value})
+    # -- editable parameters (copy-on-write, see fa_core.params) ---------------------------
 
-    A = property(lambda s: s._model.A, lambda s, v: s._set_model_array("A", v))
-    B = property(lambda s: s._model.B, lambda s, v: s._set_model_array("B", v))
-    C = property(lambda s: s._model.C, lambda s, v: s._set_model_array("C", v))
-    D = property(lambda s: s._model.D, lambda s, v: s._set_model_array("D", v))
-    E = property(lambda s: s._model.E, lambda s, v: s._set_model_array("E", v))
-    pA = property(lambda s: s._model.pA, lambda s, v: s._set_model_array("pA", v))
-    pB = property(lambda s: s._model.pB, lambda s, v: s._set_model_array("pB", v))
-    pD = property(lambda s: s._model.pD, lambda s, v: s._set_model_array("pD", v))
+    def _param(self, name: str):
+        """This agent's float64 view of one model component (made on first read)."""
+        views = self._pviews
+        v = views.get(name) if views is not None else None
+        if type(v) is weakref.ref:
+            v = v()
+        if v is None:
+            v = param_view(self, name, self._model.exact(name))
+            if v is not None:
+                if views is None:
+                    views = self._pviews = {}
+                views[name] = weakref.ref(v)  # the user's to keep; made again if dropped
+        return v
+
+    def _param_written(self, name: str, index, entry) -> None:
+        """A ParamArray of this agent was written: adopt the edited component."""
+        views = self._pviews
+        if views is None:
+            views = self._pviews = {}
+        if index is None:
+            container = entry  # E, or an object array written by item assignment
+        else:
+            container = views.get(name)
+            if type(container) is weakref.ref:
+                container = container()
+            if container is None:
+                container = param_view(self, name, self._model.exact(name))
+            if container[index] is not entry:
+                put_entry(container, index, entry)
+        views[name] = container  # held: the agent's own values from now on
+        self._pdirty = (self._pdirty or frozenset()) | {name}
+
+    def _apply_edits(self) -> None:
+        """Derive this agent's model from its edited components (once per edit)."""
+        names = sorted(self._pdirty)
+        try:
+            changes = {n: component_values(n, self._pviews[n]) for n in names}
+            # editing pA / pB leaves A / B as they are until learning or reset, as pymdp
+            model = self._model.derived(renormalise=False, **changes)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"agent.{'/'.join(names)} was edited into an invalid model: "
+                            f"{exc}") from exc
+        self._model = model
+        self._pdirty = None
+
+    def _set_model(self, model: GenerativeModel, changed=EDITABLE) -> None:
+        """Use ``model`` (assigned or learned); views of the changed components go stale."""
+        self._model = model
+        if self._pviews:
+            for name in changed:
+                self._pviews.pop(name, None)
+
+    def _set_model_array(self, name, value):
+        self._sync()  # pending in-place edits first, so none is lost
+        self._set_model(self._model.replace(renormalise=False, **{name: value}), (name,))
+
+    A = property(lambda s: s._param("A"), lambda s, v: s._set_model_array("A", v))
+    B = property(lambda s: s._param("B"), lambda s, v: s._set_model_array("B", v))
+    C = property(lambda s: s._param("C"), lambda s, v: s._set_model_array("C", v))
+    D = property(lambda s: s._param("D"), lambda s, v: s._set_model_array("D", v))
+    E = property(lambda s: s._param("E"), lambda s, v: s._set_model_array("E", v))
+    pA = property(lambda s: s._param("pA"), lambda s, v: s._set_model_array("pA", v))
+    pB = property(lambda s: s._param("pB"), lambda s, v: s._set_model_array("pB", v))
+    pD = property(lambda s: s._param("pD"), lambda s, v: s._set_model_array("pD", v))
     H = property(lambda s: s._model.H)
     I = property(lambda s: s._model.I)
     policies = property(lambda s: s._model.policies)
@@ -256,13 +333,59 @@ class Agent:
     A_factor_list = property(lambda s: s._model.A_factor_list)
     B_factor_list = property(lambda s: s._model.B_factor_list)
     policy_len = property(lambda s: s._model.policy_len)
-    q_pi = property(lambda s: s._q_pi)
-    G = property(lambda s: s._G)
+
+    # -- results: float32 buffers inside, float64 copies outside ---------------------------
+
+    def _result(self, ref_slot: str, buf: np.ndarray):
+        """``buf`` as the user sees it: itself with reuse_buffers, else its float64 copy."""
+        if self._reuse:
+            return buf
+        ref = getattr(self, ref_slot)
+        out = ref() if ref is not None else None
+        if out is None:
+            out = _views.f64_vector(buf)
+            setattr(self, ref_slot, weakref.ref(out))
+        return out
+
+    @property
+    def q_pi(self) -> np.ndarray:
+        """Posterior over policies (float64; float32 buffer with ``reuse_buffers``)."""
+        return self._result("_pi_ref", self._q_pi)
+
+    @q_pi.setter
+    def q_pi(self, value):
+        self._q_pi[:] = self._policy_vector(value, "q_pi")
+        self._pi_ref = None
+
+    @property
+    def G(self) -> np.ndarray:
+        """Negative expected free energy of each policy (float64, as ``q_pi``)."""
+        return self._result("_G_ref", self._G)
+
+    @G.setter
+    def G(self, value):
+        self._G[:] = self._policy_vector(value, "G", probabilities=False)
+        self._G_ref = None
+
+    def _policy_vector(self, value, name: str, probabilities: bool = True) -> np.ndarray:
+        v = np.asarray(value, dtype=np.float64)
+        n = self._model.num_policies
+        if v.shape != (n,) or not np.all(np.isfinite(v)) or (probabilities and np.any(v < 0)):
+            raise ValueError(f"{name} must be {n} finite{' non-negative' if probabilities else ''} "
+                             f"numbers, one per policy; got shape {v.shape}")
+        return v
 
     @property
     def qs(self) -> np.ndarray:
-        """Posterior over hidden states: object array of per-factor float32 arrays."""
-        return self._qs
+        """Posterior over hidden states: object array of per-factor arrays (float64 as
+        pymdp; float32 views of the agent's buffer with ``reuse_buffers``)."""
+        qs = self._qs
+        if type(qs) is weakref.ref:
+            qs = qs()
+        if qs is None:
+            qs = _views.f64_factors(self._qs_buf, self._model.state_edges)
+            self._qs = weakref.ref(qs)
+        return qs
 
     @qs.setter
     def qs(self, value):
@@ -272,11 +395,27 @@ class Agent:
         self._load_beliefs(value, "qs")
 
     def _load_beliefs(self, value, name: str) -> None:
-        """Validate per-factor beliefs and make them the agent's ``qs``."""
+        """Validate per-factor beliefs and make them the agent's ``qs`` (kept as given,
+        as pymdp keeps them, until the next inference)."""
         qs = self._factor_vectors(value, name)
-        buf = self._qs_buf if self._reuse else np.empty_like(self._qs_buf)
-        buf[:] = np.concatenate(qs)
-        self._set_qs_buffer(buf)
+        self._qs_buf[:] = np.concatenate(qs)
+        keep = isinstance(value, np.ndarray) and value.dtype == object and not self._reuse
+        self._set_qs_buffer(self._qs_buf, value if keep else None)
+
+    def _sync(self) -> None:
+        """Before a call: apply in-place edits of parameters, ``qs`` and ``q_pi``."""
+        if self._pdirty:
+            self._apply_edits()
+        if self._reuse or self._mmp is not None:
+            return  # the user holds the buffers themselves (MMP: its own structures)
+        qs = self._qs
+        if type(qs) is weakref.ref:
+            qs = qs()
+        if qs is not None and _views.factors_differ(qs, self._qs_buf, self._model.state_edges):
+            self._load_beliefs(qs, "qs")
+        q_pi = self._pi_ref() if self._pi_ref is not None else None
+        if q_pi is not None and _views.vector_differs(q_pi, self._q_pi):
+            self.q_pi = q_pi
 
     def _factor_vectors(self, value, name: str) -> list[np.ndarray]:
         """``value`` as one float64 vector per factor, or a ValueError naming ``name``."""
@@ -287,9 +426,14 @@ class Agent:
                              f"{self.num_states}; got shapes {[v.shape for v in vecs]}")
         return vecs
 
-    def _set_qs_buffer(self, buf: np.ndarray) -> None:
-        """Make ``buf`` (flat, float32) the agent's beliefs; ``qs`` views its factors."""
+    def _set_qs_buffer(self, buf: np.ndarray, container=None) -> None:
+        """Make ``buf`` (flat, float32) the agent's beliefs. With reuse_buffers ``qs``
+        views its factors; otherwise ``qs`` is ``container`` (the beliefs as the user
+        set them) or, without one, float64 copies made when read."""
         self._qs_buf = buf
+        if not self._reuse:
+            self._qs = container
+            return
         bounds = self._model.state_bounds
         qs = np.empty(len(bounds), dtype=object)
         for f, (lo, hi) in enumerate(bounds):  # np.split is several times slower
@@ -329,8 +473,10 @@ class Agent:
                 raise ValueError(f"prev_actions[{i}] must hold one control index per factor "
                                  f"(num_controls = {self.num_controls}), got {a}")
             rows.append(a)
-        self._prev_actions = np.array(rows, dtype=self._model.action_dtype).reshape(
-            len(rows), self.num_factors)[-self._act_hist_len:]
+        rows = np.array(rows, dtype=self._model.action_dtype).reshape(len(rows), self.num_factors)
+        if self._act_hist_len is not None:
+            rows = rows[-self._act_hist_len:]
+        self._prev_actions = rows.copy()
 
     # -- inference -----------------------------------------------------------------------
 
@@ -340,13 +486,21 @@ class Agent:
         As pymdp, ``action`` is kept, so the next ``infer_states`` predicts
         from it; set ``agent.action = None`` to start from ``D`` instead.
         """
+        self._sync()
+        m = self._model
+        # pymdp's reset makes A and B the expectations of pA and pB again
+        if m.pA is not None and not m.A_from_counts or m.pB is not None and not m.B_from_counts:
+            self._set_model(m.replace(**{k: getattr(m, "_" + k) for k, v in
+                                         (("pA", m.A_from_counts), ("pB", m.B_from_counts))
+                                         if getattr(m, "_" + k) is not None and not v}),
+                            ("A", "B"))
         if self._mmp is not None:
             return mmp.agent_reset(self, init_qs)
         if init_qs is None:
-            init_qs = [np.full(n, 1.0 / n) for n in self._model.num_states]
+            init_qs = _obj_array([np.full(n, 1.0 / n) for n in self._model.num_states])
         self._load_beliefs(init_qs, "init_qs")
         self.curr_timestep = 0
-        return self._qs
+        return self.qs
 
     def _load_observation(self, observation, distr_obs: bool):
         """Validate ``observation`` into scratch buffers.
@@ -388,32 +542,54 @@ class Agent:
         distr_obs : bool
             Whether ``observation`` holds distributions.
         """
+        self._sync()
         if self._mmp is not None:
-            return mmp.agent_infer_states(self, observation, distr_obs)
-        distr, obs, obs_distr = self._load_observation(observation, distr_obs)
-        km = self._model.kmodel
-        num_iter, dF, dF_tol, compute_vfe = self._fpi
-        prev = self._qs_buf
-        out = prev if self._reuse else np.empty_like(prev)
-        _kernels.infer_states(km, out, prev, self._act_i, self._action is not None,
-                              obs, obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
-                              scratch(km.scratch_size))
-        if out is not prev:
-            self._set_qs_buffer(out)
+            qs = mmp.agent_infer_states(self, observation, distr_obs)
+        else:
+            distr, obs, obs_distr = self._load_observation(observation, distr_obs)
+            km = self._model.kmodel
+            num_iter, dF, dF_tol, compute_vfe = self._fpi
+            buf = self._qs_buf  # the kernel reads the prior from it and writes over it
+            _kernels.infer_states(km, buf, buf, self._act_i, self._action is not None,
+                                  obs, obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
+                                  scratch(km.scratch_size))
+            if self._reuse:
+                qs = self._qs
+            else:
+                qs = _views.f64_factors(buf, self._model.state_edges)
+                self._qs = weakref.ref(qs)
         if hasattr(self, "qs_hist"):
-            self._append_hist(self.qs_hist, _obj_array([q.copy() for q in self._qs]))
-        return self._qs
+            self._append_hist(self.qs_hist, qs if not self._reuse else
+                              _obj_array([np.array(q) for q in qs]) if self._mmp is None else
+                              mmp.copy_qs(qs))
+        return qs
+
+    def _infer_states_test(self, observation, distr_obs=False):
+        """pymdp's test variant of :meth:`infer_states`.
+
+        VANILLA: the same as :meth:`infer_states`. MMP: runs pymdp's
+        non-factorised scheme (``_run_mmp_testing``, SPM's form) and returns
+        ``(qs, xn, vn)``, each policy's beliefs and prediction errors at every
+        iteration (``xn[p][itr][f]``, shape ``(num_states[f], infer_len)``), as
+        pymdp's tests compare with MATLAB's ``spm_MDP_VB_X``.
+        """
+        if self._mmp is None:
+            return self.infer_states(observation, distr_obs)
+        self._sync()
+        qs, xn, vn = mmp.agent_infer_states(self, observation, distr_obs, record=True)
+        if hasattr(self, "qs_hist"):
+            self._append_hist(self.qs_hist, qs if not self._reuse else mmp.copy_qs(qs))
+        return qs, xn, vn
 
     def infer_policies(self):
         """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
-        if self._mmp is not None:
-            return mmp.agent_infer_policies(self)
+        self._sync()
         m = self._model
         km = m.kmodel
         use_param = bool(self.use_param_info_gain)
-        if not self._reuse:
-            self._q_pi, self._G = np.empty_like(self._q_pi), np.empty_like(self._G)
-        if self.sophisticated:
+        if self._mmp is not None:
+            mmp.agent_infer_policies(self)
+        elif self.sophisticated:
             _si.infer_policies(m, self._qs_buf, self.si_horizon, self.si_policy_prune_threshold,
                                self.si_state_prune_threshold, self.si_prune_penalty, self._fpi,
                                self._G, self._q_pi)
@@ -422,13 +598,18 @@ class Agent:
                                     bool(self.use_states_info_gain),
                                     use_param and m.has_pA, use_param and m.has_pB, m.has_H,
                                     self._G, self._q_pi, scratch(km.scratch_size))
+        if self._reuse:
+            q_pi, G = self._q_pi, self._G
+        else:
+            q_pi, G = _views.f64_vector(self._q_pi), _views.f64_vector(self._G)
+            self._pi_ref, self._G_ref = weakref.ref(q_pi), weakref.ref(G)
         if hasattr(self, "q_pi_hist"):
-            self._append_hist(self.q_pi_hist, self._q_pi.copy())
-        return self._q_pi, self._G
+            self._append_hist(self.q_pi_hist, q_pi.copy() if self._reuse else q_pi)
+        return q_pi, G
 
     def _append_hist(self, hist: list, item) -> None:
         hist.append(item)
-        if len(hist) > self._hist_len:
+        if self._hist_len is not None and len(hist) > self._hist_len:
             del hist[1]  # keep the first entry: update_D reads it
 
     def _select(self, probs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -450,6 +631,7 @@ class Agent:
 
     def sample_action(self):
         """Select an action per factor, advance time and return it (float array, as pymdp)."""
+        self._sync()
         m = self._model
         if self.sampling_mode == "marginal":
             marg = scratch(m.kmodel.sum_controls, "marginals")
@@ -464,6 +646,32 @@ class Agent:
         self.step_time()
         return action
 
+    def _sample_action_test(self):
+        """pymdp's test variant of :meth:`sample_action`: ``(action, p_dist)``.
+
+        ``p_dist`` is the distribution the action was chosen from: per factor
+        (``sampling_mode="marginal"``) the normalised action marginals, or
+        with ``action_selection="stochastic"`` their softmax at precision
+        ``alpha``; over policies (``"full"``) ``q_pi`` or its softmax.
+        """
+        self._sync()
+        m = self._model
+        if self.sampling_mode == "marginal":
+            marg = np.empty(m.kmodel.sum_controls, np.float32)
+            _kernels.action_marginals(m.kmodel, self._q_pi, marg)
+            edges = np.cumsum([0] + list(m.num_controls))
+            parts = [marg[edges[f]:edges[f + 1]].astype(np.float64) for f in range(m.num_factors)]
+            parts = [p / p.sum() for p in parts]
+        else:
+            parts = [self._q_pi.astype(np.float64)]
+        if self.action_selection == "stochastic":
+            for i, p in enumerate(parts):
+                logits = np.log(p + 1e-16) * self.alpha
+                e = np.exp(logits - logits.max())
+                parts[i] = e / e.sum()
+        p_dist = _obj_array(parts) if self.sampling_mode == "marginal" else parts[0]
+        return self.sample_action(), p_dist
+
     def step_time(self):
         """Record the action and advance ``curr_timestep``; returns it."""
         row = self._act_i if self._action is not None else -1  # -1: no action (pymdp: None)
@@ -471,11 +679,16 @@ class Agent:
         if prev is None:
             self._prev_actions = np.empty((1, self.num_factors), dtype=self._model.action_dtype)
             self._prev_actions[0] = row
-        elif len(prev) < self._act_hist_len:
-            grown = np.empty((len(prev) + 1, self.num_factors), dtype=prev.dtype)
-            grown[:-1] = prev
-            grown[-1] = row
-            self._prev_actions = grown
+        elif self._act_hist_len is None or len(prev) < self._act_hist_len:
+            # the rows are a view of a buffer that doubles when full: appending is O(1)
+            store = _row_store(prev)
+            n = len(prev)
+            if n == len(store):
+                cap = n * 2 if self._act_hist_len is None else min(n * 2, self._act_hist_len)
+                store = np.empty((cap, self.num_factors), dtype=prev.dtype)
+                store[:n] = prev
+            store[n] = row
+            self._prev_actions = store[:n + 1]
         else:  # full: drop the oldest in place
             prev[:-1] = prev[1:]
             prev[-1] = row
@@ -547,6 +760,7 @@ class Agent:
         The agent gets its own model with the new ``pA`` and ``A``; a model
         shared with other agents is never changed.
         """
+        self._sync()
         m = self._model
         self._no_mmp("update_A")
         if m.pA is None:
@@ -563,11 +777,12 @@ class Agent:
             _kernels.dirichlet_add(qA[mm].reshape(-1), o,
                                    self._joint(self.qs, m.A_factor_list[mm]).reshape(-1),
                                    float(self.lr_pA), 1, 0)
-        self._model = m.with_counts(pA=qA)
-        return self._model.pA
+        self._set_model(m.with_counts(pA=qA), ("A", "pA"))
+        return param_view(self, "pA", self._model.exact("pA"))  # pymdp's qA
 
     def update_B(self, qs_prev):
         """Dirichlet update of ``pB`` from ``qs_prev``, the last action and ``qs``; returns ``qB``."""
+        self._sync()
         m = self._model
         self._no_mmp("update_B")
         if m.pB is None:
@@ -583,11 +798,13 @@ class Agent:
             _kernels.dirichlet_add(qB[f].reshape(-1), np.asarray(self.qs[f], dtype=np.float64),
                                    self._joint(prev, m.B_factor_list[f]).reshape(-1),
                                    float(self.lr_pB), m.num_controls[f], a)
-        self._model = m.with_counts(pB=qB, pB_controls={f: [int(self.action[f])] for f in factors})
-        return self._model.pB
+        self._set_model(m.with_counts(pB=qB, pB_controls={f: [int(self.action[f])]
+                                                          for f in factors}), ("B", "pB"))
+        return param_view(self, "pB", self._model.exact("pB"))  # pymdp's qB
 
     def update_D(self, qs_t0=None):
         """Dirichlet update of ``pD`` from ``qs_t0`` (default: the first saved belief)."""
+        self._sync()
         m = self._model
         if m.pD is None:
             raise ValueError("update_D needs pD (Dirichlet parameters over D)")
@@ -603,8 +820,8 @@ class Agent:
         qD = [np.array(p) for p in m.pD]
         for f in factors:
             _kernels.dirichlet_add(qD[f], np.ones(1), qs[f], float(self.lr_pD), 1, 0)
-        self._model = m.replace(pD=qD, D=[d / d.sum() for d in qD])
-        return self._model.pD
+        self._set_model(m.replace(pD=qD, D=[d / d.sum() for d in qD]), ("D", "pD"))
+        return param_view(self, "pD", self._model.exact("pD"))  # pymdp's qD
 
     # -- lifecycle and memory (implemented in fa_core.lifecycle and fa_core.memory) -----
 

@@ -44,8 +44,9 @@ FLOAT16_REL_ERROR = 2.0 ** -11
 #: half the spacing of float16's subnormals (entries below it become 0).
 FLOAT16_ABS_ERROR = 2.0 ** -25
 
-# slots rebuilt from others rather than stored
-_DERIVED = ("_qs", "_randint")
+# slots rebuilt from others rather than stored (the float64 views handed to the user
+# are made again when read; pending in-place edits are applied before saving)
+_DERIVED = ("_qs", "_randint", "_pviews", "_pdirty", "_pi_ref", "_G_ref")
 
 # ---------------------------------------------------------------------------
 # Pickling
@@ -60,6 +61,7 @@ def agent_getstate(agent: Agent) -> dict:
     (:meth:`GenerativeModel.__reduce__`). The global ``np.random`` (``seed=None``)
     is recorded as ``None``; a ``numpy.random.Generator`` pickles with its state.
     """
+    agent._sync()
     state = {}
     for name in copyreg._slotnames(type(agent)):
         if name not in _DERIVED:
@@ -85,6 +87,7 @@ def agent_setstate(agent: Agent, state: dict) -> None:
         setattr(agent, name, value)
     agent._rng = np.random if rng is None else rng
     agent._randint = np.random.randint if rng is None else rng.integers
+    agent._pviews = agent._pdirty = agent._pi_ref = agent._G_ref = None
     agent._set_qs_buffer(qs_buf)
     if extra:
         agent.__dict__.update(extra)
@@ -428,6 +431,7 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     """
     _lossy_check(lossy, prune)
     _check_hibernatable(agent)
+    agent._sync()
     model = agent._model
     sizes = model.num_states
     state, extras = _split_state(agent)

@@ -171,7 +171,7 @@ class MMPState:
 
     __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
                  "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
-                 "q", "infer_len", "F", "prior")
+                 "q", "infer_len", "F", "prior", "views")
 
     def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
                  policy_sep_prior: bool):
@@ -197,6 +197,7 @@ class MMPState:
         self.infer_len = 0
         self.F = None
         self.prior = None
+        self.views = None       # the qs structure last handed out (its step-0 rows are q's)
         self.bind(model)
 
     # -- model-dependent parts -----------------------------------------------------------
@@ -261,8 +262,12 @@ class MMPState:
             return prev_actions[-(self.horizon - 1):]
         return prev_actions
 
-    def infer_states(self, prev_actions, out: np.ndarray) -> None:
-        """Run the kernel over the window for every policy, writing ``out`` and ``self.F``."""
+    def infer_states(self, prev_actions, out: np.ndarray, record: bool = False):
+        """Run the kernel over the window for every policy, writing ``out`` and ``self.F``.
+
+        With ``record``, also returns ``(xn, vn)``: (n_pol, num_iter, infer_len, S)
+        beliefs and prediction errors of every iteration.
+        """
         T = self.model.policy_len
         past = len(self.obs_win)
         infer_len = past + T
@@ -280,11 +285,16 @@ class MMPState:
         acts[:, :k] = wa[:k]
         acts[:, k:R] = self._pol[:, :R - k]
         F = np.empty(n_pol, np.float32)
+        xn = vn = None
+        if record:
+            xn = np.zeros((n_pol, self.num_iter, infer_len, out.shape[2]), np.float32)
+            vn = np.zeros_like(xn)
         _mmp.infer_states(self._km, self.lh[:past].reshape(-1), past, infer_len, infer_len - 2,
                           acts, self.prior, out, F, self.num_iter, self.tau,
                           0.5 if self.factorized else 1.0, *self._scratch(),
-                          scratch(self.lh.size, "mmp_lnlh", np.float64))
+                          scratch(self.lh.size, "mmp_lnlh", np.float64), xn, vn)
         self.past_len, self.infer_len, self.q, self.F = past, infer_len, out, F
+        return xn, vn
 
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernels' per-thread scratch (shared by every agent on the thread)."""
@@ -303,6 +313,8 @@ class MMPState:
     def qs_views(self, q: np.ndarray | None = None) -> np.ndarray:
         """``qs[p][t][f]`` views of the belief buffer (or of ``q``) over the current window."""
         q = self.q if q is None else q
+        if q.dtype == np.float64:
+            q.flags.writeable = False  # a copy handed out: writes would be lost, so refuse them
         bounds = self.model.state_bounds
         n_pol = q.shape[0]
         qs = np.empty(n_pol, dtype=object)
@@ -461,9 +473,45 @@ def agent_reset(agent, init_qs=None):
     return qs
 
 
-def agent_infer_states(agent, observation, distr_obs):
-    """Window update for one observation; returns ``qs[p][t][f]``."""
+def copy_qs(qs) -> np.ndarray:
+    """A deep copy of a ``qs[p][t][f]`` structure (for histories of reused buffers)."""
+    if isinstance(qs, np.ndarray) and qs.dtype == object:
+        out = np.empty(len(qs), dtype=object)
+        for i, x in enumerate(qs):
+            out[i] = copy_qs(x)
+        return out
+    return None if qs is None else np.array(qs)
+
+
+def _iterations(rec: np.ndarray, model, infer_len: int) -> np.ndarray:
+    """(n_pol, num_iter, T, S) records in pymdp's layout: ``x[p][itr][f]`` (num_states[f], T)."""
+    out = np.empty(rec.shape[0], dtype=object)
+    for p in range(rec.shape[0]):
+        its = []
+        for itr in range(rec.shape[1]):
+            fac = np.empty(model.num_factors, dtype=object)
+            for f, (lo, hi) in enumerate(model.state_bounds):
+                fac[f] = rec[p, itr, :infer_len, lo:hi].T.astype(np.float64)
+            its.append(fac)
+        out[p] = its
+    return out
+
+
+def agent_infer_states(agent, observation, distr_obs, record: bool = False):
+    """Window update for one observation; returns ``qs[p][t][f]``.
+
+    With ``record``, runs pymdp's non-factorised scheme (``_run_mmp_testing``)
+    and returns ``(qs, xn, vn)`` with every iteration's beliefs and errors.
+    """
     st = _sync(agent)
+    if record and st.factorized:
+        st.factorized = False
+        st.bind(agent._model)  # joint likelihoods and SPM's (unhalved) future message
+        try:
+            return agent_infer_states(agent, observation, distr_obs, record)
+        finally:
+            st.factorized = True
+            st.bind(agent._model)
     distr, obs, obs_distr = agent._load_observation(observation, distr_obs)
     m = agent._model
     if distr:
@@ -477,38 +525,35 @@ def agent_infer_states(agent, observation, distr_obs):
     saved = (list(st.obs_win), st.lh.copy(), st.n_obs)
     st.push_observation(item)
     try:
-        st.infer_states(agent._prev_actions, out)
+        xn, vn = st.infer_states(agent._prev_actions, out, record)
     except Exception:
         st.obs_win, st.lh, st.n_obs = saved  # a failed call leaves the agent unchanged
         raise
     agent.prev_obs.append(observation if distr_obs else tuple(observation) if
                           isinstance(observation, (list, tuple, np.ndarray)) else (observation,))
-    if len(agent.prev_obs) > st.horizon:
+    if agent._act_hist_len is not None and len(agent.prev_obs) > agent._act_hist_len:
         del agent.prev_obs[0]
-    agent.F = st.F
-    agent._qs = st.qs_views()
-    if hasattr(agent, "qs_hist"):
-        agent._append_hist(agent.qs_hist, agent._qs if not agent._reuse else st.qs_views(st.q.copy()))
+    agent.F = st.F.astype(np.float64)
+    st.views = agent._qs = st.qs_views() if agent._reuse else st.qs_views(
+        st.q[:, :st.infer_len].astype(np.float64))
+    if record:
+        return (agent._qs, _iterations(xn, agent._model, st.infer_len),
+                _iterations(vn, agent._model, st.infer_len))
     return agent._qs
 
 
-def agent_infer_policies(agent):
+def agent_infer_policies(agent) -> None:
+    """Policy posterior and G of the window, into the agent's float32 buffers."""
     st = _sync(agent)
-    if not agent._reuse:
-        agent._q_pi, agent._G = np.empty_like(agent._q_pi), np.empty_like(agent._G)
     st.infer_policies(agent.gamma, agent.use_utility, agent.use_states_info_gain,
                       agent._G, agent._q_pi)
-    if hasattr(agent, "q_pi_hist"):
-        agent._append_hist(agent.q_pi_hist, agent._q_pi.copy())
-    return agent._q_pi, agent._G
 
 
 def _first_step_rows(agent) -> np.ndarray:
     """Each policy's belief about the window's first step, (n_pol, S)."""
     st = agent._mmp
     qs = agent._qs
-    if st.F is not None and isinstance(qs, np.ndarray) and len(qs) and qs[0][0][0].base is not None \
-            and np.shares_memory(qs[0][0][0], st.q):
+    if st.F is not None and qs is st.views:  # the beliefs the kernel wrote, not the user's
         return st.q[:, 0, :].copy()
     return np.stack([_flat(qs[p][0], agent._model, f"qs[{p}][0]") for p in range(len(qs))])
 

@@ -292,14 +292,16 @@ class GenerativeModel:
 
     # -- one setter per component: validate, then compute its packed form ---------------
 
-    def _set_A(self, A, pA) -> list[np.ndarray]:
+    def _set_A(self, A, pA, from_counts: bool = True) -> list[np.ndarray]:
         self._pA = as_array_list(pA, "pA") if pA is not None else None
         A = as_array_list(A, "A")
         if self._pA is not None:
             if any(np.any(p < 0) for p in self._pA):
                 raise ValueError("pA has negative Dirichlet parameters")
             _check_same_shapes(self._pA, A, "pA", "A")
-            A = [_normalise(p) for p in self._pA]  # A is the expectation of pA, as pymdp
+            if from_counts:
+                A = [_normalise(p) for p in self._pA]  # A is the expectation of pA, as pymdp
+        self.A_from_counts = self._pA is not None and from_counts
         check_normalised(A, "A")
         for m, a in enumerate(A):
             if a.ndim < 2:
@@ -319,14 +321,16 @@ class GenerativeModel:
         self._views.pop("A", None)
         return A
 
-    def _set_B(self, B, pB, num_controls=None) -> list[np.ndarray]:
+    def _set_B(self, B, pB, num_controls=None, from_counts: bool = True) -> list[np.ndarray]:
         self._pB = as_array_list(pB, "pB") if pB is not None else None
         B = as_array_list(B, "B")
         if self._pB is not None:
             if any(np.any(p < 0) for p in self._pB):
                 raise ValueError("pB has negative Dirichlet parameters")
             _check_same_shapes(self._pB, B, "pB", "B")
-            B = [_normalise(p) for p in self._pB]
+            if from_counts:
+                B = [_normalise(p) for p in self._pB]
+        self.B_from_counts = self._pB is not None and from_counts
         check_normalised(B, "B")
         for f, b in enumerate(B):
             if b.ndim < 3:
@@ -410,7 +414,7 @@ class GenerativeModel:
                 if c.ndim == 2 and c.shape[1] < self.policy_len:
                     raise ValueError(f"C[{m}] has {c.shape[1]} time columns; policy_len is "
                                      f"{self.policy_len}")
-        self._C = [c.astype(np.float32) for c in C]
+        self._C = [np.array(c, dtype=np.float64) for c in C]  # exact, as given (small)
         T = self.policy_len
         self._lnC = []
         for c in C:
@@ -435,7 +439,7 @@ class GenerativeModel:
         check_normalised(D, "D")
         if self._pD is not None and any(p.shape != d.shape for p, d in zip(self._pD, D)):
             raise ValueError("pD must have the same shapes as D")
-        self._D = [d.astype(np.float32) for d in D]
+        self._D = [np.array(d, dtype=np.float64) for d in D]
         self._logD = np.log(np.concatenate(D) + _LOG_EPS).astype(np.float32)
         self._views.pop("D", None)
 
@@ -449,7 +453,7 @@ class GenerativeModel:
                 raise ValueError(f"E must have one entry per policy ({n_pol}); got shape {E.shape}")
             if np.any(E < 0):
                 raise ValueError("E has negative entries")
-        self._E = E.astype(np.float32)
+        self._E = np.array(E, dtype=np.float64)
         self._lnE = np.log(E + _LOG_EPS).astype(np.float32)
         self._views.pop("E", None)
 
@@ -502,6 +506,7 @@ class GenerativeModel:
         self.action_dtype = np.min_scalar_type(-max(self.num_controls))
         edges = np.cumsum([0] + self.num_states).tolist()
         self.state_bounds = list(zip(edges[:-1], edges[1:]))  # factor f is qs_flat[lo:hi]
+        self.state_edges = np.asarray(edges, dtype=np.int64)
         self.num_policies_i32 = np.asarray([len(self.policies)], dtype=np.int32)
         self.is_sparse = self._sparsity()
 
@@ -623,6 +628,14 @@ class GenerativeModel:
         """Prior over policies, float32 read-only."""
         return self._view("E", lambda: [self._E])[0]
 
+    def exact(self, name: str):
+        """Component ``name`` as exactly as the model holds it: float64 for C, D, E and
+        the Dirichlet counts (as given), the float32 arrays the kernels read for A and B."""
+        if name in ("A", "B"):
+            return getattr(self, name)
+        value = getattr(self, "_" + name)
+        return value
+
     @property
     def num_policies(self) -> int:
         return len(self.policies)
@@ -634,11 +647,14 @@ class GenerativeModel:
 
     # -- deriving and sharing models -----------------------------------------------------
 
-    def replace(self, **changes) -> "GenerativeModel":
+    def replace(self, *, renormalise: bool = True, **changes) -> "GenerativeModel":
         """A new model with some components changed; this one is left as it is.
 
         Accepts ``A``, ``B``, ``C``, ``D``, ``E``, ``H``, ``pA``, ``pB``, ``pD``.
         Every component not changed is shared with this model, not copied.
+        ``renormalise=False``: new ``pA`` / ``pB`` without ``A`` / ``B`` keep the
+        current ``A`` / ``B`` (pymdp's agent changes ``A`` only when it learns or
+        resets, not when its ``pA`` is edited).
         """
         allowed = {"A", "B", "C", "D", "E", "H", "pA", "pB", "pD"}
         unknown = set(changes) - allowed
@@ -651,13 +667,13 @@ class GenerativeModel:
         if "A" in changes or "pA" in changes:
             A = changes.get("A", self.A if "pA" in changes else None)
             pA = changes.get("pA", self._pA if "A" not in changes else None)
-            new._set_A(A, pA)
+            new._set_A(A, pA, from_counts=renormalise or "A" in changes)
             if new._A_shapes != self._A_shapes:
                 raise ValueError("replace() cannot change the shapes of A")
         if "B" in changes or "pB" in changes:
             B = changes.get("B", self.B if "pB" in changes else None)
             pB = changes.get("pB", self._pB if "B" not in changes else None)
-            B_dense = new._set_B(B, pB)
+            B_dense = new._set_B(B, pB, from_counts=renormalise or "B" in changes)
             if new._B_shapes != self._B_shapes:
                 raise ValueError("replace() cannot change the shapes of B")
         if "C" in changes:
@@ -672,16 +688,16 @@ class GenerativeModel:
         new._pack()
         return new
 
-    def derived(self, **changes) -> "GenerativeModel":
+    def derived(self, *, renormalise: bool = True, **changes) -> "GenerativeModel":
         """:meth:`replace`, interned: equal changes to one model give one shared model.
 
         This is what ``Agent(model=gm, C=...)`` uses, so a thousand agents
         given the same ``C`` share one derived model instead of a thousand.
         """
-        key = (self.content_key(), _content_key(changes))
+        key = (self.content_key(), _content_key(changes), renormalise)
         model = _DERIVED.get(key)
         if model is None:
-            model = self.replace(**changes)
+            model = self.replace(renormalise=renormalise, **changes)
             _DERIVED[key] = model
         return model
 
@@ -730,6 +746,8 @@ class GenerativeModel:
         # same structure: only the changed matrices are handed to the kernels. I
         # (reachability of H) stays as built: pymdp computes it once, from the B given at
         # construction, and learning B does not change it
+        new.A_from_counts = new.A_from_counts or pA is not None
+        new.B_from_counts = new.B_from_counts or pB is not None
         new.kmodel = self.kmodel.with_changes(mats, a_H)
         new.is_sparse = new._sparsity()
         return new

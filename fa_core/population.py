@@ -430,6 +430,7 @@ class PopulationMember(Agent):
         self._pop, self._row = pop, i
         self._model = pop.model
         self._reuse = True
+        self._pviews = self._pdirty = self._pi_ref = self._G_ref = None
         self._prev_actions = None
         self._rng, self._randint = np.random, np.random.randint
         params = pop.inference_params
@@ -449,7 +450,7 @@ class PopulationMember(Agent):
         self.si_prune_penalty = 512
         self.edge_handling_params = {"use_BMA": True, "policy_sep_prior": False}
         self.factorized = False
-        self._hist_len = self._act_hist_len = 1000
+        self._hist_len = self._act_hist_len = None
         self.prev_obs, self.F = [], None
 
     _qs_buf = _row_property("qs", "Flat beliefs: the population's row.")

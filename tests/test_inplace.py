@@ -19,9 +19,9 @@ import pytest
 
 from random_models import random_distr_obs, random_model, random_obs
 
-# pymdp keeps every past action in ``prev_actions``; fa_core bounds that history
-# (and ``qs_hist`` with save_belief_hist). Warming up past the default bound of
-# 1,000 entries reaches the steady state where each step frees what it adds.
+# pymdp keeps every past action in ``prev_actions`` (fa_core too, by default); the
+# bounded histories (``action_hist_len`` / ``belief_hist_len`` of 1,000 here) reach,
+# once warmed up past the bound, the steady state where each step frees what it adds.
 WARMUP_STEPS = 1_100
 MEASURED_STEPS = 1_000
 # Constant slack for interpreter bookkeeping (free lists, small caches). Growth
@@ -56,7 +56,7 @@ def build(FaAgent, cfg, seed=0, reuse_buffers=True):
                          cfg["num_controls"], cfg.get("A_factor_list"), cfg.get("B_factor_list"),
                          sparsity=cfg.get("sparsity", 0.0))
     kw = dict(A=model["A"], B=model["B"], C=model["C"], D=model["D"], reuse_buffers=reuse_buffers,
-              **cfg.get("agent", {}))
+              action_hist_len=1000, belief_hist_len=1000, **cfg.get("agent", {}))
     for name in ("A_factor_list", "B_factor_list"):
         if cfg.get(name) is not None:
             kw[name] = cfg[name]

@@ -77,9 +77,9 @@ class MMPPair(Pair):
         # the window prior moves with time (set_latest_beliefs in step_time)
         assert_beliefs(self.fa.latest_belief, self.ref.latest_belief,
                        self.where("latest_belief"))
-        n = len(self.fa.prev_obs)
-        assert n == min(len(self.ref.prev_obs), self.fa.inference_horizon)
-        for o_f, o_r in zip(self.fa.prev_obs, self.ref.prev_obs[-n:]):
+        # pymdp's whole observation history, as pymdp keeps it
+        assert len(self.fa.prev_obs) == len(self.ref.prev_obs)
+        for o_f, o_r in zip(self.fa.prev_obs, self.ref.prev_obs):
             assert_beliefs(o_f, o_r, self.where("prev_obs"))
         return same
 
@@ -218,9 +218,11 @@ def test_inference_params_are_honoured(FaAgent):
 
 
 def test_work_stays_bounded(FaAgent):
-    """Buffers and bookkeeping are sized by the window, not the episode."""
+    """Buffers and bookkeeping are sized by the window, not the episode (the user-facing
+    histories too, when bounded by ``action_hist_len``)."""
     model = make_model(71, [3], [3], [2], None, None)
-    agent = FaAgent(**agent_kwargs(model, inference_algo="MMP", inference_horizon=3), seed=0)
+    agent = FaAgent(**agent_kwargs(model, inference_algo="MMP", inference_horizon=3), seed=0,
+                    action_hist_len=3)
     for t in range(40):
         qs = agent.infer_states([t % 3])
         agent.infer_policies()

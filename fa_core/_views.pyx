@@ -41,7 +41,7 @@ def f64_factors(const float[::1] buf, const cnp.int64_t[::1] bounds):
 
 cdef bint _differs(object a, const float* src, Py_ssize_t n):
     """Whether ``a`` is anything but a 1-D float64 array equal to ``src[:n]``."""
-    if type(a) is not np.ndarray:
+    if not cnp.PyArray_Check(a):
         return True
     cdef cnp.ndarray arr = <cnp.ndarray>a
     if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT64 or cnp.PyArray_NDIM(arr) != 1
@@ -65,7 +65,7 @@ def vector_differs(object a, const float[::1] buf):
 def factors_differ(object container, const float[::1] buf, const cnp.int64_t[::1] bounds):
     """Whether a :func:`f64_factors` container (or its entries) was changed."""
     cdef Py_ssize_t f, nf = bounds.shape[0] - 1
-    if type(container) is not np.ndarray or container.dtype != object or container.shape != (nf,):
+    if not cnp.PyArray_Check(container) or container.dtype != object or container.shape != (nf,):
         return True
     for f in range(nf):
         if _differs(container[f], &buf[0] + bounds[f], bounds[f + 1] - bounds[f]):

@@ -273,6 +273,15 @@ class Agent:
 
     def _param_written(self, name: str, index, entry) -> None:
         """A ParamArray of this agent was written: adopt the edited component."""
+        if name in ("_pi_ref", "_G_ref"):  # q_pi / G as read: loaded back at the next call
+            setattr(self, name, entry)
+            return
+        if name == "qs":
+            qs = self.qs if index is not None else entry
+            if index is not None and qs[index] is not entry:
+                put_entry(qs, index, entry)
+            self._qs = qs
+            return
         views = self._pviews
         if views is None:
             views = self._pviews = {}
@@ -340,10 +349,11 @@ class Agent:
         """``buf`` as the user sees it: itself with reuse_buffers, else its float64 copy."""
         if self._reuse:
             return buf
-        ref = getattr(self, ref_slot)
-        out = ref() if ref is not None else None
-        if out is None:
-            out = _views.f64_vector(buf)
+        out = getattr(self, ref_slot)
+        if type(out) is weakref.ref:
+            out = out()
+        if out is None:  # read, not returned by a call: a write into it must reach the agent
+            out = param_view(self, ref_slot, buf)
             setattr(self, ref_slot, weakref.ref(out))
         return out
 
@@ -382,8 +392,8 @@ class Agent:
         qs = self._qs
         if type(qs) is weakref.ref:
             qs = qs()
-        if qs is None:
-            qs = _views.f64_factors(self._qs_buf, self._model.state_edges)
+        if qs is None:  # read, not returned by a call: a write into it must reach the agent
+            qs = param_view(self, "qs", [self._qs_buf[lo:hi] for lo, hi in self._model.state_bounds])
             self._qs = weakref.ref(qs)
         return qs
 
@@ -413,7 +423,9 @@ class Agent:
             qs = qs()
         if qs is not None and _views.factors_differ(qs, self._qs_buf, self._model.state_edges):
             self._load_beliefs(qs, "qs")
-        q_pi = self._pi_ref() if self._pi_ref is not None else None
+        q_pi = self._pi_ref
+        if type(q_pi) is weakref.ref:
+            q_pi = q_pi()
         if q_pi is not None and _views.vector_differs(q_pi, self._q_pi):
             self.q_pi = q_pi
 

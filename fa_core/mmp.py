@@ -171,7 +171,7 @@ class MMPState:
 
     __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
                  "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
-                 "q", "infer_len", "F", "prior", "views")
+                 "q", "infer_len", "F", "prior", "prior64", "views")
 
     def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
                  policy_sep_prior: bool):
@@ -330,7 +330,11 @@ class MMPState:
         return qs
 
     def set_prior(self, rows: np.ndarray) -> None:
-        """The window's prior: one row per policy, or one shared row (flat beliefs)."""
+        """The window's prior: one row per policy, or one shared row (flat beliefs).
+
+        The kernels read it in float32; ``latest_belief`` shows it as set (float64).
+        """
+        self.prior64 = np.array(rows, dtype=np.float64)
         self.prior = np.ascontiguousarray(rows, dtype=np.float32)
 
     def prior_views(self):
@@ -342,16 +346,17 @@ class MMPState:
             for f, (lo, hi) in enumerate(bounds):
                 out[f] = row[lo:hi]
             return out
-        if self.prior.shape[0] == 1 and not self.policy_sep_prior:
-            return factors(self.prior[0])
-        out = np.empty(self.prior.shape[0], dtype=object)
-        for p in range(self.prior.shape[0]):
-            out[p] = factors(self.prior[p])
+        prior = self.prior64
+        if prior.shape[0] == 1 and not self.policy_sep_prior:
+            return factors(prior[0])
+        out = np.empty(prior.shape[0], dtype=object)
+        for p in range(prior.shape[0]):
+            out[p] = factors(prior[p])
         return out
 
     def __getstate__(self) -> dict:
         # the compiled model is rebuilt from the (pickled) GenerativeModel
-        skip = {"_km", "_l_K", "_lnE", "_pol", "lh"}
+        skip = {"_km", "_l_K", "_lnE", "_pol", "lh", "views"}
         return {k: getattr(self, k) for k in self.__slots__ if k not in skip and hasattr(self, k)}
 
     def __setstate__(self, state: dict) -> None:
@@ -359,7 +364,9 @@ class MMPState:
         q = state.pop("q")
         for k, v in state.items():
             setattr(self, k, v)
-        self.model = None
+        if "prior64" not in state and self.prior is not None:
+            self.prior64 = self.prior.astype(np.float64)
+        self.model, self.views = None, None
         self.bind(model)
         self.q = q
 
@@ -467,7 +474,7 @@ def agent_reset(agent, init_qs=None):
         for f, n in enumerate(m.num_states):
             qs[p][0][f] = np.full(n, 1.0 / n, dtype=np.float32)
     agent._qs = qs
-    D = np.concatenate(m.D).astype(np.float32)
+    D = np.concatenate(m.exact("D"))
     n_rows = len(m.policies) if st.policy_sep_prior else 1
     st.set_prior(np.tile(D, (n_rows, 1)))
     return qs

@@ -25,6 +25,7 @@ edits share one model).
 from __future__ import annotations
 
 import collections
+import copy
 import weakref
 
 import numpy as np
@@ -127,7 +128,12 @@ class ParamArray(np.ndarray):
         return self.copy()
 
     def __deepcopy__(self, memo):
-        return self.copy()
+        if self.dtype != object:
+            return self.copy()
+        out = np.empty(self.shape, dtype=object)  # plain, with plain copies of the entries
+        for i, x in enumerate(self.view(np.ndarray).ravel()):
+            out.reshape(-1)[i] = copy.deepcopy(x, memo)
+        return out
 
     def __reduce__(self):
         return self.copy().__reduce__()
@@ -204,7 +210,7 @@ def param_view(agent, name: str, arrays):
     """
     if arrays is None:
         return None
-    if name == "E":
+    if isinstance(arrays, np.ndarray) and arrays.dtype != object:  # E, q_pi, G
         out = _attach(np.array(arrays, dtype=np.float64), agent, name, None)
     else:
         items = np.empty(len(arrays), dtype=object)

@@ -1,4 +1,4 @@
-"""Build the compiled core of fa_core.
+r"""Build the compiled core of fa_core.
 
 Optimisation is -O3 with no -march=native or -ffast-math: wheels must run on
 any CPU of the target architecture, and the kernels rely on IEEE semantics
@@ -17,20 +17,25 @@ sanitizer jobs); never ship it:
 * Cython ``boundscheck``, ``wraparound`` and ``initializedcheck`` on in every module. Directives
   in a ``.pyx`` header comment or a decorator take precedence over the ones given to
   ``cythonize``, so the kernels must not set these themselves: the build stops if one does.
-* ``-O1 -g -fno-omit-frame-pointer`` and, when the compiler can build and link a program with
-  them (gcc and clang on Linux and macOS, checked with a tiny program),
+* ``-O1 -g -fno-omit-frame-pointer -fno-wrapv`` (CPython compiles extensions with ``-fwrapv``,
+  which makes signed overflow defined and hides it from gcc's UBSan) and, when the compiler
+  can build and link a program with them (gcc and clang on Linux and macOS, checked with a
+  tiny program),
   ``-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow``
   (AddressSanitizer plus UndefinedBehaviorSanitizer, every UB report fatal). What was enabled
   is printed as ``fa_core: checked build: ...``; ``FA_CORE_CHECKED_BUILD=nosan`` keeps only
   the Cython checks. The module constant ``fa_core._kernels.CHECKED_BUILD`` is ``True`` in it.
-* The Python interpreter is not instrumented, so the sanitizer runtimes must be loaded first::
+* The Python interpreter is not instrumented, so the sanitizer runtimes must be loaded first;
+  ``PYTHONMALLOC=malloc`` sends ``PyMem_Malloc`` (the kernels' scratch) to ASan's allocator
+  instead of pymalloc's arenas, and a failed bounds check in a ``noexcept`` kernel is an
+  "unraisable" exception that only an ``-W error`` turns into a test failure::
 
       FA_CORE_CHECKED_BUILD=1 python setup.py build_ext --inplace
-      LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \\
-      ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \\
-      python -m pytest tests
+      LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+      ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      PYTHONMALLOC=malloc python -m pytest tests -W error::pytest.PytestUnraisableExceptionWarning
 
-  ``.ci/run`` does exactly this (see its last step).
+  ``.ci/run`` does this against a wheel built that way (its last step).
 
 Switching between the normal and the checked build in one tree regenerates the C sources and
 recompiles every module (stamps in ``build/`` record the last mode of each stage): Cython and
@@ -55,7 +60,9 @@ if sys.platform == "win32":
     compile_args = ["/Od", "/Zi"] if CHECKED else ["/O2"]
     libraries = []
 else:
-    compile_args = ["-O1", "-g", "-fno-omit-frame-pointer"] if CHECKED else ["-O3"]
+    # -fno-wrapv undoes CPython's -fwrapv, under which gcc's UBSan ignores signed overflow
+    compile_args = (["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv"] if CHECKED
+                    else ["-O3"])
     # link libm explicitly: an extension that leaves expf / logf unversioned binds them
     # at load time to glibc's oldest versions, wrappers that set errno on every underflow
     libraries = ["m"]

@@ -1,4 +1,4 @@
-"""Build the compiled core of fa_core.
+r"""Build the compiled core of fa_core.
 
 Optimisation is -O3 with no -march=native or -ffast-math: wheels must run on
 any CPU of the target architecture, and the kernels rely on IEEE semantics
@@ -7,10 +7,44 @@ any CPU of the target architecture, and the kernels rely on IEEE semantics
 OpenMP is used when the compiler supports it (checked by building a tiny
 program) and defines ``FA_CORE_OPENMP=1``; otherwise the build is serial,
 silently. ``FA_CORE_NO_OPENMP=1`` forces the serial build.
+
+Checked build
+-------------
+``FA_CORE_CHECKED_BUILD=1`` builds a debugging variant that CI runs the whole test suite
+against (modelled on scikit-learn's ``SKLEARN_ENABLE_DEBUG_CYTHON_DIRECTIVES`` and numpy's
+sanitizer jobs); never ship it:
+
+* Cython ``boundscheck``, ``wraparound`` and ``initializedcheck`` on in every module. Directives
+  in a ``.pyx`` header comment or a decorator take precedence over the ones given to
+  ``cythonize``, so the kernels must not set these themselves: the build stops if one does.
+* ``-O1 -g -fno-omit-frame-pointer -fno-wrapv`` (CPython compiles extensions with ``-fwrapv``,
+  which makes signed overflow defined and hides it from gcc's UBSan) and, when the compiler
+  can build and link a program with them (gcc and clang on Linux and macOS, checked with a
+  tiny program),
+  ``-fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow``
+  (AddressSanitizer plus UndefinedBehaviorSanitizer, every UB report fatal). What was enabled
+  is printed as ``fa_core: checked build: ...``; ``FA_CORE_CHECKED_BUILD=nosan`` keeps only
+  the Cython checks. The module constant ``fa_core._kernels.CHECKED_BUILD`` is ``True`` in it.
+* The Python interpreter is not instrumented, so the sanitizer runtimes must be loaded first;
+  ``PYTHONMALLOC=malloc`` sends ``PyMem_Malloc`` (the kernels' scratch) to ASan's allocator
+  instead of pymalloc's arenas, and a failed bounds check in a ``noexcept`` kernel is an
+  "unraisable" exception that only an ``-W error`` turns into a test failure::
+
+      FA_CORE_CHECKED_BUILD=1 python setup.py build_ext --inplace
+      LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+      ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      PYTHONMALLOC=malloc python -m pytest tests -W error::pytest.PytestUnraisableExceptionWarning
+
+  ``.ci/run`` does this against a wheel built that way (its last step).
+
+Switching between the normal and the checked build in one tree regenerates the C sources and
+recompiles every module (stamps in ``build/`` record the last mode of each stage): Cython and
+setuptools only compare timestamps and would otherwise keep the other mode's output.
 """
 import contextlib
 import glob
 import os
+import re
 import sys
 import tempfile
 
@@ -19,14 +53,35 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+CHECKED = os.environ.get("FA_CORE_CHECKED_BUILD", "").strip().lower() not in ("", "0")
+SANITIZE = CHECKED and os.environ.get("FA_CORE_CHECKED_BUILD", "").strip().lower() != "nosan"
+
 if sys.platform == "win32":
-    compile_args = ["/O2"]
+    compile_args = ["/Od", "/Zi"] if CHECKED else ["/O2"]
     libraries = []
 else:
-    compile_args = ["-O3"]
+    # -fno-wrapv undoes CPython's -fwrapv, under which gcc's UBSan ignores signed overflow
+    compile_args = (["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv"] if CHECKED
+                    else ["-O3"])
     # link libm explicitly: an extension that leaves expf / logf unversioned binds them
     # at load time to glibc's oldest versions, wrappers that set errno on every underflow
     libraries = ["m"]
+
+# Cython directives of every module; the checked build turns the safety checks on
+directives = {
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+    "nonecheck": False,
+    "embedsignature": True,
+}
+CHECKED_DIRECTIVES = {"boundscheck": True, "wraparound": True, "initializedcheck": True}
+if CHECKED:
+    directives.update(CHECKED_DIRECTIVES)
+
+_SANITIZE_FLAGS = ["-fsanitize=address,undefined,float-cast-overflow",
+                   "-fno-sanitize-recover=undefined,float-cast-overflow"]
 
 _OPENMP_PROBE = r"""
 #include <omp.h>
@@ -35,6 +90,17 @@ int main(void) {
     #pragma omp parallel reduction(+:n)
     n += 1;
     return n > 0 && omp_get_max_threads() > 0 ? 0 : 1;
+}
+"""
+
+_SANITIZER_PROBE = r"""
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    int *p = malloc(sizeof(int) * 4);
+    p[argc - 1] = argc;
+    int r = p[0] - 1;
+    free(p);
+    return r;
 }
 """
 
@@ -58,7 +124,30 @@ def _silenced():
 
 
 class BuildExtOpenMP(build_ext):
-    """``build_ext`` that adds OpenMP flags when the configured compiler can use them."""
+    """``build_ext`` that adds OpenMP flags when the configured compiler can use them
+    (and the sanitizer flags in a checked build)."""
+
+    def _links(self, source, cflags, ldflags):
+        """Whether the configured compiler compiles and links ``source`` with these flags."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(source)
+            try:
+                with _silenced():
+                    objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                    self.compiler.link_executable(objs, "probe", output_dir=tmp,
+                                                  extra_postargs=ldflags)
+            except Exception:  # CompileError, LinkError, missing compiler
+                return False
+        return True
+
+    def _sanitizer_flags(self):
+        """The sanitizer flags of a checked build if the compiler can link with them, or None."""
+        if not SANITIZE or self.compiler.compiler_type == "msvc":
+            return None
+        return _SANITIZE_FLAGS if self._links(_SANITIZER_PROBE, _SANITIZE_FLAGS,
+                                              _SANITIZE_FLAGS) else None
 
     def _openmp_flags(self):
         """(compile flags, link flags) that build and link an OpenMP program, or None."""
@@ -68,18 +157,8 @@ class BuildExtOpenMP(build_ext):
             candidates = [(["/openmp"], [])]
         else:
             candidates = [(["-fopenmp"], ["-fopenmp"])]
-        with tempfile.TemporaryDirectory() as tmp:
-            src = os.path.join(tmp, "omp_probe.c")
-            with open(src, "w") as f:
-                f.write(_OPENMP_PROBE)
-            for cflags, ldflags in candidates:
-                try:
-                    with _silenced():
-                        objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
-                        self.compiler.link_executable(objs, "omp_probe", output_dir=tmp,
-                                                      extra_postargs=ldflags)
-                except Exception:  # CompileError, LinkError, missing compiler: all mean "no OpenMP"
-                    continue
+        for cflags, ldflags in candidates:
+            if self._links(_OPENMP_PROBE, cflags, ldflags):
                 return cflags, ldflags
         return None
 
@@ -91,7 +170,64 @@ class BuildExtOpenMP(build_ext):
                 ext.extra_link_args = list(ext.extra_link_args) + flags[1]
                 ext.define_macros = list(ext.define_macros) + [("FA_CORE_OPENMP", "1")]
         print(f"fa_core: OpenMP {'enabled' if flags else 'not available, serial build'}")
+        if CHECKED:
+            san = self._sanitizer_flags()
+            for ext in self.extensions:
+                ext.extra_compile_args = list(ext.extra_compile_args) + (san or [])
+                ext.extra_link_args = list(ext.extra_link_args) + (san or [])
+                ext.define_macros = list(ext.define_macros) + [("FA_CORE_CHECKED", "1")]
+            print("fa_core: checked build: Cython boundscheck, wraparound, initializedcheck; "
+                  + " ".join(compile_args + (san or []))
+                  + ("" if san else (" (no sanitizers: FA_CORE_CHECKED_BUILD=nosan)" if not SANITIZE
+                                     else " (no sanitizers: the compiler cannot link with them)")))
+        if EXT_STALE:
+            self.force = True  # the other mode's objects and modules look up to date
         super().build_extensions()
+        _record(_EXT_STAMP)
+
+
+# Cython and setuptools decide what to rebuild by timestamps alone, so switching between the
+# normal and the checked build in one tree must force both: a stamp per stage records its mode.
+_MODE = ("checked" + ("" if SANITIZE else "-nosan")) if CHECKED else "normal"
+
+
+def _stale(stamp, outputs):
+    """Whether outputs of another (or an unknown) mode may exist: a stamp of another mode, or
+    no stamp but some output already there."""
+    try:
+        with open(stamp) as f:
+            return f.read().strip() != _MODE
+    except OSError:
+        return any(glob.glob(pattern) for pattern in outputs)
+
+
+def _record(stamp):
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    with open(stamp, "w") as f:
+        f.write(_MODE + "\n")
+
+
+_C_STAMP = os.path.join("build", "fa_core_cython_mode")
+_EXT_STAMP = os.path.join("build", "fa_core_build_mode")
+C_STALE = _stale(_C_STAMP, ["fa_core/_*.c"])
+EXT_STALE = _stale(_EXT_STAMP, ["fa_core/_*.so", "fa_core/_*.pyd", "build/lib*", "build/temp*"])
+
+
+def _check_no_local_directives(sources):
+    """Refuse a checked build of a module that sets a checked directive itself.
+
+    A ``# cython:`` header comment or a ``@cython.boundscheck(False)``-style decorator or ``with``
+    block overrides ``cythonize``'s ``compiler_directives``, so the check would silently be off.
+    """
+    names = "|".join(CHECKED_DIRECTIVES)
+    header = re.compile(r"^#\s*cython\s*:.*\b(%s)\s*=" % names, re.M)
+    local = re.compile(r"\bcython\.(%s)\s*\(" % names)
+    bad = [src for src in sources
+           if header.search(open(src, encoding="utf-8").read())
+           or local.search(open(src, encoding="utf-8").read())]
+    if bad:
+        sys.exit("fa_core: checked build impossible: %s set %s themselves (move them to "
+                 "setup.py's directives)" % (", ".join(bad), "/".join(CHECKED_DIRECTIVES)))
 
 
 # every fa_core/_*.pyx is one extension module (fa_core._kernels, ...)
@@ -106,19 +242,11 @@ extensions = [
     )
     for src in sorted(glob.glob("fa_core/_*.pyx"))
 ]
+if CHECKED:
+    _check_no_local_directives([ext.sources[0] for ext in extensions])
 
-setup(
-    cmdclass={"build_ext": BuildExtOpenMP},
-    ext_modules=cythonize(
-        extensions,
-        language_level=3,
-        compiler_directives={
-            "boundscheck": False,
-            "wraparound": False,
-            "cdivision": True,
-            "initializedcheck": False,
-            "nonecheck": False,
-            "embedsignature": True,
-        },
-    ),
-)
+ext_modules = cythonize(extensions, language_level=3, compiler_directives=directives,
+                        force=C_STALE)
+_record(_C_STAMP)
+
+setup(cmdclass={"build_ext": BuildExtOpenMP}, ext_modules=ext_modules)

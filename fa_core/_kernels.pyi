@@ -8,6 +8,8 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 
+CHECKED_BUILD: bool  # built with FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
+
 class KModel:
     """C view of a validated generative model; built by GenerativeModel only."""
 

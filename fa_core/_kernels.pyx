@@ -32,7 +32,16 @@ cdef extern from "_simd.h":
     void fa_exp_shifted(float* x, const float* sub, int n, int lanes) noexcept nogil
     void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) noexcept nogil
 
+cdef extern from *:
+    """
+    #ifndef FA_CORE_CHECKED
+    #define FA_CORE_CHECKED 0
+    #endif
+    """
+    int FA_CORE_CHECKED
 
+# True in the debugging build of setup.py's FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
+CHECKED_BUILD = bool(FA_CORE_CHECKED)
 
 cnp.import_array()
 

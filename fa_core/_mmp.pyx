@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3
 """Compiled marginal message passing (pymdp's ``inference_algo="MMP"``).
 
 pymdp.legacy's ``run_mmp_factorized`` / ``run_mmp`` and the expected free

@@ -861,7 +861,7 @@ class Agent:
         """The agent :meth:`hibernate` stored in ``blob`` (model found by content key,
         or given)."""
         from fa_core.lifecycle import wake
-        return wake(blob, model)
+        return wake(blob, model, cls=cls)
 
     def memory_report(self):
         """Bytes this agent uses, split into shared model, private parameters,

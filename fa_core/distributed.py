@@ -47,7 +47,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without ray
     raise ImportError("fa_core.distributed needs Ray: pip install 'fa_core[ray]'") from exc
 
 from fa_core.model import GenerativeModel
-from fa_core.population import Population, agent_streams, check_obs, removal_moves
+from fa_core.population import (Population, agent_streams, check_checkpoint, check_obs,
+                                removal_moves)
 
 __all__ = ["Checkpoint", "ShardLostError", "ShardedPopulation"]
 
@@ -78,7 +79,12 @@ class Checkpoint:
     """Every shard's hibernated population and the driver's index mapping, at one moment.
 
     Picklable: save it to resume a run in another session with
-    :meth:`ShardedPopulation.wake`.
+    :meth:`ShardedPopulation.wake`. A Checkpoint pickles its model and seed
+    sequence with ``pickle``, so unpickle checkpoints from trusted sources
+    only (as numpy's ``np.load(allow_pickle=True)``); its shard blobs are the
+    checked, pickle-free :meth:`Population.hibernate` format, and
+    :meth:`ShardedPopulation.restore` checks every blob and member list
+    (:func:`fa_core.population.check_checkpoint`) before any shard changes.
     """
 
     model: GenerativeModel
@@ -127,7 +133,7 @@ class _Shard:
         return os.getpid(), id(self.pop.model), self.pop.model.content_key()
 
     def wake(self, blob: bytes) -> None:
-        self.pop = Population.wake(blob)
+        self.pop = Population.wake(blob, self.model)
         self.pop.n_threads = self.n_threads  # this actor's CPUs, not the hibernated shard's
 
     def compute_seconds(self) -> float:
@@ -392,8 +398,13 @@ class ShardedPopulation:
         ckpt = self._checkpoint if checkpoint is None else checkpoint
         if ckpt is None:
             raise RuntimeError("no checkpoint to restore: call checkpoint() first")
+        if not isinstance(ckpt, Checkpoint):
+            raise TypeError(f"restore takes a Checkpoint, got {type(ckpt).__name__}")
         if ckpt.model.content_key() != self.model.content_key():
             raise ValueError("checkpoint holds another model than this population")
+        # every blob and member list checked here, before any shard changes: a bad
+        # checkpoint raises CorruptStateError on the driver, not a RayTaskError later
+        check_checkpoint(self.model, ckpt.blobs, ckpt.members, ckpt.seed_seq, ckpt.n_seeded)
         dead = set(self._lost) | set(self._probe_dead())
         shards = []
         for s, blob in enumerate(ckpt.blobs):

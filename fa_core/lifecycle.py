@@ -24,7 +24,6 @@ import itertools
 import math
 import pickle
 import struct
-import zlib
 from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Any, Hashable, Iterator
@@ -32,7 +31,11 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from fa_core.agent import Agent
+from fa_core.blobformat import F_ZLIB, Reader, Record, dump_value, frame, load_value, unframe
+from fa_core.errors import CorruptStateError
+from fa_core.mmp import MMPState
 from fa_core.model import GenerativeModel, model_by_key
+from fa_core.restore_checks import check_actions, check_agent, check_mmp_record
 
 __all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads", "AgentPool",
            "FLOAT16_REL_ERROR", "FLOAT16_ABS_ERROR"]
@@ -77,8 +80,13 @@ def agent_getstate(agent: Agent) -> dict:
     return state
 
 
-def agent_setstate(agent: Agent, state: dict) -> None:
-    """Restore an agent from :func:`agent_getstate` output (``Agent.__setstate__``)."""
+def agent_setstate(agent: Agent, state: dict, what: str = "unpickled agent") -> None:
+    """Restore an agent from :func:`agent_getstate` output (``Agent.__setstate__``).
+
+    The restored values are checked against the model
+    (:func:`fa_core.restore_checks.check_agent`); CorruptStateError if one is
+    out of range, and the agent must then be discarded.
+    """
     state = dict(state)
     extra = state.pop("__dict__", None)
     rng = state.pop("_rng", None)
@@ -86,8 +94,16 @@ def agent_setstate(agent: Agent, state: dict) -> None:
     for name, value in state.items():
         setattr(agent, name, value)
     agent._rng = np.random if rng is None else rng
+    if not (rng is None or type(rng) is np.random.Generator):
+        raise CorruptStateError(f"corrupt or truncated {what}: its random generator is a "
+                                f"{type(rng).__name__}, not a numpy Generator")
     agent._randint = np.random.randint if rng is None else rng.integers
     agent._pviews = agent._pdirty = agent._pi_ref = agent._G_ref = None
+    agent._qs_buf = qs_buf
+    try:
+        check_agent(agent, what)
+    except AttributeError as exc:
+        raise CorruptStateError(f"corrupt or truncated {what}: a field is missing ({exc})") from None
     agent._set_qs_buffer(qs_buf)
     if extra:
         agent.__dict__.update(extra)
@@ -176,10 +192,11 @@ def loads(data: bytes, models=()) -> Any:
 # Hibernation
 # ---------------------------------------------------------------------------
 
-# blob = header + body (zlib-compressed when that makes it smaller)
-_MAGIC, _VERSION = b"FA", 1
-_HEAD = struct.Struct("<2sBB20s")   # magic, version, flags, model content key
-_F_ZLIB, _F_RENORM = 1, 2
+# blob = the checked frame of fa_core.blobformat (magic, version, flags, model key,
+# lengths, CRC-32) around a body (deflated when that makes it smaller)
+_MAGIC, _VERSION = b"FA", 2
+_F_ZLIB, _F_RENORM = F_ZLIB, 2
+_WHAT = "hibernated agent"
 _FIXED = struct.Struct("<qBB")      # curr_timestep, field flags, rng kind
 _B_ACTION, _B_PREV, _B_PREV_LAST_IS_ACTION, _B_QS_HIST, _B_QPI_HIST = 1, 2, 4, 8, 16
 _RNG_GLOBAL, _RNG_PCG64, _RNG_OTHER = 0, 1, 2
@@ -187,9 +204,9 @@ _PCG64 = struct.Struct("<16s16sBI")  # state, increment, has_uint32, uinteger
 _U32 = struct.Struct("<I")
 # float section encodings: dense or (index, value) pairs, float32 or float16 values
 _DENSE32, _DENSE16, _SPARSE32, _SPARSE16 = 0, 1, 2, 3
-# raw deflate (no zlib header): level 6 is within a few bytes of 9 on beliefs and
-# about twice as fast
-_ZLIB_LEVEL = 6
+# history entries: float32; float64 whose values float32 holds exactly (stored as
+# float32); float64 (stored as float64)
+_H32, _H64_AS_32, _H64 = 0, 1, 2
 
 _MISSING = object()
 _F64 = np.dtype(np.float64)
@@ -247,7 +264,7 @@ def _split_state(agent: Agent) -> tuple[dict, dict]:
     if absent:
         extras["\0absent"] = absent
     if type(agent) is not Agent:
-        extras["\0class"] = type(agent)
+        extras["\0class"] = _class_name(type(agent))
     d = _instance_dict(agent, n_set)
     if d:
         extras["__dict__"] = dict(d)
@@ -316,22 +333,23 @@ def _encode_floats(out: bytearray, x: np.ndarray, sizes, lossy, prune) -> None:
         out += vals.tobytes()
 
 
-def _decode_floats(body: memoryview, pos: int, n: int) -> tuple[np.ndarray, int]:
-    method = body[pos]
-    pos += 1
+def _decode_floats(r: Reader, n: int) -> np.ndarray:
+    """A float32 vector of ``n`` entries that :func:`_encode_floats` wrote."""
+    method = r.byte()
+    if method > _SPARSE16:
+        r.fail(f"unknown float encoding {method}")
     dtype = np.float16 if method in (_DENSE16, _SPARSE16) else np.float32
     if method in (_DENSE32, _DENSE16):
-        vals = np.frombuffer(body, dtype, n, pos)
-        return vals.astype(np.float32), pos + vals.nbytes
-    (nnz,) = _U32.unpack_from(body, pos)
-    pos += 4
-    idx_dtype = np.uint16 if n <= 1 << 16 else np.uint32
-    idx = np.frombuffer(body, idx_dtype, nnz, pos)
-    pos += idx.nbytes
-    vals = np.frombuffer(body, dtype, nnz, pos)
+        return r.array(dtype, n, copy=False).astype(np.float32)
+    nnz = r.u32()
+    if nnz > n:
+        r.fail(f"{nnz} non-zero entries in a vector of {n}")
+    idx = r.array(np.uint16 if n <= 1 << 16 else np.uint32, nnz, copy=False)
+    if nnz and int(idx.max()) >= n:
+        r.fail(f"entry index {int(idx.max())} in a vector of {n}")
     out = np.zeros(n, dtype=np.float32)
-    out[idx] = vals
-    return out, pos + vals.nbytes
+    out[idx] = r.array(dtype, nnz, copy=False)
+    return out
 
 
 def _renormalise(x: np.ndarray, sizes) -> np.ndarray:
@@ -371,20 +389,57 @@ def _compact_actions(prev, nf: int, dtype) -> np.ndarray | None:
     return small
 
 
-def _compact_qs_hist(hist, sizes) -> bool:
+def _hist_kind(arrays) -> int | None:
+    """How a history's float arrays are stored (``_H32``, ``_H64_AS_32``, ``_H64``),
+    or None if they are not all float32 or all float64."""
+    dtypes = {a.dtype for a in arrays}
+    if not dtypes or dtypes == {np.dtype(np.float32)}:
+        return _H32
+    if dtypes != {_F64}:
+        return None
+    exact = all(a.astype(np.float32).astype(np.float64).tobytes() == a.tobytes() for a in arrays)
+    return _H64_AS_32 if exact else _H64
+
+
+def _compact_qs_hist(hist, sizes) -> int | None:
+    """``qs_hist``'s storage kind, or None if it holds anything but per-factor vectors."""
     if not isinstance(hist, list):
-        return False
+        return None
     for entry in hist:
         if (type(entry) is not np.ndarray or entry.dtype != object or entry.shape != (len(sizes),)
-                or any(type(q) is not np.ndarray or q.dtype != np.float32 or q.shape != (n,)
-                       for q, n in zip(entry, sizes))):
-            return False
-    return True
+                or any(type(q) is not np.ndarray or q.dtype not in (np.float32, _F64)
+                       or q.shape != (n,) for q, n in zip(entry, sizes))):
+            return None
+    return _hist_kind([q for entry in hist for q in entry])
 
 
-def _compact_qpi_hist(hist, n_pol: int) -> bool:
-    return isinstance(hist, list) and all(
-        type(q) is np.ndarray and q.dtype == np.float32 and q.shape == (n_pol,) for q in hist)
+def _compact_qpi_hist(hist, n_pol: int) -> int | None:
+    if not (isinstance(hist, list) and all(
+            type(q) is np.ndarray and q.dtype in (np.float32, _F64) and q.shape == (n_pol,)
+            for q in hist)):
+        return None
+    return _hist_kind(hist)
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _plain_extras(extras: dict) -> bytes:
+    """The extras as plain values (an MMP window as a record of its state)."""
+    extras = dict(extras)
+    mmp_state = extras.get("_mmp")
+    if type(mmp_state) is MMPState:
+        state = mmp_state.__getstate__()
+        state.pop("model", None)  # rebound to the agent's model on waking
+        extras["_mmp"] = Record("MMPState", state)
+    out = bytearray()
+    try:
+        dump_value(out, extras, "agent")
+    except TypeError as exc:
+        raise TypeError(f"cannot hibernate this agent: {exc}; pickle it instead "
+                        "(for trusted data only)") from None
+    return bytes(out)
 
 
 def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = None,
@@ -457,17 +512,17 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
             if type(prev) is list and prev and flags & _B_ACTION and prev[-1] is action:
                 flags |= _B_PREV_LAST_IS_ACTION
     qs_hist = state.get("qs_hist", _MISSING)
-    if qs_hist is not _MISSING:
-        if _compact_qs_hist(qs_hist, sizes):
-            flags |= _B_QS_HIST
-        else:
-            extras["qs_hist"] = qs_hist
+    qs_kind = None if qs_hist is _MISSING else _compact_qs_hist(qs_hist, sizes)
+    if qs_kind is not None:
+        flags |= _B_QS_HIST
+    elif qs_hist is not _MISSING:
+        extras["qs_hist"] = qs_hist
     q_pi_hist = state.get("q_pi_hist", _MISSING)
-    if q_pi_hist is not _MISSING:
-        if _compact_qpi_hist(q_pi_hist, model.num_policies):
-            flags |= _B_QPI_HIST
-        else:
-            extras["q_pi_hist"] = q_pi_hist
+    qpi_kind = None if q_pi_hist is _MISSING else _compact_qpi_hist(q_pi_hist, model.num_policies)
+    if qpi_kind is not None:
+        flags |= _B_QPI_HIST
+    elif q_pi_hist is not _MISSING:
+        extras["q_pi_hist"] = q_pi_hist
 
     rng = state.get("_rng")
     rng_kind = _RNG_GLOBAL
@@ -492,26 +547,24 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     if flags & _B_PREV:
         body += _U32.pack(len(prev_mat)) + bytes([prev_mat.dtype.itemsize])
         body += prev_mat.tobytes()
+    lossless = lossy is None and prune is None
     if flags & _B_QS_HIST:
-        body += _U32.pack(len(qs_hist))
+        kind = qs_kind if lossless or qs_kind != _H64 else _H64_AS_32
+        body += bytes([kind]) + _U32.pack(len(qs_hist))
         for entry in qs_hist:
-            _encode_floats(body, np.concatenate(list(entry)), sizes, lossy, prune)
+            flat = np.concatenate(list(entry))
+            if kind == _H64:
+                body += flat.tobytes()
+            else:
+                _encode_floats(body, flat.astype(np.float32), sizes, lossy, prune)
     if flags & _B_QPI_HIST:
-        body += _U32.pack(len(q_pi_hist))
+        body += bytes([qpi_kind]) + _U32.pack(len(q_pi_hist))
         for q in q_pi_hist:
-            body += q.tobytes()
-    if extras:
-        pickled = pickle.dumps(extras, protocol=pickle.HIGHEST_PROTOCOL)
-        body += _U32.pack(len(pickled)) + pickled
-    else:
-        body += _U32.pack(0)
+            body += q.astype(np.float64 if qpi_kind == _H64 else np.float32).tobytes()
+    body += _plain_extras(extras) if extras else b"N"
 
-    head_flags = _F_RENORM if (lossy is not None or prune is not None) else 0
-    if compress:
-        packed = zlib.compress(body, _ZLIB_LEVEL, -15)
-        if len(packed) < len(body):
-            body, head_flags = packed, head_flags | _F_ZLIB
-    return _HEAD.pack(_MAGIC, _VERSION, head_flags, model.content_key()) + bytes(body)
+    head_flags = 0 if lossless else _F_RENORM
+    return frame(_MAGIC, _VERSION, head_flags, model.content_key(), bytes(body), compress)
 
 
 def _check_hibernatable(agent) -> None:
@@ -527,15 +580,22 @@ def _check_hibernatable(agent) -> None:
 
 
 def blob_model_key(blob: bytes) -> bytes:
-    """The content key of the model a hibernated agent needs."""
-    magic, version, _, key = _HEAD.unpack_from(blob)
-    if magic != _MAGIC or version != _VERSION:
-        raise ValueError("blob is not an fa_core hibernated agent (or is from another version)")
-    return key
+    """The content key of the model a hibernated agent needs.
+
+    Checks the blob's header and length only; :func:`wake` checks the rest.
+    """
+    return unframe(blob, _MAGIC, _VERSION, _F_ZLIB | _F_RENORM, _WHAT, verify=False)[1]
 
 
-def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
+def wake(blob: bytes, model: GenerativeModel | None = None, *, cls: type = Agent) -> Agent:
     """The agent :func:`hibernate` put in ``blob``.
+
+    Waking never unpickles: the blob holds plain values only (see
+    :mod:`fa_core.blobformat`), its checksum, length and version are checked
+    first, and every restored value a kernel reads as an index, size or count
+    is checked against the model (:func:`fa_core.restore_checks.check_agent`)
+    before the agent is returned, so bytes from elsewhere cannot run code or
+    crash a later step.
 
     Parameters
     ----------
@@ -543,14 +603,37 @@ def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
     model : GenerativeModel, optional
         The agent's model. By default the live model with the blob's content
         key (see :func:`fa_core.model.model_by_key`).
+    cls : type
+        The agent's class: ``Agent`` (default) or the subclass it was
+        hibernated as (``MySubclass.wake(blob)`` passes it). The blob names
+        its class but never imports it.
 
     Raises
     ------
+    CorruptStateError
+        If ``blob`` is corrupt or truncated (failed checksum, length, version or
+        a value out of range for the model); a ``ValueError``.
     ValueError
-        If ``blob`` is not a hibernated agent, no live model has its key, or
-        ``model`` is not the model the agent was hibernated with.
+        If no live model has the blob's key, ``model`` is not the model the
+        agent was hibernated with, or the blob holds another class than ``cls``.
     """
-    key = blob_model_key(blob)
+    flags, key, body = unframe(blob, _MAGIC, _VERSION, _F_ZLIB | _F_RENORM, _WHAT)
+    model = _resolve_model(key, model)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"cls must be fa_core.Agent or a subclass, got {cls!r}")
+    state = _decode_state(Reader(body, _WHAT), model, bool(flags & _F_RENORM))
+    extras = state.pop("\0extras")
+    if extras is not None:
+        _apply_extras(state, extras, model, cls)
+    elif cls is not Agent:
+        raise ValueError(f"the blob holds an fa_core.Agent, not a {cls.__name__}: wake it "
+                         "with fa_core.Agent.wake")
+    agent = cls.__new__(cls)
+    agent_setstate(agent, state, _WHAT)
+    return agent
+
+
+def _resolve_model(key: bytes, model) -> GenerativeModel:
     if model is None:
         model = model_by_key(key)
         if model is None:
@@ -561,82 +644,128 @@ def wake(blob: bytes, model: GenerativeModel | None = None) -> Agent:
     elif model.content_key() != key:
         raise ValueError("model is not the model this agent was hibernated with "
                          "(its content key differs)")
-    head_flags = blob[3]
-    body = memoryview(blob)[_HEAD.size:]
-    if head_flags & _F_ZLIB:
-        body = memoryview(zlib.decompress(body, -15))
+    return model
+
+
+def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:
+    """The slots a blob body holds (extras still encoded as plain values, under ``\0extras``)."""
     sizes = model.num_states
     nf, n_pol, S = model.num_factors, model.num_policies, sum(sizes)
-
     defaults = _defaults()
     state = dict(defaults)
     for name in _default_containers():
         state[name] = _fresh(defaults[name])
-    t, flags, rng_kind = _FIXED.unpack_from(body)
-    pos = _FIXED.size
+    t, flags, rng_kind = r.unpack(_FIXED)
+    if flags >= 32 or rng_kind > _RNG_OTHER:
+        r.fail(f"unknown field flags {flags:#x} or random generator kind {rng_kind}")
     state["_model"] = model
     state["curr_timestep"] = t
-    act_i = np.frombuffer(body, np.int32, nf, pos).copy()
-    pos += act_i.nbytes
-    state["_act_i"] = act_i
-    qs, pos = _decode_floats(body, pos, S)
-    state["_qs_buf"] = _renormalise(qs, sizes) if head_flags & _F_RENORM else qs
-    state["_q_pi"] = np.frombuffer(body, np.float32, n_pol, pos).copy()
-    pos += 4 * n_pol
-    state["_G"] = np.frombuffer(body, np.float32, n_pol, pos).copy()
-    pos += 4 * n_pol
-    action = act_i.astype(np.float64) if flags & _B_ACTION else None
-    state["_action"] = action
+    act_i = state["_act_i"] = r.array(np.int32, nf)
+    qs = _decode_floats(r, S)
+    state["_qs_buf"] = _renormalise(qs, sizes) if renorm else qs
+    state["_q_pi"] = r.array(np.float32, n_pol)
+    state["_G"] = r.array(np.float32, n_pol)
+    state["_action"] = act_i.astype(np.float64) if flags & _B_ACTION else None
     state["_rng"] = None
     if rng_kind == _RNG_PCG64:
-        s, inc, has32, uint = _PCG64.unpack_from(body, pos)
-        pos += _PCG64.size
+        s, inc, has32, uint = r.unpack(_PCG64)
         bg = np.random.PCG64()
-        bg.state = {"bit_generator": "PCG64",
-                    "state": {"state": int.from_bytes(s, "little"),
-                              "inc": int.from_bytes(inc, "little")},
-                    "has_uint32": has32, "uinteger": uint}
+        try:
+            bg.state = {"bit_generator": "PCG64",
+                        "state": {"state": int.from_bytes(s, "little"),
+                                  "inc": int.from_bytes(inc, "little")},
+                        "has_uint32": has32, "uinteger": uint}
+        except (TypeError, ValueError, OverflowError) as exc:
+            r.fail(f"a PCG64 state numpy refuses ({exc})")
         state["_rng"] = np.random.Generator(bg)
     state["_prev_actions"] = None
     if flags & _B_PREV:
-        (count,) = _U32.unpack_from(body, pos)
-        code = body[pos + 4]
-        pos += 5
-        mat = np.frombuffer(body, {1: np.uint8, 4: np.int32}[code], count * nf, pos)
-        pos += mat.nbytes
-        state["_prev_actions"] = mat.reshape(count, nf).astype(model.action_dtype)
+        count = r.u32()
+        code = r.byte()
+        if code not in (1, 4):
+            r.fail(f"action history of {code}-byte integers")
+        mat = r.array({1: np.uint8, 4: np.int32}[code], count * nf).reshape(count, nf)
+        check_actions(_WHAT, "prev_actions", mat, model.num_controls)  # before narrowing
+        state["_prev_actions"] = mat.astype(model.action_dtype)
+        if flags & _B_PREV_LAST_IS_ACTION and state["_action"] is None:
+            r.fail("history flags without an action")
     if flags & _B_QS_HIST:
-        (count,) = _U32.unpack_from(body, pos)
-        pos += 4
+        kind, count = _hist_head(r)
         cuts = np.cumsum(sizes)[:-1]
         hist = []
         for _ in range(count):
-            flat, pos = _decode_floats(body, pos, S)
-            if head_flags & _F_RENORM:
+            flat = r.array(np.float64, S) if kind == _H64 else _decode_floats(r, S)
+            if renorm:
                 flat = _renormalise(flat, sizes)
+            if kind != _H32:
+                flat = flat.astype(np.float64)
             entry = np.empty(nf, dtype=object)
             for f, q in enumerate(np.split(flat, cuts)):
                 entry[f] = q.copy()
             hist.append(entry)
         state["qs_hist"] = hist
     if flags & _B_QPI_HIST:
-        (count,) = _U32.unpack_from(body, pos)
-        pos += 4
-        hist = []
-        for _ in range(count):
-            hist.append(np.frombuffer(body, np.float32, n_pol, pos).copy())
-            pos += 4 * n_pol
-        state["q_pi_hist"] = hist
-    (n_extra,) = _U32.unpack_from(body, pos)
-    if n_extra:
-        extras = pickle.loads(body[pos + 4:pos + 4 + n_extra])
-        for name in extras.pop("\0absent", ()):
-            state.pop(name, None)
-        state.update(extras)
-    cls = state.pop("\0class", Agent)
-    agent = cls.__new__(cls)
-    agent_setstate(agent, state)
-    return agent
+        kind, count = _hist_head(r)
+        dtype = np.float64 if kind == _H64 else np.float32
+        out_dtype = np.float32 if kind == _H32 else np.float64
+        state["q_pi_hist"] = [r.array(dtype, n_pol).astype(out_dtype, copy=False)
+                              for _ in range(count)]
+    state["\0extras"] = load_value(r)
+    r.done()
+    return state
+
+
+def _hist_head(r: Reader) -> tuple[int, int]:
+    kind = r.byte()
+    if kind > _H64:
+        r.fail(f"unknown history kind {kind}")
+    count = r.u32()
+    if count > r.left:
+        r.fail(f"a history of {count} entries in {r.left} remaining bytes")
+    return kind, count
+
+
+def _apply_extras(state: dict, extras, model: GenerativeModel, cls: type) -> None:
+    """Merge decoded extras into ``state``: only slots of ``cls``, the instance
+    ``__dict__``, and an MMP window rebuilt after its checks."""
+    def fail(msg):
+        raise CorruptStateError(f"corrupt or truncated {_WHAT}: {msg}")
+
+    if type(extras) is not dict:
+        fail("its extra fields are not a mapping")
+    extras = dict(extras)
+    name = extras.pop("\0class", None)
+    if name is not None and name != _class_name(cls) or name is None and cls is not Agent:
+        held = "fa_core.Agent" if name is None else name
+        raise ValueError(f"the blob holds a {held}, not a {_class_name(cls)}: wake it with "
+                         f"that class's wake (e.g. {held.rsplit('.', 1)[-1]}.wake(blob))")
+    plan = dict(_slot_plan(cls))
+    allowed = {k for k, d in plan.items() if d is not _COMPACT} | _EXTRA_COMPACT
+    absent = extras.pop("\0absent", [])
+    if type(absent) is not list or not all(type(a) is str and a in allowed for a in absent):
+        fail("its list of unset slots names unknown slots")
+    unknown = sorted(k for k in extras if k not in allowed and k != "__dict__")
+    if unknown:
+        fail(f"fields {unknown} are not settable slots of {cls.__name__}")
+    inst = extras.get("__dict__")
+    if inst is not None and (type(inst) is not dict or not all(type(k) is str for k in inst)):
+        fail("its instance attributes are not a mapping of names")
+    for a in absent:
+        state.pop(a, None)
+    rec = extras.get("_mmp")
+    if rec is not None:
+        if type(rec) is not Record or rec.name != "MMPState":
+            fail("its MMP window is not an MMPState record")
+        check_mmp_record(rec.state, model, extras.get("inference_horizon",
+                                                      state.get("inference_horizon")), _WHAT)
+        st = object.__new__(MMPState)
+        st.__setstate__(dict(rec.state, model=model))
+        extras["_mmp"] = st
+    state.update(extras)
+
+
+# binary-encoded slots that fall back to the extras when they hold other forms
+_EXTRA_COMPACT = frozenset({"_action", "_prev_actions", "qs_hist", "q_pi_hist", "_rng"})
 
 
 # ---------------------------------------------------------------------------
@@ -687,6 +816,7 @@ class AgentPool(MutableMapping):
         self._sizes: dict[Hashable, int] = {}
         self._awake_bytes = 0
         self._asleep: dict[Hashable, bytes] = {}
+        self._classes: dict[Hashable, type] = {}  # of hibernated agents of Agent subclasses
         self._models: dict[bytes, list] = {}  # key -> [model, number of blobs needing it]
         self.n_hibernated = self.n_woken = 0
 
@@ -700,7 +830,7 @@ class AgentPool(MutableMapping):
         blob = self._asleep.pop(agent_id)  # KeyError for an unknown id
         key = blob_model_key(blob)
         entry = self._models[key]
-        agent = wake(blob, entry[0])
+        agent = wake(blob, entry[0], cls=self._classes.pop(agent_id, Agent))
         self._release(key)
         self.n_woken += 1
         self._admit(agent_id, agent)
@@ -720,6 +850,7 @@ class AgentPool(MutableMapping):
             self._awake_bytes -= self._sizes.pop(agent_id, 0)
         else:
             self._release(blob_model_key(self._asleep.pop(agent_id)))
+            self._classes.pop(agent_id, None)
 
     def __contains__(self, agent_id) -> bool:
         return agent_id in self._awake or agent_id in self._asleep
@@ -779,6 +910,8 @@ class AgentPool(MutableMapping):
         else:
             entry[1] += 1
         self._asleep[agent_id] = blob
+        if type(agent) is not Agent:
+            self._classes[agent_id] = type(agent)
         self.n_hibernated += 1
 
     def _release(self, key: bytes) -> None:

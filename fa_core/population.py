@@ -12,16 +12,23 @@ whatever the number of threads.
 
 from __future__ import annotations
 
+import math
 import os
-import pickle
 
 import numpy as np
 
 from fa_core import _kernels
 from fa_core.agent import Agent, _DEFAULT_VANILLA
-from fa_core.model import GenerativeModel, as_array_list
+from fa_core.blobformat import Reader, dump_value, frame, load_value, unframe
+from fa_core.errors import CorruptStateError
+from fa_core.model import GenerativeModel, as_array_list, model_by_key
+from fa_core.restore_checks import check_actions, check_int, check_vector, fail
 
 _INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
+_POP_MAGIC, _POP_VERSION = b"FP", 1
+_POP_WHAT = "hibernated population"
+#: most threads a restored population may ask for
+MAX_RESTORED_THREADS = 4096
 
 
 def default_threads() -> int:
@@ -335,6 +342,11 @@ class Population:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        check_population_state(state, state.get("model"), "unpickled population")
+        self._restore(state)
+
+    def _restore(self, state: dict) -> None:
+        state = dict(state)
         arrays = {name: state.pop(name) for name in Population._ARRAYS + Population._OPTIONAL}
         self.__dict__.update(state)
         for name in Population._OPTIONAL:  # _alloc takes their widths from these
@@ -347,16 +359,55 @@ class Population:
             if arr is not None:
                 self.__dict__["_" + name][:n] = arr
 
-    def hibernate(self) -> bytes:
-        """The whole population as bytes (its model included once); see :meth:`wake`."""
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+    def hibernate(self, *, compress: bool = False) -> bytes:
+        """The whole population's state as checked bytes; see :meth:`wake`.
+
+        The blob (:mod:`fa_core.blobformat`: length, version, CRC-32) holds every
+        agent's arrays, the options and the seed sequence as plain values, and
+        the model's content key, not the model: keep the model alive or pass it
+        to :meth:`wake` (pickle a Population to carry its model along).
+
+        Parameters
+        ----------
+        compress : bool
+            Deflate the payload (smaller, slower).
+        """
+        state = self.__getstate__()
+        model = state.pop("model")
+        body = bytearray()
+        try:
+            dump_value(body, state, "population")
+        except TypeError as exc:
+            raise TypeError(f"cannot hibernate this population: {exc}; pickle it instead "
+                            "(for trusted data only)") from None
+        return frame(_POP_MAGIC, _POP_VERSION, 0, model.content_key(), bytes(body), compress)
 
     @staticmethod
-    def wake(blob: bytes) -> "Population":
-        """A population restored exactly from :meth:`hibernate` bytes."""
-        pop = pickle.loads(blob)
-        if not isinstance(pop, Population):
-            raise TypeError("blob does not hold a Population")
+    def wake(blob: bytes, model: GenerativeModel | None = None) -> "Population":
+        """A population restored exactly from :meth:`hibernate` bytes.
+
+        Never unpickles: the blob's checksum, length and version are checked,
+        then every array against the model (shapes, action indices against
+        ``num_controls``, finite non-negative beliefs, ...) before anything is
+        built.
+
+        Parameters
+        ----------
+        blob : bytes
+        model : GenerativeModel, optional
+            The population's model; by default the live model with the blob's
+            content key.
+
+        Raises
+        ------
+        CorruptStateError
+            If ``blob`` is corrupt or truncated or holds values out of range.
+        ValueError
+            If no live model has the blob's key, or ``model`` has another key.
+        """
+        state = decode_population(blob, model)
+        pop = Population.__new__(Population)
+        pop._restore(state)
         return pop
 
     def __repr__(self) -> str:
@@ -510,3 +561,129 @@ class PopulationMember(Agent):
 
     def __reduce__(self):
         raise TypeError("a population member is a view; pickle the Population instead")
+
+
+# ---------------------------------------------------------------------------
+# Restoring: checks before anything is built
+# ---------------------------------------------------------------------------
+
+
+def decode_population(blob: bytes, model: GenerativeModel | None = None,
+                      what: str = _POP_WHAT) -> dict:
+    """The checked state (``Population.__getstate__`` form) that ``blob`` holds.
+
+    Raises CorruptStateError for a corrupt, truncated or out-of-range blob,
+    ValueError if the model cannot be found or differs from the blob's.
+    """
+    _, key, body = unframe(blob, _POP_MAGIC, _POP_VERSION, 1, what)
+    if model is None:
+        model = model_by_key(key)
+        if model is None:
+            raise ValueError(f"no live model has content key {key.hex()}: keep the "
+                             "population's model alive or pass it as model=")
+    elif not isinstance(model, GenerativeModel):
+        raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
+    elif model.content_key() != key:
+        raise ValueError("model is not the model this population was hibernated with "
+                         "(its content key differs)")
+    r = Reader(body, what)
+    state = load_value(r)
+    r.done()
+    if type(state) is not dict or "model" in state:
+        fail(what, "its payload is not a population's state")
+    state["model"] = model
+    check_population_state(state, model, what)
+    return state
+
+
+_POP_FIELDS = {"model", "inference_params", "use_utility", "use_states_info_gain",
+               "use_param_info_gain", "action_selection", "sampling_mode", "n_threads",
+               "_seed_seq", "_n_seeded", "_n"} | set(Population._ARRAYS + Population._OPTIONAL)
+
+
+def check_population_state(state, model, what: str = "unpickled population") -> None:
+    """Refuse a population state whose values a kernel could not run on safely:
+    array shapes and dtypes against the model, action indices against
+    ``num_controls``, finite non-negative beliefs, option values."""
+    if type(state) is not dict:
+        fail(what, "its state is not a mapping")
+    missing = sorted(_POP_FIELDS - set(state))
+    if missing:
+        fail(what, f"fields {missing} are missing")
+    odd = sorted(str(k) for k in state if k not in _POP_FIELDS and (
+        type(k) is not str or k.startswith("_") or hasattr(Population, k)))
+    if odd:
+        fail(what, f"fields {odd} are neither population state nor user attributes")
+    if type(model) is not GenerativeModel:
+        fail(what, f"its model is a {type(model).__name__}, not a GenerativeModel")
+    n = state["_n"]
+    check_int(what, "n_agents", n)
+    S, P, nf = sum(model.num_states), model.num_policies, model.num_factors
+    for name, shape in (("qs", (n, S)), ("q_pi", (n, P))):
+        check_vector(what, name, state[name], shape)
+    for name in ("G", "gamma", "alpha"):
+        check_vector(what, name, state[name], (n, P) if name == "G" else (n,), nonneg=False)
+    check_vector(what, "actions", state["actions"], (n, nf), (np.int32,), nonneg=False)
+    check_actions(what, "actions", state["actions"], model.num_controls)
+    check_vector(what, "has_action", state["has_action"], (n,), (np.uint8,))
+    if (state["has_action"] > 1).any():
+        fail(what, "has_action holds values other than 0 and 1")
+    check_vector(what, "curr_timestep", state["curr_timestep"], (n,), (np.int64,))
+    check_vector(what, "rng", state["rng"], (n,), (np.uint64,), nonneg=False)
+    width_C = sum(model.num_obs) * model.policy_len
+    for name, width in (("lnC", width_C), ("lnE", P)):
+        if state[name] is not None:
+            check_vector(what, name, state[name], (n, width), nonneg=False)
+    params = state["inference_params"]
+    if type(params) is not dict or set(params) != set(_DEFAULT_VANILLA):
+        fail(what, f"inference_params must have the keys {sorted(_DEFAULT_VANILLA)}")
+    check_int(what, "inference_params['num_iter']", params["num_iter"], 0, 2 ** 31 - 1)
+    for name in ("dF", "dF_tol"):
+        v = params[name]
+        if not isinstance(v, (int, float, np.integer, np.floating)) or math.isnan(v):
+            fail(what, f"inference_params[{name!r}] must be a number, got {v!r}")
+    for name in ("use_utility", "use_states_info_gain", "use_param_info_gain"):
+        if type(state[name]) is not bool:
+            fail(what, f"{name} must be a bool")
+    if state["action_selection"] not in ("deterministic", "stochastic"):
+        fail(what, f"action_selection {state['action_selection']!r}")
+    if state["sampling_mode"] not in ("marginal", "full"):
+        fail(what, f"sampling_mode {state['sampling_mode']!r}")
+    check_int(what, "n_threads", state["n_threads"], 1, MAX_RESTORED_THREADS)
+    if type(state["_seed_seq"]) is not np.random.SeedSequence:
+        fail(what, "its seed sequence is not a numpy SeedSequence")
+    check_int(what, "the number of stream draws", state["_n_seeded"])
+
+
+def check_checkpoint(model: GenerativeModel, blobs, members, seed_seq, n_seeded,
+                     what: str = "checkpoint") -> list[int]:
+    """Refuse a sharded population's checkpoint whose parts do not fit together.
+
+    Every shard blob is checked as :meth:`Population.wake` would (without
+    building it); ``members[s]`` must give one global index per agent of
+    shard ``s``, and together the indices must number the agents ``0 ..
+    n - 1`` once each. Returns the shard sizes.
+    """
+    if not isinstance(model, GenerativeModel):
+        raise CorruptStateError(f"corrupt or truncated {what}: its model is a "
+                                f"{type(model).__name__}")
+    if type(blobs) is not list or type(members) is not list or len(blobs) != len(members):
+        fail(what, f"{len(blobs) if isinstance(blobs, list) else '?'} shard blobs but "
+                   f"{len(members) if isinstance(members, list) else '?'} member lists")
+    sizes = []
+    for s, blob in enumerate(blobs):
+        state = decode_population(blob, model, f"{what} shard {s}")
+        sizes.append(state["_n"])
+        m = members[s]
+        if not isinstance(m, np.ndarray) or m.dtype.kind not in "iu" or m.shape != (state["_n"],):
+            fail(what, f"shard {s} holds {state['_n']} agents but its member list is "
+                       f"{getattr(m, 'shape', type(m).__name__)}")
+    total = sum(sizes)
+    every = np.concatenate([np.asarray(m, np.int64) for m in members]) if members else \
+        np.zeros(0, np.int64)
+    if not np.array_equal(np.sort(every), np.arange(total)):
+        fail(what, f"its member lists do not number the {total} agents 0..{total - 1} once each")
+    if type(seed_seq) is not np.random.SeedSequence:
+        fail(what, "its seed sequence is not a numpy SeedSequence")
+    check_int(what, "n_seeded", n_seeded)
+    return sizes

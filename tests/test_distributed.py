@@ -221,6 +221,24 @@ def test_hibernate_and_wake_from_a_pickled_checkpoint(sharded):
         woken.shutdown()
 
 
+def test_restore_refuses_inconsistent_checkpoints_before_any_shard_changes(sharded):
+    """Issue 13 item 10: members not matching blobs, or a truncated shard blob, raise
+    CorruptStateError on the driver (not IndexError later, not a RayTaskError)."""
+    import dataclasses
+    from fa_core import CorruptStateError
+    gm = make_model("rand-2f2m")
+    sp = sharded(gm, 6, n_shards=2, seed=0)
+    ckpt = sp.checkpoint()
+    before = sp.gather("qs")
+    bad_members = dataclasses.replace(ckpt, members=[ckpt.members[0][:-1], ckpt.members[1]])
+    truncated = dataclasses.replace(ckpt, blobs=[ckpt.blobs[0], ckpt.blobs[1][:-7]])
+    for bad, match in ((bad_members, "member list"), (truncated, "shard 1")):
+        with pytest.raises(CorruptStateError, match=match):
+            sp.restore(bad)
+        np.testing.assert_array_equal(sp.gather("qs"), before)
+    sp.restore(ckpt)
+
+
 def test_bad_input_refused_before_anything_changes(sharded):
     gm = make_model("rand-2f2m")
     with pytest.raises(ValueError, match="gamma"):

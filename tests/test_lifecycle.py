@@ -17,8 +17,9 @@ import pytest
 
 import fa_core
 from fa_core import builtin_models
+from fa_core.blobformat import HEADER_SIZE, Reader
 from fa_core.lifecycle import (FLOAT16_ABS_ERROR, FLOAT16_REL_ERROR, AgentPool, _decode_floats,
-                               _FIXED, _HEAD, blob_model_key, dumps, hibernate, loads, wake)
+                               _FIXED, blob_model_key, dumps, hibernate, loads, wake)
 from fa_core.model import model_by_key
 from random_models import obj_array, random_model, random_obs
 
@@ -158,8 +159,14 @@ class MyAgent(fa_core.Agent):
 def test_subclass_round_trip():
     agent = MyAgent(**builtin_models.tmaze())
     agent.tag = "x"
-    for back in (pickle.loads(pickle.dumps(agent)), wake(hibernate(agent))):
+    for back in (pickle.loads(pickle.dumps(agent)), MyAgent.wake(hibernate(agent)),
+                 wake(hibernate(agent), cls=MyAgent)):
         assert type(back) is MyAgent and back.tag == "x"
+    # the blob names its class but never imports it: waking as another class is refused
+    with pytest.raises(ValueError, match="MyAgent"):
+        wake(hibernate(agent))
+    with pytest.raises(ValueError, match="fa_core.Agent"):
+        MyAgent.wake(hibernate(fa_core.Agent(**builtin_models.tmaze())))
 
 
 def test_population_members_are_views_and_are_not_hibernated():
@@ -316,8 +323,8 @@ def test_float16_error_bounds(hist):
         x = agent._qs_buf.astype(np.float64)
         blob = hibernate(agent, lossy="float16", compress=False)
         # before renormalisation: the float16 values the blob holds
-        body = memoryview(blob)[_HEAD.size:]
-        x16, _ = _decode_floats(body, _FIXED.size + 4 * model.num_factors, sum(sizes))
+        body = memoryview(blob)[HEADER_SIZE:]
+        x16 = _decode_floats(Reader(body, "blob", _FIXED.size + 4 * model.num_factors), sum(sizes))
         err = np.abs(x16.astype(np.float64) - x)
         assert np.all(err <= np.maximum(FLOAT16_REL_ERROR * x, FLOAT16_ABS_ERROR))
         normal = x >= 2.0 ** -14

@@ -775,7 +775,7 @@ def test_round_trip_exact_and_continues_identically(how):
 
 
 def test_wake_refuses_other_objects():
-    with pytest.raises(TypeError):
+    with pytest.raises(fa_core.CorruptStateError, match="corrupt or truncated"):
         Population.wake(pickle.dumps({"not": "a population"}))
 
 

@@ -123,7 +123,8 @@ def _normalise_counts(p: list[np.ndarray], name: str) -> list[np.ndarray]:
     out = []
     for i, a in enumerate(p):
         if np.any(a < 0):
-            raise ValueError(f"{name}[{i}] has negative Dirichlet parameters; counts must be >= 0")
+            raise ValueError(f"{name}[{i}] has negative Dirichlet parameters; "
+                             f"counts must be >= 0")
         sums = a.sum(axis=0)
         if np.any(sums <= 0):
             where = tuple(int(j) for j in np.argwhere(np.atleast_1d(sums) <= 0)[0])

@@ -44,6 +44,15 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: State inference options of ``inference_algo="VANILLA"`` and their defaults (pymdp's).
 VANILLA_DEFAULTS = {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001, "compute_vfe": True}
 
+class OptionTypeError(TypeError, ValueError):
+    """An option of the wrong type (``policy_len=2.5``, ``n_threads="2"``).
+
+    Both a TypeError and a ValueError, as ``numpy.AxisError`` is both an
+    IndexError and a ValueError: code that caught the ValueError earlier
+    versions raised for some of these keeps working.
+    """
+
+
 _BOOL_TYPES = (bool, np.bool_)
 _INT_TYPES = (int, np.integer)
 _REAL_TYPES = (int, float, np.integer, np.floating)
@@ -65,7 +74,7 @@ def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -
     Booleans, floats (even integral ones) and strings are refused.
     """
     if isinstance(v, _BOOL_TYPES) or not isinstance(v, _INT_TYPES):
-        raise TypeError(f"{name} must be an integer {_range_text(lo, hi)}, "
+        raise OptionTypeError(f"{name} must be an integer {_range_text(lo, hi)}, "
                         f"got {type(v).__name__} {v!r}")
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -77,7 +86,7 @@ def check_bool(name: str, v: Any) -> bool:
     """``v`` as a ``bool``: True / False (or numpy booleans, or the integers 0 and 1)."""
     if isinstance(v, _BOOL_TYPES) or (isinstance(v, _INT_TYPES) and v in (0, 1)):
         return bool(v)
-    raise TypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}")
+    raise OptionTypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}")
 
 
 def check_float(name: str, v: Any, lo: float | None = None, hi: float | None = None,
@@ -87,7 +96,7 @@ def check_float(name: str, v: Any, lo: float | None = None, hi: float | None = N
     ``lo_open`` makes the lower bound exclusive (``> lo``).
     """
     if isinstance(v, _BOOL_TYPES) or not isinstance(v, _REAL_TYPES):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+        raise OptionTypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
     v = float(v)
     if not math.isfinite(v) or abs(v) > FLOAT32_MAX:
         raise ValueError(f"{name} must be finite and at most {FLOAT32_MAX:.4g} in magnitude "
@@ -126,10 +135,10 @@ def check_finite_float32(name: str, arr: np.ndarray) -> None:
 def check_precisions(name: str, x: Any, n: int) -> np.ndarray:
     """Per-agent ``gamma`` / ``alpha``: a number or an ``(n,)`` array, as float32."""
     if isinstance(x, _BOOL_TYPES):
-        raise TypeError(f"{name} must be a number or an array of shape ({n},), got a bool")
+        raise OptionTypeError(f"{name} must be a number or an array of shape ({n},), got a bool")
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
+        raise OptionTypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
@@ -167,11 +176,10 @@ def check_threads(v: Any, default: int | None = None) -> int:
 def check_index_list(name: str, v: Any, n: int) -> list[int]:
     """A list of distinct integers in ``0..n-1`` (a factor or modality list)."""
     if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple, np.ndarray, range)):
-        raise TypeError(f"{name} must be a list of integers in 0..{n - 1}, "
+        raise OptionTypeError(f"{name} must be a list of integers in 0..{n - 1}, "
                         f"got {type(v).__name__} {v!r}")
-    out = [check_int(f"{name}[{i}]", f, 0, n - 1) for i, f in enumerate(np.asarray(v).tolist()
-                                                                         if isinstance(v, np.ndarray)
-                                                                         else v)]
+    items = v.tolist() if isinstance(v, np.ndarray) else list(v)
+    out = [check_int(f"{name}[{i}]", f, 0, n - 1) for i, f in enumerate(items)]
     if len(set(out)) != len(out):
         raise ValueError(f"{name} = {out} repeats an index")
     return out
@@ -180,7 +188,7 @@ def check_index_list(name: str, v: Any, n: int) -> list[int]:
 def check_count_list(name: str, v: Any, n: int | None = None) -> list[int]:
     """A list of positive integers (one per factor, e.g. ``num_controls``)."""
     if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple, np.ndarray)):
-        raise TypeError(f"{name} must be a list of positive integers (one per factor), "
+        raise OptionTypeError(f"{name} must be a list of positive integers (one per factor), "
                         f"got {type(v).__name__} {v!r}")
     items = v.tolist() if isinstance(v, np.ndarray) else list(v)
     out = [check_int(f"{name}[{i}]", x, 1, None) for i, x in enumerate(items)]
@@ -199,7 +207,8 @@ def check_inference_params(inference_params: Any) -> dict:
     if inference_params is None:
         return params
     if not isinstance(inference_params, dict):
-        raise TypeError(f"inference_params must be a dict, got {type(inference_params).__name__}")
+        raise OptionTypeError(f"inference_params must be a dict, "
+                              f"got {type(inference_params).__name__}")
     unknown = set(inference_params) - set(params)
     if unknown:
         raise ValueError(f"inference_params has unknown keys {sorted(map(str, unknown))}; "
@@ -249,14 +258,14 @@ def check_numeric_arrays(name: str, x: Any) -> None:
                        else x if isinstance(x, (np.ndarray, list, tuple)) else [])
     for i, a in enumerate(items):
         if isinstance(a, np.ndarray) and a.dtype.kind not in "fiub" and a.dtype != object:
-            raise TypeError(f"{name}[{i}] must hold real numbers, got dtype {a.dtype}")
+            raise OptionTypeError(f"{name}[{i}] must hold real numbers, got dtype {a.dtype}")
 
 
 def as_index(name: str, v: Any) -> int:
     """``v`` as a Python int via ``operator.index`` (refuses floats and bools)."""
     if isinstance(v, _BOOL_TYPES):
-        raise TypeError(f"{name} must be an integer, got a bool")
+        raise OptionTypeError(f"{name} must be an integer, got a bool")
     try:
         return operator.index(v)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}") from None
+        raise OptionTypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}") from None

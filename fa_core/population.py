@@ -294,8 +294,9 @@ class Population:
                 sums = v.sum(axis=1)
             dev = np.abs(sums - 1.0)
             if dev.size and dev.max() > _opt.BELIEF_ATOL:
-                raise ValueError(f"{label} must sum to 1 (per agent{' and factor' if name == 'qs' else ''}"
-                                 f"); largest deviation {dev.max():.3g}")
+                per = "per agent and factor" if name == "qs" else "per agent"
+                raise ValueError(f"{label} must sum to 1 ({per}); largest deviation "
+                                 f"{dev.max():.3g}")
         return v.astype(dtype)
 
     @property

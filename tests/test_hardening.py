@@ -625,3 +625,52 @@ def test_property_test_builds_valid_agents_too():
     if not _STATS:
         pytest.skip("run with the property test")
     assert _STATS.get(True, 0) >= 20, _STATS
+
+
+_SET_VALUES = {
+    "actions": [0, 1, 3, 4, -1, 10 ** 7, 0.5, np.nan],
+    "has_action": [0, 1, 2, True, -1],
+    "gamma": [0.0, 1.0, 16.0, -3.0, 1e30, 1e31, np.nan, np.inf],
+    "alpha": [1.0, 1e30, 1e39, -np.inf],
+    "qs": ["uniform", "onehot", 0.5, -1.0, np.nan, 1e39],
+    "q_pi": ["uniform", 1.0, -0.5, np.nan],
+    "G": [0.0, -5.0, 1e38, np.nan, np.inf],
+    "curr_timestep": [0, 7, -1, 2.5, 2 ** 63 - 1],
+    "rng": [0, 12345, -1],
+}
+
+
+@settings(max_examples=80, derandomize=True, deadline=None)
+@given(writes=st.lists(st.tuples(st.sampled_from(sorted(_SET_VALUES)), st.integers(0, 7),
+                                 st.sampled_from([None, [0], [1, 2], slice(1, None), "mask"])),
+                       min_size=1, max_size=4),
+       stochastic=st.booleans())
+def test_property_population_writes(writes, stochastic):
+    gm = GenerativeModel(**builtin_models.get("tmaze"))
+    n = 3
+    pop = Population(gm, n, seed=0, n_threads=1,
+                     action_selection="stochastic" if stochastic else "deterministic")
+    obs = np.zeros((n, 3), dtype=np.int64)
+    pop.step(obs)
+    for name, which, rows in writes:
+        values = _SET_VALUES[name]
+        v = values[which % len(values)]
+        if isinstance(v, str):
+            width = sum(gm.num_states) if name == "qs" else gm.num_policies
+            v = (pop._uniform_qs() if name == "qs" else np.full(width, 1.0 / width)) \
+                if v == "uniform" else np.concatenate([np.eye(k)[0] for k in gm.num_states])
+        if rows == "mask":
+            rows = np.array([True, False, True])
+        before = snapshot(pop)
+        try:
+            pop.set(name, v, rows=rows)
+        except BAD:
+            assert_same(before, snapshot(pop))
+    pop.sample_action()  # reads the q_pi / G written above
+    assert np.all((pop.actions >= 0) & (pop.actions < np.asarray(gm.num_controls)))
+    pop.step(obs)
+    for lo, hi in gm.state_bounds:
+        _finite_normalised(pop.qs[:, lo:hi])
+    _finite_normalised(pop.q_pi)
+    assert np.isfinite(pop.G).all()
+    assert np.all((pop.actions >= 0) & (pop.actions < np.asarray(gm.num_controls)))

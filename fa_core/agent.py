@@ -15,6 +15,7 @@ import weakref
 import numpy as np
 
 from fa_core import _kernels, _views, mmp
+from fa_core import options as _opt
 from fa_core import sophisticated as _si
 from fa_core.model import GenerativeModel, as_array_list
 from fa_core.params import EDITABLE, component_values, param_view, put_entry
@@ -24,7 +25,7 @@ from fa_core.scratch import scratch
 # ii_threshold have non-None defaults and are taken from the model instead)
 _MODEL_KEYS = ("A", "B", "H", "pA", "pB", "pD", "num_controls", "control_fac_idx", "policies",
                "A_factor_list", "B_factor_list")
-_DEFAULT_VANILLA = {"num_iter": 10, "dF": 1.0, "dF_tol": 0.001, "compute_vfe": True}
+_DEFAULT_VANILLA = _opt.VANILLA_DEFAULTS
 
 
 def _row_store(rows: np.ndarray) -> np.ndarray:
@@ -137,15 +138,17 @@ class Agent:
         if inference_algo not in ("VANILLA", "MMP"):
             raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
                                       "(pymdp implements 'VANILLA' and 'MMP')")
-        if action_selection not in ("deterministic", "stochastic"):
-            raise ValueError(f"action_selection must be 'deterministic' or 'stochastic', "
-                             f"got {action_selection!r}")
-        if sampling_mode not in ("marginal", "full"):
-            raise ValueError(f"sampling_mode must be 'marginal' or 'full', got {sampling_mode!r}")
-        for name, v in (("gamma", gamma), ("alpha", alpha), ("lr_pA", lr_pA), ("lr_pB", lr_pB),
-                        ("lr_pD", lr_pD)):
-            if not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        # options, all checked before anything is built or stored (fa_core.options)
+        _opt.check_choice("action_selection", action_selection, ("deterministic", "stochastic"))
+        _opt.check_choice("sampling_mode", sampling_mode, ("marginal", "full"))
+        _opt.check_precision("gamma", gamma)
+        _opt.check_precision("alpha", alpha)
+        for name, v in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
+            _opt.check_float(name, v)
+        _opt.check_hist_len("belief_hist_len", belief_hist_len)
+        _opt.check_hist_len("action_hist_len", action_hist_len)
+        if inference_algo == "VANILLA":
+            vanilla_params = _opt.check_inference_params(inference_params)
 
         if model is None:
             if A is None or B is None:
@@ -189,16 +192,11 @@ class Agent:
             if use_param_info_gain and (model.has_pA or model.has_pB):
                 raise NotImplementedError("use_param_info_gain with inference_algo='MMP' is not "
                                           "implemented")
-        elif inference_params is not None:
-            unknown = set(inference_params) - set(params)
-            if unknown:
-                raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; "
-                                 f"VANILLA takes {sorted(params)}")
-            params.update(inference_params)
+        else:
+            params = vanilla_params
         if inference_algo == "VANILLA":
             self.inference_params = params
-        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
-                     bool(params["compute_vfe"]))
+        self._fpi = _opt.fpi_args(params)
         self.inference_algo = inference_algo
         self.inference_horizon = inference_horizon
         self.gamma, self.alpha = gamma, alpha
@@ -430,13 +428,9 @@ class Agent:
             self.q_pi = q_pi
 
     def _factor_vectors(self, value, name: str) -> list[np.ndarray]:
-        """``value`` as one float64 vector per factor, or a ValueError naming ``name``."""
-        vecs = as_array_list(value, name)
-        if len(vecs) != self.num_factors or any(v.shape != (n,) for v, n in
-                                                zip(vecs, self.num_states)):
-            raise ValueError(f"{name} must hold one vector per factor with lengths "
-                             f"{self.num_states}; got shapes {[v.shape for v in vecs]}")
-        return vecs
+        """``value`` as one float64 vector per factor (non-negative, summing to 1), or a
+        ValueError naming ``name``."""
+        return _opt.check_beliefs(name, value, self.num_states)
 
     def _set_qs_buffer(self, buf: np.ndarray, container=None) -> None:
         """Make ``buf`` (flat, float32) the agent's beliefs. With reuse_buffers ``qs``

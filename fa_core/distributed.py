@@ -46,6 +46,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without ray
     raise ImportError("fa_core.distributed needs Ray: pip install 'fa_core[ray]'") from exc
 
+from fa_core import options as _opt
 from fa_core.model import GenerativeModel
 from fa_core.population import (Population, agent_streams, check_checkpoint, check_obs,
                                 removal_moves)
@@ -122,7 +123,7 @@ class _Shard:
         self.pop.add(k, streams=streams)
         for name, row in (params or {}).items():  # newcomers copy the population's agent 0
             if row is not None:
-                getattr(self.pop, name)[new] = row
+                self.pop.set(name, row, rows=new)
 
     def row_params(self, row: int) -> dict:
         return {name: None if getattr(self.pop, name) is None else getattr(self.pop, name)[row]
@@ -178,13 +179,10 @@ class ShardedPopulation:
         if "n_threads" in options or "streams" in options:
             raise TypeError("n_threads and streams are set per shard by ShardedPopulation "
                             "(use cpus_per_shard)")
-        if not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
-            raise ValueError(f"n_agents must be a non-negative integer, got {n_agents!r}")
-        if not cpus_per_shard > 0:
-            raise ValueError(f"cpus_per_shard must be > 0, got {cpus_per_shard!r}")
-        if n_shards is not None and (not isinstance(n_shards, (int, np.integer)) or n_shards < 1):
-            raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}")
-        n = int(n_agents)
+        n = _opt.check_int("n_agents", n_agents, 0, None)
+        cpus_per_shard = _opt.check_float("cpus_per_shard", cpus_per_shard, lo=0.0, lo_open=True)
+        if n_shards is not None:
+            n_shards = _opt.check_int("n_shards", n_shards, 1, None)
         per_agent = {k: options.pop(k) for k in ("gamma", "alpha", "C", "E") if k in options}
         # Validate everything here, before any actor starts: a shard failing in its
         # constructor would surface as a dead actor, not as the ValueError it is.
@@ -232,7 +230,8 @@ class ShardedPopulation:
     def _start(self, **shard):
         """A new shard actor: a fresh Population (its keywords) or ``blob=`` hibernated bytes."""
         opts = {"num_cpus": self._cpus, "scheduling_strategy": "SPREAD", **self._actor_options}
-        return _Shard.options(**opts).remote(self._model_ref, max(1, int(self._cpus)), **shard)
+        threads = min(max(1, int(self._cpus)), _opt.MAX_THREADS)
+        return _Shard.options(**opts).remote(self._model_ref, threads, **shard)
 
     def _index(self) -> None:
         """Rebuild global index -> (shard, row) from the per-shard member lists."""
@@ -334,10 +333,9 @@ class ShardedPopulation:
     def add(self, k: int = 1) -> np.ndarray:
         """Add ``k`` fresh agents, numbered ``n .. n + k - 1`` and placed on the smallest
         shards, with the streams and copied parameters one ``Population`` gives them."""
-        if not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"k must be a non-negative integer, got {k!r}")
+        k = _opt.check_int("k", k, 0, None)
         self._check_alive()
-        n, k = self.n_agents, int(k)
+        n = self.n_agents
         sizes = np.array(self.shard_sizes)
         target = np.empty(k, dtype=np.int64)
         for j in range(k):  # water-filling: each newcomer to the currently smallest shard

@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from fa_core import _mmp
+from fa_core import options as _opt
 from fa_core.scratch import scratch
 
 DEFAULT_PARAMS = {"num_iter": 10, "grad_descent": True, "tau": 0.25}
@@ -33,10 +34,7 @@ def check_params(inference_params, inference_horizon) -> dict:
     ``Agent.infer_states`` runs); False selects ``run_mmp`` (one joint
     likelihood, full future messages), the form SPM's spm_MDP_VB_X.m computes.
     """
-    if isinstance(inference_horizon, (bool, np.bool_)) or \
-            not isinstance(inference_horizon, (int, np.integer)) or inference_horizon < 1:
-        raise ValueError(f"inference_horizon must be an integer >= 1 for inference_algo='MMP', "
-                         f"got {inference_horizon!r}")
+    _opt.check_int("inference_horizon (inference_algo='MMP')", inference_horizon, 1, None)
     params = dict(DEFAULT_PARAMS)
     if inference_params is not None:
         if not isinstance(inference_params, dict):
@@ -46,9 +44,7 @@ def check_params(inference_params, inference_horizon) -> dict:
             raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; MMP takes "
                              f"{sorted(DEFAULT_PARAMS) + ['factorized']}")
         params.update(inference_params)
-    n = params["num_iter"]
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"inference_params['num_iter'] must be an integer >= 1, got {n!r}")
+    _opt.check_int("inference_params['num_iter']", params["num_iter"], 1, _opt.MAX_NUM_ITER)
     tau = params["tau"]
     if not isinstance(tau, (int, float, np.integer, np.floating)) or not math.isfinite(tau) \
             or tau <= 0:

@@ -19,7 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from fa_core import _kernels
-from fa_core.policies import construct_policies, validate_policies
+from fa_core import options as _opt
+from fa_core.policies import (check_policy_count, construct_policies, count_policies,
+                              validate_policies)
 
 #: Matrices at or below this fraction of non-zeros are stored sparse by ``sparse="auto"``.
 #: Below about a quarter the CSC product does less work than the dense one,
@@ -47,7 +49,7 @@ _ENTROPY_EPS = np.exp(-16)  # pymdp's spm_MDP_G epsilon
 # Input conversion and validation
 # ---------------------------------------------------------------------------
 
-def as_array_list(x: Any, name: str) -> list[np.ndarray]:
+def as_array_list(x: Any, name: str, allow_empty: bool = False) -> list[np.ndarray]:
     """Convert pymdp-style input (object array, list, or one array) to float64 arrays.
 
     Raises
@@ -55,7 +57,9 @@ def as_array_list(x: Any, name: str) -> list[np.ndarray]:
     TypeError
         If ``x`` or an entry is not numeric.
     ValueError
-        If an entry contains NaN or infinity, or ``x`` is empty.
+        If an entry contains NaN or infinity or a value beyond float32 range
+        (the kernels' precision: such values would silently become infinite),
+        has an axis of length 0 (unless ``allow_empty``), or ``x`` is empty.
     """
     if isinstance(x, np.ndarray) and x.dtype != object:
         items = [x]
@@ -78,6 +82,12 @@ def as_array_list(x: Any, name: str) -> list[np.ndarray]:
         arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise ValueError(f"{_label(x, items, i, name)} contains NaN or infinite values")
+        if arr.size and np.abs(arr).max() > _opt.FLOAT32_MAX:
+            raise ValueError(f"{_label(x, items, i, name)} has values beyond float32 range "
+                             f"(largest {np.abs(arr).max():.4g}; at most {_opt.FLOAT32_MAX:.4g})")
+        if 0 in arr.shape and not allow_empty:
+            raise ValueError(f"{_label(x, items, i, name)} has an axis of length 0 "
+                             f"(shape {arr.shape}): every dimension must be >= 1")
         out.append(arr)
     return out
 
@@ -106,6 +116,22 @@ def check_normalised(arrays: Sequence[np.ndarray], name: str) -> None:
 
 def _normalise(a: np.ndarray) -> np.ndarray:
     return a / a.sum(axis=0)
+
+
+def _normalise_counts(p: list[np.ndarray], name: str) -> list[np.ndarray]:
+    """Dirichlet counts -> their expectations, refusing negative counts and zero columns."""
+    out = []
+    for i, a in enumerate(p):
+        if np.any(a < 0):
+            raise ValueError(f"{name}[{i}] has negative Dirichlet parameters; "
+                             f"counts must be >= 0")
+        sums = a.sum(axis=0)
+        if np.any(sums <= 0):
+            where = tuple(int(j) for j in np.argwhere(np.atleast_1d(sums) <= 0)[0])
+            raise ValueError(f"{name}[{i}] has a column of zero counts (at {where}): "
+                             f"every column needs a positive count")
+        out.append(a / sums)
+    return out
 
 
 def _check_factor_list(lst: Any, n_items: int, n_factors: int, name: str) -> list[list[int]]:
@@ -272,12 +298,12 @@ class GenerativeModel:
                  sparse="auto"):
         if sparse not in ("auto", True, False):
             raise ValueError(f"sparse must be 'auto', True or False, got {sparse!r}")
-        if not isinstance(policy_len, (int, np.integer)) or policy_len < 1:
-            raise ValueError(f"policy_len must be a positive integer, got {policy_len!r}")
         self.sparse = sparse
-        self.policy_len = int(policy_len)
-        self.ii_depth = int(ii_depth)
-        self.ii_threshold = float(ii_threshold)
+        self.policy_len = _opt.check_int("policy_len", policy_len, 1, None)
+        self.ii_depth = _opt.check_int("ii_depth", ii_depth, 1, _opt.MAX_II_DEPTH)
+        self.ii_threshold = _opt.check_float("ii_threshold", ii_threshold)
+        if num_controls is not None:
+            num_controls = _opt.check_count_list("num_controls", num_controls)
         self._views: dict[str, Any] = {}
         A_dense, B_dense = self._set_A(A, pA), None
         B_dense = self._set_B(B, pB, num_controls)
@@ -296,11 +322,9 @@ class GenerativeModel:
         self._pA = as_array_list(pA, "pA") if pA is not None else None
         A = as_array_list(A, "A")
         if self._pA is not None:
-            if any(np.any(p < 0) for p in self._pA):
-                raise ValueError("pA has negative Dirichlet parameters")
             _check_same_shapes(self._pA, A, "pA", "A")
             if from_counts:
-                A = [_normalise(p) for p in self._pA]  # A is the expectation of pA, as pymdp
+                A = _normalise_counts(self._pA, "pA")  # A is the expectation of pA, as pymdp
         self.A_from_counts = self._pA is not None and from_counts
         check_normalised(A, "A")
         for m, a in enumerate(A):
@@ -325,11 +349,9 @@ class GenerativeModel:
         self._pB = as_array_list(pB, "pB") if pB is not None else None
         B = as_array_list(B, "B")
         if self._pB is not None:
-            if any(np.any(p < 0) for p in self._pB):
-                raise ValueError("pB has negative Dirichlet parameters")
             _check_same_shapes(self._pB, B, "pB", "B")
             if from_counts:
-                B = [_normalise(p) for p in self._pB]
+                B = _normalise_counts(self._pB, "pB")
         self.B_from_counts = self._pB is not None and from_counts
         check_normalised(B, "B")
         for f, b in enumerate(B):
@@ -384,15 +406,16 @@ class GenerativeModel:
         if control_fac_idx is None:
             control_fac_idx = [f for f in range(nf) if self.num_controls[f] > 1]
         else:
-            control_fac_idx = [int(f) for f in control_fac_idx]
+            control_fac_idx = _opt.check_index_list("control_fac_idx", control_fac_idx, nf)
             for f in control_fac_idx:
-                if not 0 <= f < nf:
-                    raise ValueError(f"control_fac_idx contains {f}, outside 0..{nf - 1}")
                 if self.num_controls[f] <= 1:
                     raise ValueError(f"control_fac_idx contains factor {f}, which has only "
                                      "one control")
         self.control_fac_idx = control_fac_idx
         if policies is None:
+            # refused before a single policy is built
+            check_policy_count(count_policies(self.num_controls, self.policy_len),
+                               self.policy_len, nf)
             policies = construct_policies(self.num_states, self.num_controls, self.policy_len,
                                           self.control_fac_idx)
         self.policies = validate_policies(policies, self.num_controls)
@@ -426,10 +449,10 @@ class GenerativeModel:
 
     def _set_D(self, D, pD) -> None:
         self._pD = as_array_list(pD, "pD") if pD is not None else None
-        if self._pD is not None and any(np.any(p < 0) for p in self._pD):
-            raise ValueError("pD has negative Dirichlet parameters")
+        if self._pD is not None:
+            normalised_pD = _normalise_counts(self._pD, "pD")
         if D is None:
-            D = ([_normalise(p) for p in self._pD] if self._pD is not None
+            D = (normalised_pD if self._pD is not None
                  else [np.full(n, 1.0 / n) for n in self.num_states])
         else:
             D = as_array_list(D, "D")
@@ -759,6 +782,9 @@ class GenerativeModel:
         Models are keyed by a hash of their arguments' contents and held
         weakly: a model is freed when the last agent using it goes.
         """
+        for name in ("A", "B", "C", "D", "E", "H", "pA", "pB", "pD"):
+            if kwargs.get(name) is not None:  # before hashing: a date array has no buffer
+                _opt.check_numeric_arrays(name, kwargs[name])
         key = _content_key(kwargs)
         model = _INTERNED.get(key)
         if model is None:

@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Sequence
 
 import numpy as np
+
+#: Largest number of policies a model may have. A policy set is built, stored and
+#: evaluated for every agent at every step: 10^6 policies take minutes to build and
+#: gigabytes per thousand agents. Raise it (``fa_core.policies.MAX_POLICIES = ...``)
+#: to opt out knowingly.
+MAX_POLICIES = 100_000
+
+#: Largest number of actions in a policy set (policies x policy_len x factors).
+MAX_POLICY_ENTRIES = 10_000_000
+
+
+def count_policies(num_controls: Sequence[int], policy_len: int) -> int:
+    """How many policies :func:`construct_policies` builds: prod(num_controls) ** policy_len.
+
+    Exact (a Python int), computed before anything is built.
+    """
+    return math.prod(int(n) for n in num_controls) ** int(policy_len)
+
+
+def check_policy_count(n_policies: int, policy_len: int, num_factors: int,
+                       what: str = "the policy set") -> None:
+    """Refuse policy sets above :data:`MAX_POLICIES` or :data:`MAX_POLICY_ENTRIES`."""
+    if n_policies > MAX_POLICIES:
+        raise ValueError(f"{what} would have {n_policies:,} policies, more than "
+                         f"fa_core.policies.MAX_POLICIES = {MAX_POLICIES:,}: shorten policy_len, "
+                         f"reduce num_controls, pass your own policies, or raise the bound")
+    entries = n_policies * policy_len * num_factors
+    if entries > MAX_POLICY_ENTRIES:
+        raise ValueError(f"{what} would hold {entries:,} actions ({n_policies:,} policies x "
+                         f"policy_len {policy_len} x {num_factors} factors), more than "
+                         f"fa_core.policies.MAX_POLICY_ENTRIES = {MAX_POLICY_ENTRIES:,}")
 
 
 def construct_policies(num_states: Sequence[int], num_controls: Sequence[int] | None = None,
@@ -25,6 +57,7 @@ def construct_policies(num_states: Sequence[int], num_controls: Sequence[int] | 
                            if num_controls is not None else list(range(num_factors)))
     if num_controls is None:
         num_controls = [num_states[f] if f in control_fac_idx else 1 for f in range(num_factors)]
+    check_policy_count(count_policies(num_controls, policy_len), policy_len, num_factors)
     ranges = [range(n) for n in list(num_controls) * policy_len]
     return [np.array(p).reshape(policy_len, num_factors) for p in itertools.product(*ranges)]
 
@@ -38,24 +71,35 @@ def validate_policies(policies, num_controls: Sequence[int]) -> list[np.ndarray]
         If the list is empty, shapes differ or do not match the number of
         factors, or an action is outside ``0..num_controls[f]-1``.
     """
-    if policies is None or len(policies) == 0:
+    if isinstance(policies, np.ndarray) and policies.dtype != object and policies.ndim == 3:
+        policies = list(policies)
+    if not isinstance(policies, (list, tuple, np.ndarray)):
+        raise TypeError(f"policies must be a list of (policy_len, num_factors) integer arrays, "
+                        f"got {type(policies).__name__}")
+    if len(policies) == 0:
         raise ValueError("policies must be a non-empty list of (policy_len, num_factors) arrays")
     out = []
     nf = len(num_controls)
+    check_policy_count(len(policies), 1, nf, "policies")
     for i, p in enumerate(policies):
         arr = np.asarray(p)
         if arr.ndim == 1:
             arr = arr[None, :]
         if not (np.issubdtype(arr.dtype, np.integer)
-                or (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
+                or (np.issubdtype(arr.dtype, np.floating) and np.all(np.abs(arr) < 2 ** 31)
+                    and np.all(arr == np.round(arr)))):
             raise TypeError(f"policies[{i}] must hold integer actions, got dtype {arr.dtype}")
         arr = arr.astype(np.int64)
         if arr.ndim != 2 or arr.shape[1] != nf:
             raise ValueError(f"policies[{i}] has shape {arr.shape}; expected (policy_len, {nf})")
+        if arr.shape[0] < 1:
+            raise ValueError(f"policies[{i}] has no time steps (shape {arr.shape}); "
+                             f"policy_len must be >= 1")
         if out and arr.shape != out[0].shape:
             raise ValueError(f"policies[{i}] has shape {arr.shape}, unlike policies[0] {out[0].shape}")
         if np.any(arr < 0) or np.any(arr >= np.asarray(num_controls)):
             raise ValueError(f"policies[{i}] has an action outside 0..num_controls-1 "
                              f"(num_controls = {list(num_controls)})")
         out.append(arr)
+    check_policy_count(len(out), out[0].shape[0], nf, "policies")
     return out

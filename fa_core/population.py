@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import types
 
 import numpy as np
 
 from fa_core import _kernels
+from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, dump_value, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
@@ -73,7 +76,29 @@ class Population:
         Beliefs, factors concatenated; :meth:`qs_factor` gives one factor.
     q_pi, G : ndarray, (n_agents, n_policies) float32
     actions : ndarray, (n_agents, num_factors) int32
+    has_action : ndarray, (n_agents,) uint8
+        Whether ``actions`` holds a previous action (the next prior predicts
+        from it) or not (the next prior is ``D``).
     curr_timestep : ndarray, (n_agents,) int64
+    gamma, alpha : ndarray, (n_agents,) float32
+    rng : ndarray, (n_agents,) uint64
+    lnC, lnE : ndarray or None
+        Per-agent log-preferences / log-habits (``None`` when shared).
+
+    Notes
+    -----
+    The state arrays are read-only views: a write such as
+    ``pop.actions[0, 0] = 7`` raises a ValueError naming the attribute.
+    Set them with ``pop.actions = values`` (every agent; broadcast) or
+    :meth:`set` (some rows); both check the values (range of actions,
+    normalised beliefs, finite float32 precisions, ...) before anything
+    changes. Options (``n_threads``, ``inference_params``,
+    ``action_selection``, ...) are checked when assigned too.
+
+    Calls on one population from several threads are serialised by a lock
+    (the kernel itself runs without the GIL, on ``n_threads`` OpenMP
+    threads), so two threads stepping one population give the results of
+    some sequential order of their calls.
     """
 
     def __init__(self, model: GenerativeModel, n_agents: int, *, gamma=16.0, alpha=16.0,
@@ -83,46 +108,41 @@ class Population:
                  n_threads: int | None = None, streams=None):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
-        if not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
-            raise ValueError(f"n_agents must be a non-negative integer, got {n_agents!r}")
-        if action_selection not in ("deterministic", "stochastic"):
-            raise ValueError(f"action_selection must be 'deterministic' or 'stochastic', "
-                             f"got {action_selection!r}")
-        if sampling_mode not in ("marginal", "full"):
-            raise ValueError(f"sampling_mode must be 'marginal' or 'full', got {sampling_mode!r}")
-        params = dict(_DEFAULT_VANILLA)
-        if inference_params is not None:
-            unknown = set(inference_params) - set(params)
-            if unknown:
-                raise ValueError(f"inference_params has unknown keys {sorted(unknown)}")
-            params.update(inference_params)
-        self.model = model
-        self.inference_params = params
-        self.use_utility = bool(use_utility)
-        self.use_states_info_gain = bool(use_states_info_gain)
-        self.use_param_info_gain = bool(use_param_info_gain)
-        self.action_selection = action_selection
-        self.sampling_mode = sampling_mode
-        self.n_threads = default_threads() if n_threads is None else int(n_threads)
-        if self.n_threads < 1:
-            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-        self._seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
-                          else np.random.SeedSequence(seed))
-        self._n_seeded = 0  # streams handed out so far, so added agents get fresh ones
-
-        n = int(n_agents)
-        m = model
-        self._n = 0
+        n = _opt.check_int("n_agents", n_agents, 0, None)
+        # every option is checked before anything is stored
+        opts = {name: check(value) for name, check, value in (
+            ("inference_params", _opt.check_inference_params, inference_params),
+            ("use_utility", _bool_option("use_utility"), use_utility),
+            ("use_states_info_gain", _bool_option("use_states_info_gain"), use_states_info_gain),
+            ("use_param_info_gain", _bool_option("use_param_info_gain"), use_param_info_gain),
+            ("action_selection", _OPTION_CHECKS["action_selection"], action_selection),
+            ("sampling_mode", _OPTION_CHECKS["sampling_mode"], sampling_mode),
+            ("n_threads", _OPTION_CHECKS["n_threads"], n_threads))}
+        gamma = _opt.check_precisions("gamma", gamma, n)
+        alpha = _opt.check_precisions("alpha", alpha, n)
+        lnC = None if C is None else self._ln_C(C, n, model)
+        lnE = None if E is None else self._ln_E(E, n, model)
+        seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
+                    else np.random.SeedSequence(seed))
+        d = self.__dict__
+        d["_model"] = model
+        d["_lock"] = threading.RLock()
+        for name, value in opts.items():
+            self._set_option(name, value)
+        d["_seed_seq"] = seed_seq
+        d["_n_seeded"] = 0  # streams handed out so far, so added agents get fresh ones
+        d["_n"] = 0
+        words = self._new_streams(n, streams)
+        d["_lnC"] = d["_lnE"] = None
         self._alloc(n)
-        self._n = n
-        self.qs[:] = self._uniform_qs()
-        self.q_pi[:] = 1.0 / m.num_policies
-        self.rng[:] = self._new_streams(n, streams)
-        self.gamma[:] = self._per_agent(gamma, "gamma", n)
-        self.alpha[:] = self._per_agent(alpha, "alpha", n)
+        d["_n"] = n
         # optional per-agent rows live in the same growable storage as the rest
-        self.__dict__["_lnC"] = None if C is None else self._ln_C(C, n)
-        self.__dict__["_lnE"] = None if E is None else self._ln_E(E, n)
+        d["_lnC"], d["_lnE"] = lnC, lnE
+        self._rows("qs")[:] = self._uniform_qs()
+        self._rows("q_pi")[:] = 1.0 / model.num_policies
+        self._rows("rng")[:] = words
+        self._rows("gamma")[:] = gamma
+        self._rows("alpha")[:] = alpha
 
     # -- storage -----------------------------------------------------------------------
 
@@ -151,12 +171,140 @@ class Population:
             self.__dict__["_" + name] = new
         self._capacity = capacity
 
+    def _rows(self, name: str):
+        """The writable storage of the first n_agents rows of a state array (or None)."""
+        arr = self.__dict__.get("_" + name)
+        return None if arr is None else arr[:self.__dict__["_n"]]
+
     def __getattr__(self, name):
-        # public arrays are views of the first n_agents rows of the storage
+        # public arrays are read-only views of the first n_agents rows of the storage
         if name in Population._ARRAYS or name in Population._OPTIONAL:
             arr = self.__dict__.get("_" + name)
-            return None if arr is None else arr[:self.__dict__["_n"]]
+            return None if arr is None else _state_view(arr[:self.__dict__["_n"]], name)
         raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        if name in Population._ARRAYS or name in Population._OPTIONAL:
+            self.set(name, value)
+        elif name in _OPTION_CHECKS:
+            self._set_option(name, _OPTION_CHECKS[name](value))
+        elif name in ("model", "n_agents"):
+            raise AttributeError(f"Population.{name} cannot be changed: build a new Population "
+                                 f"(or use add / remove)")
+        else:
+            object.__setattr__(self, name, value)
+
+    def _set_option(self, name: str, value) -> None:
+        """Store a checked option."""
+        d = self.__dict__
+        if name == "inference_params":
+            d["_params"] = value
+            d["_fpi"] = _opt.fpi_args(value)
+        else:
+            d[name] = value
+
+    @property
+    def inference_params(self):
+        """State-inference options (read-only mapping; assign a dict to change them)."""
+        return types.MappingProxyType(self.__dict__["_params"])
+
+    @property
+    def model(self) -> GenerativeModel:
+        """The generative model every agent uses (fixed for the population's life)."""
+        return self.__dict__["_model"]
+
+    # -- validated writes of state arrays ------------------------------------------------
+
+    def set(self, name: str, value, rows=None) -> None:
+        """Set state array ``name`` (``qs``, ``q_pi``, ``G``, ``actions``, ``has_action``,
+        ``curr_timestep``, ``rng``, ``gamma``, ``alpha``, ``lnC``, ``lnE``) for ``rows``
+        (default: every agent), broadcasting ``value``.
+
+        The values are checked first, vectorised (actions within ``num_controls``,
+        beliefs and policy posteriors non-negative and normalised, precisions finite
+        and within float32, ...); a refused call changes nothing.
+        """
+        if name not in Population._ARRAYS and name not in Population._OPTIONAL:
+            raise ValueError(f"set() takes one of {list(Population._ARRAYS + Population._OPTIONAL)}"
+                             f", got {name!r}")
+        with self._lock:
+            store = self._rows(name)
+            if store is None:
+                raise ValueError(f"Population.{name} is None: this population shares the "
+                                 f"model's {name[2:]} (pass per-agent {name[2:]}= to the "
+                                 f"constructor)")
+            n = self._n
+            if rows is None:
+                idx = slice(None)
+                k = n
+            else:
+                if isinstance(rows, slice):
+                    sel = np.arange(n)[rows]
+                else:
+                    r = np.asarray(rows)
+                    if r.dtype.kind not in "iub" or r.ndim > 1:
+                        raise TypeError(f"rows must be a slice, an integer, a 1-D integer array or "
+                                        f"a boolean mask, got {r.dtype} of shape {r.shape}")
+                    if r.dtype.kind != "b" and r.size and (r.min() < -n or r.max() >= n):
+                        raise IndexError(f"rows must be in 0..{n - 1}")
+                    if r.dtype.kind == "b" and r.shape != (n,):
+                        raise IndexError(f"a boolean rows mask must have shape ({n},)")
+                    sel = np.arange(n)[r]
+                idx = sel
+                k = np.size(sel)
+            vals = self._checked(name, value, (k,) + store.shape[1:], store.dtype)
+            store[idx] = vals
+
+    def _checked(self, name: str, value, shape: tuple, dtype) -> np.ndarray:
+        """``value`` broadcast to ``shape`` and checked for state array ``name``."""
+        m = self.model
+        label = f"Population.{name}"
+        v = np.asarray(value)
+        if v.dtype.kind not in "fiub":
+            raise TypeError(f"{label} must hold real numbers, got dtype {v.dtype}")
+        try:
+            v = np.broadcast_to(v, shape)
+        except ValueError:
+            raise ValueError(f"{label} must broadcast to shape {shape}, got {v.shape}") from None
+        if dtype.kind in "iu":  # indices, flags, counters, random words
+            if v.dtype.kind == "f":
+                if not (np.isfinite(v).all() and np.all(v == np.round(v))):
+                    raise TypeError(f"{label} must hold integers")
+            if name == "actions":
+                nc = np.asarray(m.num_controls)
+                bad = (v < 0) | (v >= nc)
+                if bad.any():
+                    i, f = np.argwhere(bad)[0]
+                    raise ValueError(f"{label}: action {v[i, f]!r} for factor {f} is outside "
+                                     f"0..{nc[f] - 1} (num_controls = {list(m.num_controls)})")
+            elif name == "has_action":
+                if np.any((v != 0) & (v != 1)):
+                    raise ValueError(f"{label} must hold 0 or 1")
+            elif name == "curr_timestep":
+                if v.size and (v.min() < 0 or v.max() >= 2 ** 62):
+                    raise ValueError(f"{label} must be integers in 0..2**62")
+            elif name == "rng":
+                if v.dtype.kind == "i" and v.size and v.min() < 0:
+                    raise ValueError(f"{label} must hold non-negative 64-bit words")
+            return v.astype(dtype)
+        v = v.astype(np.float64)
+        if name in ("gamma", "alpha"):
+            return _opt.check_precisions(label, v, shape[0])
+        _opt.check_finite_float32(label, v)
+        if name in ("qs", "q_pi"):
+            if np.any(v < 0):
+                raise ValueError(f"{label} has negative entries; probabilities must be >= 0")
+            if name == "qs":
+                sums = np.add.reduceat(v, [lo for lo, _ in m.state_bounds], axis=1) if v.size \
+                    else np.ones((0, 1))
+            else:
+                sums = v.sum(axis=1)
+            dev = np.abs(sums - 1.0)
+            if dev.size and dev.max() > _opt.BELIEF_ATOL:
+                per = "per agent and factor" if name == "qs" else "per agent"
+                raise ValueError(f"{label} must sum to 1 ({per}); largest deviation "
+                                 f"{dev.max():.3g}")
+        return v.astype(dtype)
 
     @property
     def n_agents(self) -> int:
@@ -182,18 +330,11 @@ class Population:
 
     @staticmethod
     def _per_agent(x, name: str, n: int) -> np.ndarray:
-        arr = np.asarray(x, dtype=np.float64)
-        if arr.ndim == 0:
-            arr = np.full(n, float(arr))
-        if arr.shape != (n,):
-            raise ValueError(f"{name} must be a number or an array of shape ({n},), got {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        return arr.astype(np.float32)
+        return _opt.check_precisions(name, x, n)
 
-    def _ln_C(self, C, n: int) -> np.ndarray:
-        m = self.model
-        C = as_array_list(C, "C")
+    def _ln_C(self, C, n: int, model: GenerativeModel | None = None) -> np.ndarray:
+        m = self.model if model is None else model
+        C = as_array_list(C, "C", allow_empty=True)
         if len(C) != m.num_modalities or any(c.shape != (n, k) for c, k in zip(C, m.num_obs)):
             raise ValueError(f"per-agent C must hold one array per modality of shapes "
                              f"{[(n, k) for k in m.num_obs]}, got {[c.shape for c in C]}")
@@ -205,12 +346,17 @@ class Population:
             parts.append(np.repeat(ln[:, :, None], T, axis=2).reshape(n, -1))  # (n, no * T)
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
-    def _ln_E(self, E, n: int) -> np.ndarray:
-        E = np.asarray(E, dtype=np.float64)
-        if E.shape != (n, self.model.num_policies):
-            raise ValueError(f"per-agent E must have shape ({n}, {self.model.num_policies}), "
+    def _ln_E(self, E, n: int, model: GenerativeModel | None = None) -> np.ndarray:
+        m = self.model if model is None else model
+        E = np.asarray(E)
+        if E.dtype.kind not in "fiub":
+            raise TypeError(f"per-agent E must hold real numbers, got dtype {E.dtype}")
+        E = E.astype(np.float64)
+        if E.shape != (n, m.num_policies):
+            raise ValueError(f"per-agent E must have shape ({n}, {m.num_policies}), "
                              f"got {E.shape}")
-        if not np.all(np.isfinite(E)) or np.any(E < 0):
+        _opt.check_finite_float32("E", E)
+        if np.any(E < 0):
             raise ValueError("E must be finite and non-negative")
         return np.log(E + 1e-16).astype(np.float32)
 
@@ -220,56 +366,67 @@ class Population:
         return check_obs(self.model, self._n, obs)
 
     def _run(self, stages: int, obs=None) -> None:
-        m, p = self.model, self.inference_params
+        """One kernel call; the caller holds ``self._lock`` (the scratch is this population's)."""
+        d = self.__dict__
+        m, n = d["_model"], d["_n"]
         if obs is None:  # stages that read no observation
-            obs = self.__dict__.get("_no_obs")
-            if obs is None or obs.shape[0] < self._n:
-                obs = self._no_obs = np.zeros((max(self._n, 1), m.num_modalities), dtype=np.int32)
-        scratch = self.__dict__.get("_scratch")
-        if scratch is None or scratch.shape != (self.n_threads, m.kmodel.scratch_size):
-            scratch = self._scratch = np.empty((self.n_threads, m.kmodel.scratch_size),
-                                               dtype=np.float32)
-        use_param = self.use_param_info_gain
+            obs = d.get("_no_obs")
+            if obs is None or obs.shape[0] < n:
+                obs = d["_no_obs"] = np.zeros((max(n, 1), m.num_modalities), dtype=np.int32)
+        # threads beyond the number of agents would get no work, only scratch
+        threads = max(1, min(d["n_threads"], n))
+        scratch = d.get("_scratch")
+        if scratch is None or scratch.shape != (threads, m.kmodel.scratch_size):
+            scratch = d["_scratch"] = np.empty((threads, m.kmodel.scratch_size), dtype=np.float32)
+        use_param = d["use_param_info_gain"]
+        num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
+        rows = self._rows
         _kernels.population_stages(
-            m.kmodel, stages, self.qs, self.q_pi, self.G, self.actions, self.has_action, obs,
-            self.gamma, self.alpha, self.lnC, self.lnE, self.rng, scratch,
-            int(p["num_iter"]), float(p["dF"]), float(p["dF_tol"]), bool(p["compute_vfe"]),
-            self.use_utility, self.use_states_info_gain, use_param and m.has_pA,
-            use_param and m.has_pB, m.has_H, self.sampling_mode == "full",
-            self.action_selection == "deterministic", self.n_threads)
+            m.kmodel, stages, rows("qs"), rows("q_pi"), rows("G"), rows("actions"),
+            rows("has_action"), obs, rows("gamma"), rows("alpha"), rows("lnC"), rows("lnE"),
+            rows("rng"), scratch, num_iter, dF, dF_tol, compute_vfe,
+            d["use_utility"], d["use_states_info_gain"], use_param and m.has_pA,
+            use_param and m.has_pB, m.has_H, d["sampling_mode"] == "full",
+            d["action_selection"] == "deterministic", threads)
 
     def infer_states(self, obs) -> np.ndarray:
         """Update every agent's beliefs from ``obs`` (n_agents, n_modalities) ints; returns ``qs``."""
-        self._run(_INFER_STATES, self._check_obs(obs))
+        with self._lock:
+            self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
     def infer_policies(self):
         """Policy posteriors and negative expected free energies ``(q_pi, G)``."""
-        self._run(_INFER_POLICIES)
+        with self._lock:
+            self._run(_INFER_POLICIES)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:
         """Select every agent's action and advance time; returns ``actions`` (n_agents, n_factors)."""
-        self._run(_SAMPLE)
-        self.curr_timestep[:] += 1
+        with self._lock:
+            self._run(_SAMPLE)
+            self._rows("curr_timestep")[:] += 1
         return self.actions
 
     def step(self, obs) -> np.ndarray:
         """``infer_states(obs)``, ``infer_policies()`` and ``sample_action()`` in one kernel call."""
-        self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, self._check_obs(obs))
-        self.curr_timestep[:] += 1
+        with self._lock:
+            self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, self._check_obs(obs))
+            self._rows("curr_timestep")[:] += 1
         return self.actions
 
     def reset(self) -> None:
         """Uniform beliefs, no previous action (next prior is D), time 0, for every agent."""
-        self.qs[:] = self._uniform_qs()
-        self.has_action[:] = 0
-        self.curr_timestep[:] = 0
+        with self._lock:
+            self._rows("qs")[:] = self._uniform_qs()
+            self._rows("has_action")[:] = 0
+            self._rows("curr_timestep")[:] = 0
 
     def qs_factor(self, f: int) -> np.ndarray:
-        """Beliefs over factor ``f`` for every agent: a (n_agents, num_states[f]) view."""
-        off = int(np.sum(self.model.num_states[:f]))
-        return self.qs[:, off:off + self.model.num_states[f]]
+        """Beliefs over factor ``f`` for every agent: a read-only (n_agents, num_states[f]) view."""
+        f = _opt.check_int("f", f, 0, self.model.num_factors - 1)
+        lo, hi = self.model.state_bounds[f]
+        return self.qs[:, lo:hi]
 
     # -- membership ----------------------------------------------------------------------
 
@@ -280,25 +437,27 @@ class Population:
         amortised O(1), not a copy of the population. ``streams`` optionally
         gives the newcomers' random-stream words (as in the constructor).
         """
-        if k < 0:
-            raise ValueError("k must be >= 0")
-        streams = self._new_streams(k, streams)
-        n = self._n
-        if n + k > self._capacity:
-            self._alloc(max(n + k, 2 * self._capacity, 16))
-        for name in Population._ARRAYS:
-            self.__dict__["_" + name][n:n + k] = 0
-        for name in Population._OPTIONAL:  # newcomers copy agent 0's preferences / habits
-            arr = self.__dict__["_" + name]
-            if arr is not None:
-                arr[n:n + k] = arr[0]
-        self._n = n + k
-        new = slice(n, n + k)
-        self.qs[new] = self._uniform_qs()
-        self.q_pi[new] = 1.0 / self.model.num_policies
-        self.rng[new] = streams
-        self.gamma[new] = self.gamma[0] if n else 16.0
-        self.alpha[new] = self.alpha[0] if n else 16.0
+        k = _opt.check_int("k", k, 0, None)
+        with self._lock:
+            streams = self._new_streams(k, streams)
+            n = self._n
+            if n + k > self._capacity:
+                self._alloc(max(n + k, 2 * self._capacity, 16))
+            d = self.__dict__
+            for name in Population._ARRAYS:
+                d["_" + name][n:n + k] = 0
+            for name in Population._OPTIONAL:  # newcomers copy agent 0's preferences / habits
+                arr = d["_" + name]
+                if arr is not None:
+                    arr[n:n + k] = arr[0]
+            d["_n"] = n + k
+            new = slice(n, n + k)
+            rows = self._rows
+            rows("qs")[new] = self._uniform_qs()
+            rows("q_pi")[new] = 1.0 / self.model.num_policies
+            rows("rng")[new] = streams
+            rows("gamma")[new] = rows("gamma")[0] if n else 16.0
+            rows("alpha")[new] = rows("alpha")[0] if n else 16.0
         return np.arange(n, n + k)
 
     def remove(self, indices) -> dict[int, int]:
@@ -307,13 +466,15 @@ class Population:
         Returns ``{old_index: new_index}`` for every agent that moved; other
         indices are unchanged. Costs O(len(indices)), not a copy.
         """
-        n_new, moved = removal_moves(self._n, indices)
-        arrays = [self.__dict__["_" + name] for name in Population._ARRAYS + Population._OPTIONAL]
-        arrays = [a for a in arrays if a is not None]
-        for src, dst in moved.items():
-            for a in arrays:
-                a[dst] = a[src]
-        self._n = n_new
+        with self._lock:
+            n_new, moved = removal_moves(self._n, indices)
+            arrays = [self.__dict__["_" + name]
+                      for name in Population._ARRAYS + Population._OPTIONAL]
+            arrays = [a for a in arrays if a is not None]
+            for src, dst in moved.items():
+                for a in arrays:
+                    a[dst] = a[src]
+            self.__dict__["_n"] = n_new
         return moved
 
     def __getitem__(self, i: int) -> Agent:
@@ -323,7 +484,7 @@ class Population:
         Its time step and action history are its own, and it draws random
         numbers from its own generator, not the population's stream.
         """
-        i = int(i)
+        i = _opt.as_index("agent index", i)
         if not -self._n <= i < self._n:
             raise IndexError(f"agent index {i} out of range for {self._n} agents")
         i %= self._n
@@ -334,11 +495,15 @@ class Population:
     # -- persistence ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")
-                 or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
-        for name in Population._ARRAYS + Population._OPTIONAL:
-            arr = getattr(self, name)
-            state[name] = None if arr is None else arr.copy()
+        with self._lock:
+            d = self.__dict__
+            state = {k: v for k, v in d.items() if not k.startswith("_")
+                     or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
+            state["model"] = d["_model"]
+            state["inference_params"] = dict(d["_params"])
+            for name in Population._ARRAYS + Population._OPTIONAL:
+                arr = self._rows(name)
+                state[name] = None if arr is None else arr.copy()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -348,16 +513,24 @@ class Population:
     def _restore(self, state: dict) -> None:
         state = dict(state)
         arrays = {name: state.pop(name) for name in Population._ARRAYS + Population._OPTIONAL}
-        self.__dict__.update(state)
+        d = self.__dict__
+        d["_model"] = state.pop("model")
+        d["_lock"] = threading.RLock()
+        self._set_option("inference_params",
+                         _opt.check_inference_params(state.pop("inference_params")))
+        for name in list(state):
+            if name in _OPTION_CHECKS:
+                self._set_option(name, _OPTION_CHECKS[name](state.pop(name)))
+        d.update(state)
         for name in Population._OPTIONAL:  # _alloc takes their widths from these
-            self.__dict__["_" + name] = arrays[name]
-        n = self._n
-        self._n = 0
+            d["_" + name] = arrays[name]
+        n = d["_n"]
+        d["_n"] = 0
         self._alloc(n)
-        self._n = n
+        d["_n"] = n
         for name, arr in arrays.items():
             if arr is not None:
-                self.__dict__["_" + name][:n] = arr
+                d["_" + name][:n] = arr
 
     def hibernate(self, *, compress: bool = False) -> bytes:
         """The whole population's state as checked bytes; see :meth:`wake`.
@@ -415,6 +588,82 @@ class Population:
                 f"n_threads={self.n_threads})")
 
 
+def _bool_option(name):
+    return lambda v: _opt.check_bool(name, v)
+
+
+_OPTION_CHECKS = {
+    "n_threads": lambda v: _opt.check_threads(v, default_threads()),
+    "action_selection": lambda v: _opt.check_choice("action_selection", v,
+                                                    ("deterministic", "stochastic")),
+    "sampling_mode": lambda v: _opt.check_choice("sampling_mode", v, ("marginal", "full")),
+    "use_utility": _bool_option("use_utility"),
+    "use_states_info_gain": _bool_option("use_states_info_gain"),
+    "use_param_info_gain": _bool_option("use_param_info_gain"),
+    "inference_params": _opt.check_inference_params,
+}
+
+
+class StateView(np.ndarray):
+    """A read-only view of a :class:`Population` state array.
+
+    Reads, slicing and arithmetic behave as for any array (results of
+    arithmetic and :meth:`copy` are plain, writable ndarrays); a write raises
+    a ValueError naming the attribute and the validated ways to set it.
+    """
+
+    def __array_finalize__(self, obj):
+        self._fa_name = getattr(obj, "_fa_name", None)
+
+    def _refuse(self):
+        name = self._fa_name or "state array"
+        raise ValueError(f"Population.{name} is read-only: set it with pop.{name} = values "
+                         f"(every agent) or pop.set({name!r}, values, rows=...), which check "
+                         f"the values first")
+
+    def __setitem__(self, key, value):
+        if not self.flags.writeable:
+            self._refuse()
+        super().__setitem__(key, value)
+
+    def __array_wrap__(self, arr, context=None, return_scalar=False):
+        arr = arr.view(np.ndarray)
+        return arr[()] if return_scalar else arr
+
+    def copy(self, order="C"):
+        return np.array(self, order=order, copy=True, subok=False)
+
+    def __reduce_ex__(self, protocol):
+        return np.asarray(self).__reduce_ex__(protocol)
+
+    def __reduce__(self):
+        return np.asarray(self).__reduce__()
+
+    def __repr__(self):
+        return repr(np.asarray(self))
+
+
+def _inplace(op):
+    def method(self, other):
+        if not self.flags.writeable:
+            self._refuse()
+        return getattr(super(StateView, self), op)(other)
+    method.__name__ = op
+    return method
+
+
+for _op in ("__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__imod__",
+            "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"):
+    setattr(StateView, _op, _inplace(_op))
+
+
+def _state_view(arr: np.ndarray, name: str) -> np.ndarray:
+    v = arr.view(StateView)
+    v.flags.writeable = False
+    v._fa_name = name
+    return v
+
+
 def agent_streams(seed_seq: np.random.SeedSequence, call: int, k: int) -> np.ndarray:
     """Random-stream words of the ``k`` agents made by a population's ``call``-th draw.
 
@@ -447,7 +696,11 @@ def removal_moves(n_agents: int, indices) -> tuple[int, dict[int, int]]:
 
     The last surviving agents fill the removed rows, in order.
     """
-    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    raw = np.asarray(indices)
+    if raw.size and (raw.dtype.kind not in "iu" or raw.ndim > 1):
+        raise TypeError(f"indices must be integers (a 1-D list or array of agent indices), "
+                        f"got {raw.dtype} of shape {raw.shape}")
+    idx = np.unique(raw.astype(np.int64).reshape(-1))
     if idx.size and (idx[0] < 0 or idx[-1] >= n_agents):
         raise IndexError(f"indices must be in 0..{n_agents - 1}")
     gone = set(idx.tolist())
@@ -459,7 +712,7 @@ def removal_moves(n_agents: int, indices) -> tuple[int, dict[int, int]]:
 
 def _row_property(array: str, doc: str):
     """An attribute of a member that is row ``i`` of a population array, read when used."""
-    return property(lambda self: getattr(self._pop, array)[self._row],
+    return property(lambda self: self._pop._rows(array)[self._row],
                     lambda self, value: None,  # rewritten in place by the Agent code
                     doc=doc)
 
@@ -524,16 +777,16 @@ class PopulationMember(Agent):
     @property
     def _action(self):
         pop, i = self._pop, self._row
-        return pop.actions[i].astype(np.float64) if pop.has_action[i] else None
+        return pop._rows("actions")[i].astype(np.float64) if pop._rows("has_action")[i] else None
 
     @_action.setter
     def _action(self, value):
         pop, i = self._pop, self._row
         if value is None:
-            pop.has_action[i] = 0
+            pop.set("has_action", 0, rows=[i])
         else:
-            pop.actions[i] = value
-            pop.has_action[i] = 1
+            pop.set("actions", value, rows=[i])
+            pop.set("has_action", 1, rows=[i])
 
     @property
     def curr_timestep(self):
@@ -541,7 +794,8 @@ class PopulationMember(Agent):
 
     @curr_timestep.setter
     def curr_timestep(self, value):
-        self._pop.curr_timestep[self._row] = value
+        self._pop._rows("curr_timestep")[self._row] = _opt.check_int("curr_timestep", value, 0,
+                                                                     2 ** 62)
 
     @property
     def gamma(self):
@@ -549,7 +803,7 @@ class PopulationMember(Agent):
 
     @gamma.setter
     def gamma(self, value):
-        self._pop.gamma[self._row] = value
+        self._pop._rows("gamma")[self._row] = _opt.check_precision("gamma", value)
 
     @property
     def alpha(self):
@@ -557,7 +811,7 @@ class PopulationMember(Agent):
 
     @alpha.setter
     def alpha(self, value):
-        self._pop.alpha[self._row] = value
+        self._pop._rows("alpha")[self._row] = _opt.check_precision("alpha", value)
 
     def __reduce__(self):
         raise TypeError("a population member is a view; pickle the Population instead")

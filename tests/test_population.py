@@ -538,7 +538,7 @@ def test_add_one_at_a_time_reallocates_rarely(per_agent_C):
 def test_remove_moves_last_agents_and_keeps_state(removed):
     gm, pop, obs, C = stepped_population(20)
     gamma = np.linspace(1.0, 20.0, 20)
-    pop.gamma[:] = gamma
+    pop.gamma = gamma
     twin = pickle.loads(pickle.dumps(pop))
     before = snapshot(pop)
     moved = pop.remove(removed)
@@ -647,7 +647,7 @@ def test_view_shares_rows():
     new = [np.eye(n)[0] for n in gm.num_states]
     v.qs = new
     np.testing.assert_array_equal(pop.qs[3], np.concatenate(new))
-    pop.qs[3] = pop._uniform_qs()
+    pop.set("qs", pop._uniform_qs(), rows=[3])
     np.testing.assert_array_equal(np.concatenate(v.qs), pop._uniform_qs())
     for bad in (5, -6):
         with pytest.raises(IndexError):
@@ -707,7 +707,7 @@ def test_view_sample_action_is_seen_by_population_step():
     v.sample_action()
     twin = Population(gm, 2, seed=0)
     twin.step(np.zeros((2, 3), dtype=np.int64))
-    twin.actions[0] = pop.actions[0]
+    twin.set("actions", pop.actions[0], rows=[0])
     obs = np.array([[3, 0, 1], [3, 0, 1]])
     pop.infer_states(obs)
     twin.infer_states(obs)
@@ -748,7 +748,7 @@ def _continue(pop, env_seed, steps=3):
 def test_round_trip_exact_and_continues_identically(how):
     gc.collect()  # an equal model from an earlier test, alive only in a cycle, would be reused
     gm, pop, _, _ = stepped_population(90)
-    pop.gamma[:] = np.linspace(1.0, 20.0, 90)
+    pop.gamma = np.linspace(1.0, 20.0, 90)
     pop.remove([3, 7])
     pop.add(4)  # capacity now exceeds n_agents; that must not leak into the copy
     pop.step(Env(gm, pop.n_agents, 4).observe())

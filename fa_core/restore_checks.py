@@ -175,7 +175,8 @@ def check_mmp_record(state, model, inference_horizon, what: str = "hibernated ag
     does not fit ``model`` and ``inference_horizon``."""
     keys = {"horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
             "past_len", "n_obs", "obs_win", "q", "infer_len", "F", "prior"}
-    if type(state) is not dict or not keys <= set(state) or set(state) - keys:
+    optional = {"prior64"}  # the prior as set, float64 (latest_belief); rebuilt from prior if absent
+    if type(state) is not dict or not keys <= set(state) or set(state) - keys - optional:
         fail(what, f"its MMP window must have the fields {sorted(keys)}")
     H, T = state["horizon"], model.policy_len
     check_int(what, "the MMP horizon", H, 1, _INT32_MAX)

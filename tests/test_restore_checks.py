@@ -274,7 +274,8 @@ def test_population_pickle_and_wake_refuse_out_of_range_actions():
         gm = fa_core.GenerativeModel(**builtin_models.get("tmaze"))
         pop = Population(gm, 4, seed=0)
         pop.step(np.zeros((4, 3), np.int32))
-        pop.actions[1, 0] = 1 << 24
+        # corrupt the storage behind the read-only public array, as a bad byte in memory would
+        pop.__dict__["_actions"][1, 0] = 1 << 24
         for how, wake in (("pickle", lambda: pickle.loads(pickle.dumps(pop))),
                           ("hibernate", lambda: Population.wake(pop.hibernate()))):
             try:

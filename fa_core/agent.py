@@ -411,7 +411,12 @@ class Agent:
         self._set_qs_buffer(self._qs_buf, value if keep else None)
 
     def _sync(self) -> None:
-        """Before a call: apply in-place edits of parameters, ``qs`` and ``q_pi``."""
+        """Before a call: check the precisions (plain attributes a user may assign) and
+        apply in-place edits of parameters, ``qs`` and ``q_pi``."""
+        for name in ("gamma", "alpha"):
+            v = getattr(self, name)
+            if type(v) is not float or not -_opt.MAX_PRECISION <= v <= _opt.MAX_PRECISION:
+                setattr(self, name, _opt.check_precision(name, v))  # NaN fails the range too
         if self._pdirty:
             self._apply_edits()
         if self._reuse or self._mmp is not None:

@@ -229,3 +229,16 @@ def test_infer_states_test_records_mmp_iterations(RefAgent, FaAgent):
         np.random.seed(t)
         np.testing.assert_array_equal(fa.sample_action(), a)
     assert len(fa.prev_obs) == len(ref.prev_obs) == 4
+
+
+@pytest.mark.parametrize("name,value", [("gamma", float("nan")), ("gamma", 1e39),
+                                        ("alpha", "2"), ("alpha", float("inf"))])
+def test_assigned_precision_is_checked_before_use(FaAgent, name, value):
+    _, fa, _ = pair(FaAgent, FaAgent)
+    fa.infer_states([0, 1])
+    setattr(fa, name, value)
+    with pytest.raises((ValueError, TypeError), match=name):
+        fa.infer_policies()
+    setattr(fa, name, 4)  # pymdp accepts ints
+    fa.infer_policies()
+    assert np.all(np.isfinite(fa.q_pi))

@@ -11,32 +11,20 @@ succeeds with finite, normalised results or raises ValueError / TypeError.
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-import textwrap
 import threading
 
 import numpy as np
 import pytest
 
-import fa_core
 from fa_core import Agent, GenerativeModel, Population, builtin_models, options
 from fa_core import policies as fa_policies
+from probes import run_probe
 
 BAD = (ValueError, TypeError)
 
 
 def tmaze():
     return copy.deepcopy(builtin_models.get("tmaze"))
-
-
-def run_probe(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter that imports this checkout's fa_core."""
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fa_core.__file__)))
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=root)
 
 
 def assert_probe_ok(code: str, timeout: float = 120) -> str:

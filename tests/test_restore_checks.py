@@ -10,23 +10,20 @@ from __future__ import annotations
 import pickle
 import struct
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import fa_core
+from probes import run_probe
 from fa_core import CorruptStateError, Population, builtin_models
 from fa_core.blobformat import HEADER_SIZE, frame, unframe
 from fa_core.lifecycle import _FIXED, hibernate, wake
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    """``code`` in a fresh interpreter (cwd-first imports, as pytest's)."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, cwd=str(__import__("pathlib").Path(
-                              __file__).resolve().parents[1]))
+    """``code`` in a fresh interpreter importing the fa_core under test."""
+    return run_probe(code)
 
 
 def _stepped_tmaze(**options):

@@ -38,8 +38,9 @@ sanitizer jobs); never ship it:
   ``.ci/run`` does this against a wheel built that way (its last step).
 
 Switching between the normal and the checked build in one tree regenerates the C sources and
-recompiles every module (stamps in ``build/`` record the last mode of each stage): Cython and
-setuptools only compare timestamps and would otherwise keep the other mode's output.
+recompiles every module (stamps in ``build/`` record the directives and flags each stage last
+ran with): Cython and setuptools only compare timestamps and would otherwise keep the other
+mode's output.
 """
 import contextlib
 import glob
@@ -180,37 +181,36 @@ class BuildExtOpenMP(build_ext):
                   + " ".join(compile_args + (san or []))
                   + ("" if san else (" (no sanitizers: FA_CORE_CHECKED_BUILD=nosan)" if not SANITIZE
                                      else " (no sanitizers: the compiler cannot link with them)")))
-        if EXT_STALE:
-            self.force = True  # the other mode's objects and modules look up to date
+        ext = self.extensions[0]
+        config = repr((ext.extra_compile_args, ext.extra_link_args, ext.define_macros))
+        if _stale(_EXT_STAMP, config, ["fa_core/_*.so", "fa_core/_*.pyd", "build/lib*",
+                                       "build/temp*"]):
+            self.force = True  # objects and modules built with other flags look up to date
         super().build_extensions()
-        _record(_EXT_STAMP)
+        _record(_EXT_STAMP, config)
 
 
 # Cython and setuptools decide what to rebuild by timestamps alone, so switching between the
-# normal and the checked build in one tree must force both: a stamp per stage records its mode.
-_MODE = ("checked" + ("" if SANITIZE else "-nosan")) if CHECKED else "normal"
-
-
-def _stale(stamp, outputs):
-    """Whether outputs of another (or an unknown) mode may exist: a stamp of another mode, or
-    no stamp but some output already there."""
+# normal and the checked build in one tree must force both: a stamp per stage records the
+# directives / flags it last ran with.
+def _stale(stamp, config, outputs):
+    """Whether outputs made with another (or an unknown) configuration may exist: a stamp that
+    differs from ``config``, or no stamp but some output already there."""
     try:
         with open(stamp) as f:
-            return f.read().strip() != _MODE
+            return f.read().strip() != config
     except OSError:
         return any(glob.glob(pattern) for pattern in outputs)
 
 
-def _record(stamp):
+def _record(stamp, config):
     os.makedirs(os.path.dirname(stamp), exist_ok=True)
     with open(stamp, "w") as f:
-        f.write(_MODE + "\n")
+        f.write(config + "\n")
 
 
-_C_STAMP = os.path.join("build", "fa_core_cython_mode")
-_EXT_STAMP = os.path.join("build", "fa_core_build_mode")
-C_STALE = _stale(_C_STAMP, ["fa_core/_*.c"])
-EXT_STALE = _stale(_EXT_STAMP, ["fa_core/_*.so", "fa_core/_*.pyd", "build/lib*", "build/temp*"])
+_C_STAMP = os.path.join("build", "fa_core_cython_config")
+_EXT_STAMP = os.path.join("build", "fa_core_build_config")
 
 
 def _check_no_local_directives(sources):
@@ -245,8 +245,9 @@ extensions = [
 if CHECKED:
     _check_no_local_directives([ext.sources[0] for ext in extensions])
 
+_c_config = repr(sorted(directives.items()))
 ext_modules = cythonize(extensions, language_level=3, compiler_directives=directives,
-                        force=C_STALE)
-_record(_C_STAMP)
+                        force=_stale(_C_STAMP, _c_config, ["fa_core/_*.c"]))
+_record(_C_STAMP, _c_config)
 
 setup(cmdclass={"build_ext": BuildExtOpenMP}, ext_modules=ext_modules)

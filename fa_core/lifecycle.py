@@ -7,10 +7,15 @@ Three ways to put an :class:`~fa_core.agent.Agent` away:
   unpickling it where an equal model is alive reuses that model (see
   :meth:`GenerativeModel.content_key <fa_core.model.GenerativeModel.content_key>`).
   :func:`dumps` / :func:`loads` go further and leave models out of the pickle.
+  Unpickled agents are checked (:func:`fa_core.restore_checks.check_agent`),
+  but as with any pickle, unpickling untrusted data can run arbitrary code.
 * :func:`hibernate` / :func:`wake`: a compact blob holding only what the agent
   owns (beliefs, policy posterior, expected free energies, action, action
   history, time step, options that differ from the defaults, RNG state) and
   the model's content key. Exact by default; opt-in lossy compression of beliefs.
+  The blob is checked (length, version, CRC-32) and pickle-free (see
+  :mod:`fa_core.blobformat`): waking bytes from elsewhere never runs code and
+  raises :class:`~fa_core.errors.CorruptStateError` for anything malformed.
 * :class:`AgentPool`: agents by id with at most a budget of them awake; the
   least recently used are hibernated and woken again on access.
 """
@@ -168,6 +173,9 @@ def dumps(obj: Any, *, include_models: bool = False, protocol: int = pickle.HIGH
 def loads(data: bytes, models=()) -> Any:
     """Unpickle :func:`dumps` output; models come from ``models`` or the live registry.
 
+    This is pickle: load data from trusted sources only (unpickling can run
+    arbitrary code). Use :func:`hibernate` / :func:`wake` for untrusted bytes.
+
     Parameters
     ----------
     data : bytes
@@ -242,7 +250,7 @@ def _slot_plan(cls: type) -> tuple[tuple[str, object], ...]:
 
 
 def _split_state(agent: Agent) -> tuple[dict, dict]:
-    """The binary-encoded slots, and the extras to pickle: options that differ
+    """The binary-encoded slots, and the extras (stored as plain values): options that differ
     from their defaults, default slots left unset, the instance ``__dict__``,
     and the class if it is not Agent."""
     state, extras, absent = {}, {}, []
@@ -269,7 +277,7 @@ def _split_state(agent: Agent) -> tuple[dict, dict]:
 
 
 # slots the blob encodes in binary; every other slot is an option, stored
-# (pickled) only when it differs from the default
+# (as a plain value) only when it differs from the default
 _COMPACT = frozenset({"_model", "_qs_buf", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
                       "curr_timestep", "_rng", "qs_hist", "q_pi_hist"})
 
@@ -364,7 +372,7 @@ def _renormalise(x: np.ndarray, sizes) -> np.ndarray:
 def _compact_actions(prev, nf: int, dtype) -> np.ndarray | None:
     """``prev_actions`` as a ``dtype`` matrix, or None if it holds anything else
     (``None`` entries, other shapes or types, values ``dtype`` cannot hold
-    exactly, aliased entries): then it is pickled."""
+    exactly, aliased entries): then it goes to the extras."""
     if isinstance(prev, np.ndarray):  # the agent's compact history matrix
         if prev.ndim != 2 or prev.shape[1] != nf or np.any(prev < 0) \
                 or np.any(prev > np.iinfo(dtype).max):
@@ -480,6 +488,18 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     ``numpy.random.Generator`` shared by several agents is copied into each
     blob, so woken agents no longer share it; a PCG64 generator is stored as
     its 37-byte state (its SeedSequence, used only by ``spawn``, is not kept).
+
+    Everything is stored as plain values (no pickle): options, odd history
+    forms, an MMP window and attributes in the instance ``__dict__`` must be
+    numbers, strings, bytes, lists, tuples, dicts, numeric numpy arrays (or
+    object arrays of these) or numpy random generators; anything else raises
+    TypeError (pickle such an agent instead). A subclass is recorded by name
+    and woken with ``Subclass.wake(blob)``.
+
+    Raises
+    ------
+    TypeError
+        If the agent holds a value the plain format cannot store.
     """
     _lossy_check(lossy, prune)
     _check_hibernatable(agent)

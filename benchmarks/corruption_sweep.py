@@ -7,7 +7,12 @@ rather than ending the sweep. Every outcome is one of: a clear error
 original), a different exception, or a crash of the child (counted for its whole
 batch's remaining blobs, then the batch is retried one blob per process).
 
-Run: ``python benchmarks/corruption_sweep.py [--flips 10000] [--seed 0]``.
+With ``--crafted N`` (default 2,000) it also flips bits in the payload of the raw agent
+and population blobs and recomputes the checksum, as a crafted blob would: then only
+the value checks stand between the bytes and the kernels, and the outcomes are a clear
+error or an agent that is valid (and steps), never a crash or another exception.
+
+Run: ``python benchmarks/corruption_sweep.py [--flips 10000] [--crafted 2000] [--seed 0]``.
 """
 
 from __future__ import annotations
@@ -73,7 +78,10 @@ def child() -> None:
             else:
                 # a flip that changes nothing the agent restores (e.g. none exists) is a round trip
                 out = "exact"
-            if kind != "population":  # step it: a wrongly restored index would crash here
+            # step it: a wrongly restored index would crash here
+            if kind == "population":
+                obj.step(np.zeros((obj.n_agents, model.num_modalities), np.int32))
+            else:
                 obj.infer_states([0, 0, 0])
                 obj.infer_policies()
                 obj.sample_action()
@@ -102,6 +110,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--flips", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crafted", type=int, default=2000,
+                    help="bit flips in the payload of raw agent and population blobs with the "
+                         "checksum recomputed: the value checks alone must refuse or accept "
+                         "them, never crash")
     ap.add_argument("--child", action="store_true")
     args = ap.parse_args()
     if args.child:
@@ -121,6 +133,19 @@ def main() -> None:
         jobs[k] += [("truncate", blobs[k][:n]) for n in range(len(blobs[k]))]
     print(f"blob sizes: " + ", ".join(f"{k} {len(v)} B" for k, v in blobs.items()))
     table = {}
+    crafted = {}
+    if args.crafted:
+        sys.path.insert(0, ROOT)
+        from fa_core.blobformat import frame, unframe
+        for k, magic, version in (("agent-raw", b"FA", 2), ("population", b"FP", 1)):
+            flags, key, body = unframe(blobs[k], magic, version, 3, k)
+            out = []
+            for _ in range(args.crafted):
+                b = bytearray(body)
+                bit = int(rng.integers(len(b) * 8))
+                b[bit // 8] ^= 1 << (bit % 8)
+                out.append((k, frame(magic, version, flags, key, bytes(b), False)))
+            crafted[k] = out
     for k in kinds:
         for what in ("flip", "truncate"):
             sel = [(k, b) for w, b in jobs[k] if w == what]
@@ -129,6 +154,14 @@ def main() -> None:
                 outs += run_batch(sel[i:i + BATCH])
             counts = {o: outs.count(o) for o in sorted(set(outs))}
             table[f"{k} {what}"] = (len(sel), counts)
+    for k, sel in crafted.items():
+        outs = []
+        for i in range(0, len(sel), BATCH):
+            outs += run_batch(sel[i:i + BATCH])
+        outs = ["woke-valid" if o in ("exact", "silent-wrong") else o for o in outs]
+        counts = {o: outs.count(o) for o in sorted(set(outs))}
+        print(f"{k + ' crafted (valid CRC)':28s} n={len(sel):5d}  "
+              + "  ".join(f"{o}={c}" for o, c in counts.items()))
     total = {}
     for name, (n, counts) in table.items():
         print(f"{name:28s} n={n:5d}  " + "  ".join(f"{o}={c}" for o, c in counts.items()))

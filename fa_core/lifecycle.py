@@ -214,6 +214,7 @@ _DENSE32, _DENSE16, _SPARSE32, _SPARSE16 = 0, 1, 2, 3
 _H32, _H64_AS_32, _H64 = 0, 1, 2
 
 _MISSING = object()
+_SEED = np.random.SeedSequence(0)
 _F64 = np.dtype(np.float64)
 
 
@@ -685,7 +686,7 @@ def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:
     state["_rng"] = None
     if rng_kind == _RNG_PCG64:
         s, inc, has32, uint = r.unpack(_PCG64)
-        bg = np.random.PCG64()
+        bg = np.random.PCG64(_SEED)  # a fixed seed: cheaper than OS entropy; state set next
         try:
             bg.state = {"bit_generator": "PCG64",
                         "state": {"state": int.from_bytes(s, "little"),
@@ -701,7 +702,7 @@ def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:
         if code not in (1, 4):
             r.fail(f"action history of {code}-byte integers")
         mat = r.array({1: np.uint8, 4: np.int32}[code], count * nf).reshape(count, nf)
-        check_actions(_WHAT, "prev_actions", mat, model.num_controls)  # before narrowing
+        check_actions(_WHAT, "prev_actions", mat, model.num_controls_i32)  # before narrowing
         state["_prev_actions"] = mat.astype(model.action_dtype)
         if flags & _B_PREV_LAST_IS_ACTION and state["_action"] is None:
             r.fail("history flags without an action")

@@ -101,12 +101,16 @@ def unframe(blob, magic: bytes, version: int, known_flags: int, what: str, verif
 
 
 class Reader:
-    """Sequential reads from a payload; every read past its end is a CorruptStateError."""
+    """Sequential reads from a payload; every read past its end is a CorruptStateError.
 
-    __slots__ = ("buf", "pos", "what")
+    ``copy=False``: arrays that :func:`load_value` decodes are read-only views of
+    the payload (for a caller that copies them anyway).
+    """
 
-    def __init__(self, buf, what: str, pos: int = 0):
-        self.buf, self.pos, self.what = buf, pos, what
+    __slots__ = ("buf", "pos", "what", "copy")
+
+    def __init__(self, buf, what: str, pos: int = 0, copy: bool = True):
+        self.buf, self.pos, self.what, self.copy = buf, pos, what, copy
 
     def fail(self, msg: str):
         raise CorruptStateError(f"corrupt or truncated {self.what}: {msg}")
@@ -229,7 +233,8 @@ def dump_value(out: bytearray, value, where: str = "value", depth: int = 0) -> N
         else:
             out += b"a" + bytes([_dtype_code(value.dtype, where)])
             _dump_shape(out, value.shape)
-            out += np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+            raw = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).reshape(-1)
+            out += memoryview(raw.view(np.uint8))
     elif isinstance(value, np.generic) and t.__module__ == "numpy":
         out += b"g" + bytes([_dtype_code(value.dtype, where)])
         out += np.asarray(value, value.dtype.newbyteorder("<")).tobytes()
@@ -309,7 +314,7 @@ def load_value(r: Reader, depth: int = 0):
             r.fail(f"unknown dtype code {code}")
         shape = _load_shape(r)
         dtype = _DTYPES[code]
-        arr = r.array(dtype, _count(r, math.prod(shape), dtype.itemsize)).reshape(shape)
+        arr = r.array(dtype, _count(r, math.prod(shape), dtype.itemsize), r.copy).reshape(shape)
         return arr.astype(dtype.newbyteorder("="), copy=False)
     if tag == b"o":
         shape = _load_shape(r)

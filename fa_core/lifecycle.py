@@ -7,10 +7,15 @@ Three ways to put an :class:`~fa_core.agent.Agent` away:
   unpickling it where an equal model is alive reuses that model (see
   :meth:`GenerativeModel.content_key <fa_core.model.GenerativeModel.content_key>`).
   :func:`dumps` / :func:`loads` go further and leave models out of the pickle.
+  Unpickled agents are checked (:func:`fa_core.restore_checks.check_agent`),
+  but as with any pickle, unpickling untrusted data can run arbitrary code.
 * :func:`hibernate` / :func:`wake`: a compact blob holding only what the agent
   owns (beliefs, policy posterior, expected free energies, action, action
   history, time step, options that differ from the defaults, RNG state) and
   the model's content key. Exact by default; opt-in lossy compression of beliefs.
+  The blob is checked (length, version, CRC-32) and pickle-free (see
+  :mod:`fa_core.blobformat`): waking bytes from elsewhere never runs code and
+  raises :class:`~fa_core.errors.CorruptStateError` for anything malformed.
 * :class:`AgentPool`: agents by id with at most a budget of them awake; the
   least recently used are hibernated and woken again on access.
 """
@@ -171,6 +176,9 @@ def dumps(obj: Any, *, include_models: bool = False, protocol: int = pickle.HIGH
 def loads(data: bytes, models=()) -> Any:
     """Unpickle :func:`dumps` output; models come from ``models`` or the live registry.
 
+    This is pickle: load data from trusted sources only (unpickling can run
+    arbitrary code). Use :func:`hibernate` / :func:`wake` for untrusted bytes.
+
     Parameters
     ----------
     data : bytes
@@ -209,6 +217,7 @@ _DENSE32, _DENSE16, _SPARSE32, _SPARSE16 = 0, 1, 2, 3
 _H32, _H64_AS_32, _H64 = 0, 1, 2
 
 _MISSING = object()
+_SEED = np.random.SeedSequence(0)
 _F64 = np.dtype(np.float64)
 
 
@@ -245,7 +254,7 @@ def _slot_plan(cls: type) -> tuple[tuple[str, object], ...]:
 
 
 def _split_state(agent: Agent) -> tuple[dict, dict]:
-    """The binary-encoded slots, and the extras to pickle: options that differ
+    """The binary-encoded slots, and the extras (stored as plain values): options that differ
     from their defaults, default slots left unset, the instance ``__dict__``,
     and the class if it is not Agent."""
     state, extras, absent = {}, {}, []
@@ -272,7 +281,7 @@ def _split_state(agent: Agent) -> tuple[dict, dict]:
 
 
 # slots the blob encodes in binary; every other slot is an option, stored
-# (pickled) only when it differs from the default
+# (as a plain value) only when it differs from the default
 _COMPACT = frozenset({"_model", "_qs_buf", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
                       "curr_timestep", "_rng", "qs_hist", "q_pi_hist"})
 
@@ -367,7 +376,7 @@ def _renormalise(x: np.ndarray, sizes) -> np.ndarray:
 def _compact_actions(prev, nf: int, dtype) -> np.ndarray | None:
     """``prev_actions`` as a ``dtype`` matrix, or None if it holds anything else
     (``None`` entries, other shapes or types, values ``dtype`` cannot hold
-    exactly, aliased entries): then it is pickled."""
+    exactly, aliased entries): then it goes to the extras."""
     if isinstance(prev, np.ndarray):  # the agent's compact history matrix
         if prev.ndim != 2 or prev.shape[1] != nf or np.any(prev < 0) \
                 or np.any(prev > np.iinfo(dtype).max):
@@ -483,6 +492,18 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     ``numpy.random.Generator`` shared by several agents is copied into each
     blob, so woken agents no longer share it; a PCG64 generator is stored as
     its 37-byte state (its SeedSequence, used only by ``spawn``, is not kept).
+
+    Everything is stored as plain values (no pickle): options, odd history
+    forms, an MMP window and attributes in the instance ``__dict__`` must be
+    numbers, strings, bytes, lists, tuples, dicts, numeric numpy arrays (or
+    object arrays of these) or numpy random generators; anything else raises
+    TypeError (pickle such an agent instead). A subclass is recorded by name
+    and woken with ``Subclass.wake(blob)``.
+
+    Raises
+    ------
+    TypeError
+        If the agent holds a value the plain format cannot store.
     """
     _lossy_check(lossy, prune)
     _check_hibernatable(agent)
@@ -669,7 +690,7 @@ def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:
     state["_rng"] = None
     if rng_kind == _RNG_PCG64:
         s, inc, has32, uint = r.unpack(_PCG64)
-        bg = np.random.PCG64()
+        bg = np.random.PCG64(_SEED)  # a fixed seed: cheaper than OS entropy; state set next
         try:
             bg.state = {"bit_generator": "PCG64",
                         "state": {"state": int.from_bytes(s, "little"),
@@ -685,7 +706,7 @@ def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:
         if code not in (1, 4):
             r.fail(f"action history of {code}-byte integers")
         mat = r.array({1: np.uint8, 4: np.int32}[code], count * nf).reshape(count, nf)
-        check_actions(_WHAT, "prev_actions", mat, model.num_controls)  # before narrowing
+        check_actions(_WHAT, "prev_actions", mat, model.num_controls_i32)  # before narrowing
         state["_prev_actions"] = mat.astype(model.action_dtype)
         if flags & _B_PREV_LAST_IS_ACTION and state["_action"] is None:
             r.fail("history flags without an action")

@@ -553,7 +553,7 @@ class Population:
         except TypeError as exc:
             raise TypeError(f"cannot hibernate this population: {exc}; pickle it instead "
                             "(for trusted data only)") from None
-        return frame(_POP_MAGIC, _POP_VERSION, 0, model.content_key(), bytes(body), compress)
+        return frame(_POP_MAGIC, _POP_VERSION, 0, model.content_key(), body, compress)
 
     @staticmethod
     def wake(blob: bytes, model: GenerativeModel | None = None) -> "Population":
@@ -840,7 +840,7 @@ def decode_population(blob: bytes, model: GenerativeModel | None = None,
     elif model.content_key() != key:
         raise ValueError("model is not the model this population was hibernated with "
                          "(its content key differs)")
-    r = Reader(body, what)
+    r = Reader(body, what, copy=False)  # views: Population._restore copies them into storage
     state = load_value(r)
     r.done()
     if type(state) is not dict or "model" in state:

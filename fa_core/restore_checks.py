@@ -18,6 +18,8 @@ import math
 import numpy as np
 
 from fa_core.errors import CorruptStateError
+from fa_core.mmp import MMPState
+from fa_core.model import GenerativeModel
 
 __all__ = ["check_agent", "check_mmp_record", "fail"]
 
@@ -50,15 +52,29 @@ def check_finite(what, name, v) -> None:
 
 
 def check_vector(what, name, x, shape, dtypes=(np.float32,), nonneg=True, finite=True) -> None:
-    """``x`` is an ndarray of one of ``dtypes`` and ``shape``, finite (non-negative)."""
+    """``x`` is an ndarray of one of ``dtypes`` and ``shape``, finite (and non-negative).
+
+    Two reductions when the values are fine; the message is worked out only
+    when they are not.
+    """
     if type(x) is not np.ndarray or x.dtype not in dtypes or x.shape != tuple(shape):
         got = (f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__)
         fail(what, f"{name} must be a {'/'.join(np.dtype(d).name for d in dtypes)} array of "
                    f"shape {tuple(shape)}, got {got}")
-    if finite and not np.isfinite(x).all():
+    if x.size == 0:
+        return
+    if x.dtype.kind in "iu":
+        if not nonneg or x.dtype.kind == "u" or x.min() >= 0:
+            return
+    elif nonneg:
+        if x.min() >= 0 and x.max() < np.inf:  # False for NaN too
+            return
+    elif not finite or math.isfinite(x.sum(dtype=np.float64)):
+        return
+    if finite and x.dtype.kind == "f" and not np.isfinite(x).all():
         fail(what, f"{name} holds NaN or infinite values")
     if nonneg and (x < 0).any():
-        fail(what, f"{name} holds negative probabilities")
+        fail(what, f"{name} holds negative {'values' if x.dtype.kind in 'iu' else 'probabilities'}")
 
 
 def check_actions(what, name, a, num_controls, allow_none_rows=False) -> None:
@@ -68,6 +84,8 @@ def check_actions(what, name, a, num_controls, allow_none_rows=False) -> None:
         got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
         fail(what, f"{name} must be an integer array with {len(nc)} columns (one per factor), "
                    f"got {got}")
+    if a.size == 0 or (a.min() >= 0 and (a < nc).all()):
+        return
     a2 = a.reshape(-1, len(nc)).astype(np.int64)
     if allow_none_rows:
         none = (a2 == -1).all(axis=1)
@@ -79,22 +97,41 @@ def check_actions(what, name, a, num_controls, allow_none_rows=False) -> None:
                    f"0..{nc[f] - 1} (num_controls = {list(nc)})")
 
 
-def _check_hist_entry_factors(what, name, entry, sizes) -> None:
-    if type(entry) is not np.ndarray or entry.dtype != object or entry.shape != (len(sizes),):
-        fail(what, f"{name} must be an object array of {len(sizes)} per-factor beliefs")
-    for f, (q, n) in enumerate(zip(entry, sizes)):
-        check_vector(what, f"{name}[{f}]", q, (n,), (np.float32, np.float64))
+def _check_qs_hist(what, hist, sizes) -> None:
+    """Per-factor belief vectors; their values checked in one pass over all entries."""
+    nf = len(sizes)
+    shapes = [(n,) for n in sizes]
+    values = []
+    for i, entry in enumerate(hist):
+        if type(entry) is not np.ndarray or entry.dtype != object or entry.shape != (nf,):
+            fail(what, f"qs_hist[{i}] must be an object array of {nf} per-factor beliefs")
+        for f, q in enumerate(entry):
+            if type(q) is not np.ndarray or q.dtype not in _FLOATS or q.shape != shapes[f]:
+                check_vector(what, f"qs_hist[{i}][{f}]", q, shapes[f], _FLOATS)
+            values.append(q)
+    if values:
+        check_vector(what, "qs_hist", np.concatenate(values), (sum(map(len, values)),), _FLOATS)
+
+
+def _check_q_pi_hist(what, hist, n_pol) -> None:
+    for i, q in enumerate(hist):
+        if type(q) is not np.ndarray or q.dtype not in _FLOATS or q.shape != (n_pol,):
+            check_vector(what, f"q_pi_hist[{i}]", q, (n_pol,), _FLOATS)
+    if hist:
+        check_vector(what, "q_pi_hist", np.concatenate(hist), (n_pol * len(hist),), _FLOATS)
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def check_agent(agent, what: str = "hibernated agent") -> None:
     """Refuse an agent whose restored state a kernel could not run on safely."""
-    from fa_core.model import GenerativeModel
-    from fa_core.mmp import MMPState
 
     m = agent._model
     if type(m) is not GenerativeModel:
         fail(what, f"its model is a {type(m).__name__}, not a GenerativeModel")
     nf, n_pol, sizes = m.num_factors, m.num_policies, m.num_states
+    nc = m.num_controls_i32
     check_vector(what, "qs", agent._qs_buf, (sum(sizes),))
     check_vector(what, "q_pi", agent._q_pi, (n_pol,))
     check_vector(what, "G", agent._G, (n_pol,), nonneg=False)
@@ -104,36 +141,36 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
     act = agent._act_i
     if type(act) is not np.ndarray or act.dtype != np.int32 or act.shape != (nf,):
         fail(what, f"the action indices must be int32 of shape ({nf},)")
-    check_actions(what, "the action", act, m.num_controls)
+    check_actions(what, "the action", act, nc)
     action = agent._action
-    if action is not None:
+    if action is not None and not (type(action) is np.ndarray and action.dtype == np.float64
+                                   and action.shape == (nf,) and (action == act).all()):
         check_vector(what, "action", action, (nf,), (np.float64,), nonneg=False)
         if not np.array_equal(action, np.round(action)):
             fail(what, f"action holds non-integer control indices {action}")
-        check_actions(what, "action", action.astype(np.int64), m.num_controls)
+        check_actions(what, "action", action.astype(np.int64), nc)
     prev = agent._prev_actions
     if prev is not None:
         if type(prev) is not np.ndarray or prev.ndim != 2:
             fail(what, f"prev_actions must be a matrix of rows of {nf} control indices")
-        check_actions(what, "prev_actions", prev, m.num_controls, allow_none_rows=True)
+        check_actions(what, "prev_actions", prev, nc, allow_none_rows=True)
     check_int(what, "curr_timestep", agent.curr_timestep)
+    rng = agent._rng
+    if not (rng is np.random or type(rng) is np.random.Generator):
+        fail(what, f"its random generator is a {type(rng).__name__}, not a numpy Generator")
     _check_options(agent, what)
     is_mmp = agent.inference_algo == "MMP"
     if is_mmp != (type(agent._mmp) is MMPState):
         fail(what, f"inference_algo={agent.inference_algo!r} does not match its MMP window")
     if hasattr(agent, "qs_hist"):
-        hist = agent.qs_hist
-        if type(hist) is not list:
+        if type(agent.qs_hist) is not list:
             fail(what, "qs_hist must be a list")
         if not is_mmp:  # MMP entries are per-policy windows, read by no kernel
-            for i, entry in enumerate(hist):
-                _check_hist_entry_factors(what, f"qs_hist[{i}]", entry, sizes)
+            _check_qs_hist(what, agent.qs_hist, sizes)
     if hasattr(agent, "q_pi_hist"):
-        hist = agent.q_pi_hist
-        if type(hist) is not list:
+        if type(agent.q_pi_hist) is not list:
             fail(what, "q_pi_hist must be a list")
-        for i, q in enumerate(hist):
-            check_vector(what, f"q_pi_hist[{i}]", q, (n_pol,), (np.float32, np.float64))
+        _check_q_pi_hist(what, agent.q_pi_hist, n_pol)
     if type(agent.prev_obs) is not list:
         fail(what, "prev_obs must be a list")
 

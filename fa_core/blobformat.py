@@ -193,6 +193,18 @@ def _dump_shape(out: bytearray, shape) -> None:
         out += _U64.pack(n)
 
 
+def encode_state(value, what: str) -> bytearray:
+    """``value``'s plain encoding; TypeError saying to pickle ``what`` (an "agent",
+    a "population") when it holds something the format cannot."""
+    out = bytearray()
+    try:
+        dump_value(out, value, what)
+    except TypeError as exc:
+        raise TypeError(f"cannot hibernate this {what}: {exc}; pickle it instead "
+                        "(for trusted data only)") from None
+    return out
+
+
 def dump_value(out: bytearray, value, where: str = "value", depth: int = 0) -> None:
     """Append ``value``'s plain encoding to ``out``; TypeError for anything it cannot hold."""
     if depth > _MAX_DEPTH:

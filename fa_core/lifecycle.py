@@ -36,10 +36,10 @@ from typing import Any, Hashable, Iterator
 import numpy as np
 
 from fa_core.agent import Agent
-from fa_core.blobformat import F_ZLIB, Reader, Record, dump_value, frame, load_value, unframe
+from fa_core.blobformat import F_ZLIB, Reader, Record, encode_state, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
 from fa_core.mmp import MMPState
-from fa_core.model import GenerativeModel, model_by_key
+from fa_core.model import GenerativeModel, model_by_key, resolve_model
 from fa_core.restore_checks import check_actions, check_agent, check_mmp_record
 
 __all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads", "AgentPool",
@@ -442,13 +442,7 @@ def _plain_extras(extras: dict) -> bytes:
         state = mmp_state.__getstate__()
         state.pop("model", None)  # rebound to the agent's model on waking
         extras["_mmp"] = Record("MMPState", state)
-    out = bytearray()
-    try:
-        dump_value(out, extras, "agent")
-    except TypeError as exc:
-        raise TypeError(f"cannot hibernate this agent: {exc}; pickle it instead "
-                        "(for trusted data only)") from None
-    return bytes(out)
+    return bytes(encode_state(extras, "agent"))
 
 
 def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = None,
@@ -655,17 +649,7 @@ def wake(blob: bytes, model: GenerativeModel | None = None, *, cls: type = Agent
 
 
 def _resolve_model(key: bytes, model) -> GenerativeModel:
-    if model is None:
-        model = model_by_key(key)
-        if model is None:
-            raise ValueError(f"no live model has content key {key.hex()}: keep the agent's "
-                             "model alive or pass it as model=")
-    elif not isinstance(model, GenerativeModel):
-        raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
-    elif model.content_key() != key:
-        raise ValueError("model is not the model this agent was hibernated with "
-                         "(its content key differs)")
-    return model
+    return resolve_model(key, model, "agent")
 
 
 def _decode_state(r: Reader, model: GenerativeModel, renorm: bool) -> dict:

@@ -866,6 +866,24 @@ def model_by_key(key: bytes) -> "GenerativeModel | None":
     return model
 
 
+def resolve_model(key: bytes, model: "GenerativeModel | None", owner: str) -> "GenerativeModel":
+    """``model``, checked to have content key ``key``, or the live model with that key.
+
+    ``owner`` names what is being restored ("agent", "population") in the messages.
+    """
+    if model is None:
+        model = model_by_key(key)
+        if model is None:
+            raise ValueError(f"no live model has content key {key.hex()}: keep the {owner}'s "
+                             "model alive or pass it as model=")
+    elif not isinstance(model, GenerativeModel):
+        raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
+    elif model.content_key() != key:
+        raise ValueError(f"model is not the model this {owner} was hibernated with "
+                         "(its content key differs)")
+    return model
+
+
 def _unpickle_model(key: bytes, state: dict) -> GenerativeModel:
     model = model_by_key(key)
     if model is None:

@@ -22,9 +22,9 @@ import numpy as np
 from fa_core import _kernels
 from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
-from fa_core.blobformat import Reader, dump_value, frame, load_value, unframe
+from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
-from fa_core.model import GenerativeModel, as_array_list, model_by_key
+from fa_core.model import GenerativeModel, as_array_list, resolve_model
 from fa_core.restore_checks import check_actions, check_int, check_vector, fail
 
 _INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
@@ -547,12 +547,7 @@ class Population:
         """
         state = self.__getstate__()
         model = state.pop("model")
-        body = bytearray()
-        try:
-            dump_value(body, state, "population")
-        except TypeError as exc:
-            raise TypeError(f"cannot hibernate this population: {exc}; pickle it instead "
-                            "(for trusted data only)") from None
+        body = encode_state(state, "population")
         return frame(_POP_MAGIC, _POP_VERSION, 0, model.content_key(), body, compress)
 
     @staticmethod
@@ -830,16 +825,7 @@ def decode_population(blob: bytes, model: GenerativeModel | None = None,
     ValueError if the model cannot be found or differs from the blob's.
     """
     _, key, body = unframe(blob, _POP_MAGIC, _POP_VERSION, 1, what)
-    if model is None:
-        model = model_by_key(key)
-        if model is None:
-            raise ValueError(f"no live model has content key {key.hex()}: keep the "
-                             "population's model alive or pass it as model=")
-    elif not isinstance(model, GenerativeModel):
-        raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
-    elif model.content_key() != key:
-        raise ValueError("model is not the model this population was hibernated with "
-                         "(its content key differs)")
+    model = resolve_model(key, model, "population")
     r = Reader(body, what, copy=False)  # views: Population._restore copies them into storage
     state = load_value(r)
     r.done()

@@ -4,8 +4,8 @@
 Each corrupted blob is woken in a child process (in batches), so a crash is counted
 rather than ending the sweep. Every outcome is one of: a clear error
 (``CorruptStateError``), a silent wrong state (woke without error but differs from the
-original), a different exception, or a crash of the child (counted for its whole
-batch's remaining blobs, then the batch is retried one blob per process).
+original), a different exception, an agent that wakes and then fails its first step
+with an exception, or a crash of the child (the rest of its batch runs in a new child).
 
 With ``--crafted N`` (default 2,000) it also flips bits in the payload of the raw agent
 and population blobs and recomputes the checksum, as a crafted blob would: then only
@@ -78,13 +78,17 @@ def child() -> None:
             else:
                 # a flip that changes nothing the agent restores (e.g. none exists) is a round trip
                 out = "exact"
-            # step it: a wrongly restored index would crash here
-            if kind == "population":
-                obj.step(np.zeros((obj.n_agents, model.num_modalities), np.int32))
-            else:
-                obj.infer_states([0, 0, 0])
-                obj.infer_policies()
-                obj.sample_action()
+            # step it: a wrongly restored index would crash here, a wrongly restored
+            # value fail here
+            try:
+                if kind == "population":
+                    obj.step(np.zeros((obj.n_agents, model.num_modalities), np.int32))
+                else:
+                    obj.infer_states([0, 0, 0])
+                    obj.infer_policies()
+                    obj.sample_action()
+            except Exception as exc:  # noqa: BLE001 - counted, reported
+                out = f"woke-then-failed:{type(exc).__name__}"
         print(out, flush=True)
 
 

@@ -863,6 +863,10 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
         check_vector(what, name, state[name], shape)
     for name in ("G", "gamma", "alpha"):
         check_vector(what, name, state[name], (n, P) if name == "G" else (n,), nonneg=False)
+    sums = state["q_pi"].sum(axis=1, dtype=np.float64)
+    if n and np.abs(sums - 1.0).max() > 1e-3 + 1e-6 * P:
+        i = int(np.argmax(np.abs(sums - 1.0)))
+        fail(what, f"q_pi of agent {i} sums to {sums[i]}, not 1 (it is a probability distribution)")
     check_vector(what, "actions", state["actions"], (n, nf), (np.int32,), nonneg=False)
     check_actions(what, "actions", state["actions"], model.num_controls)
     check_vector(what, "has_action", state["has_action"], (n,), (np.uint8,))

@@ -46,9 +46,20 @@ def check_int(what, name, v, lo=0, hi=None, none_ok=False) -> None:
         fail(what, f"{name} must be an integer {rng}, got {v!r}")
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(what, name, v) -> None:
-    if not _is_real(v) or not math.isfinite(v):
-        fail(what, f"{name} must be a finite number, got {v!r}")
+    """A real number the float32 kernels can hold (``|v| <= 3.4e38``)."""
+    if not _is_real(v) or not math.isfinite(v) or abs(v) > _F32_MAX:
+        fail(what, f"{name} must be a finite number within float32's range, got {v!r}")
+
+
+def check_distribution(what, name, x, tol: float) -> None:
+    """``x`` (already checked finite and non-negative) sums to 1 within ``tol``."""
+    total = float(x.sum(dtype=np.float64))
+    if abs(total - 1.0) > tol:
+        fail(what, f"{name} sums to {total}, not 1 (it is a probability distribution)")
 
 
 def check_vector(what, name, x, shape, dtypes=(np.float32,), nonneg=True, finite=True) -> None:
@@ -134,6 +145,7 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
     nc = m.num_controls_i32
     check_vector(what, "qs", agent._qs_buf, (sum(sizes),))
     check_vector(what, "q_pi", agent._q_pi, (n_pol,))
+    check_distribution(what, "q_pi", agent._q_pi, 1e-3 + 1e-6 * n_pol)
     check_vector(what, "G", agent._G, (n_pol,), nonneg=False)
     for name in ("_qs_buf", "_q_pi", "_G"):
         if not getattr(agent, name).flags.c_contiguous:

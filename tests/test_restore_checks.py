@@ -325,3 +325,15 @@ def test_inconsistent_checkpoint_is_refused_by_name(case):
         match = "not the model"
     with pytest.raises(ValueError, match=match):
         check_checkpoint(gm, blobs, members, ss, n_seeded)
+
+
+def test_values_beyond_float32_and_unnormalised_q_pi_are_refused():
+    """Found by the crafted sweep: a finite gamma beyond float32 (inf in the kernel) or a
+    q_pi that is no distribution woke, then the first stochastic step failed."""
+    agent = _stepped_tmaze()
+    for slots, match in (({"gamma": 1e39}, "gamma"), ({"alpha": -1e300}, "alpha"),
+                         ({"_q_pi": np.full(len(agent.q_pi), 1e30, np.float32)}, "q_pi sums")):
+        state = agent.__getstate__()
+        state.update(slots)
+        with pytest.raises(CorruptStateError, match=match):
+            fa_core.Agent.__new__(fa_core.Agent).__setstate__(state)

@@ -12,7 +12,6 @@ whatever the number of threads.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import types
@@ -30,8 +29,6 @@ from fa_core.restore_checks import check_actions, check_int, check_vector, fail
 _INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
 _POP_MAGIC, _POP_VERSION = b"FP", 1
 _POP_WHAT = "hibernated population"
-#: most threads a restored population may ask for
-MAX_RESTORED_THREADS = 4096
 
 
 def default_threads() -> int:
@@ -881,19 +878,11 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
     params = state["inference_params"]
     if type(params) is not dict or set(params) != set(_DEFAULT_VANILLA):
         fail(what, f"inference_params must have the keys {sorted(_DEFAULT_VANILLA)}")
-    check_int(what, "inference_params['num_iter']", params["num_iter"], 0, 2 ** 31 - 1)
-    for name in ("dF", "dF_tol"):
-        v = params[name]
-        if not isinstance(v, (int, float, np.integer, np.floating)) or math.isnan(v):
-            fail(what, f"inference_params[{name!r}] must be a number, got {v!r}")
-    for name in ("use_utility", "use_states_info_gain", "use_param_info_gain"):
-        if type(state[name]) is not bool:
-            fail(what, f"{name} must be a bool")
-    if state["action_selection"] not in ("deterministic", "stochastic"):
-        fail(what, f"action_selection {state['action_selection']!r}")
-    if state["sampling_mode"] not in ("marginal", "full"):
-        fail(what, f"sampling_mode {state['sampling_mode']!r}")
-    check_int(what, "n_threads", state["n_threads"], 1, MAX_RESTORED_THREADS)
+    for name, check in _OPTION_CHECKS.items():  # the checks a constructor makes
+        try:
+            check(state[name])
+        except (TypeError, ValueError) as exc:
+            fail(what, str(exc))
     if type(state["_seed_seq"]) is not np.random.SeedSequence:
         fail(what, "its seed sequence is not a numpy SeedSequence")
     check_int(what, "the number of stream draws", state["_n_seeded"])

@@ -1118,6 +1118,9 @@ cdef class KModel:
             if self.blocked else 0,                                   # c_infer_policies_block
             (self.c.nll + 5 * self.c.S + 2 * (MAX_ND + 1)) * BL + self.c.nll + self.c.S
             + self.c.max_K if self.c.fpi_blocked else 0,                # c_infer_states_block
+            # c_sample_action: action marginals, then a softmax over the policies (full
+            # sampling) or over one factor's actions (marginal) when selection is stochastic
+            self.sum_controls + max(self.c.n_pol, int(np.max(ints["nc"]))),
         ))
 
     cdef int* _ints(self, dict d, str key, list keep=None) except NULL:

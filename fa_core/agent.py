@@ -634,11 +634,16 @@ class Agent:
         else:
             off = 0
             for b, n in enumerate(sizes):
-                logits = np.log(probs[off:off + n].astype(np.float64) + 1e-16) * self.alpha
-                p = np.exp(logits - logits.max())
-                out[b] = int(np.argmax(self._rng.multinomial(1, p / p.sum())))
+                p = self._action_softmax(probs[off:off + n])
+                out[b] = int(np.argmax(self._rng.multinomial(1, p)))
                 off += n
         return out
+
+    def _action_softmax(self, probs: np.ndarray) -> np.ndarray:
+        """pymdp's stochastic selection distribution: softmax(alpha * log(probs + 1e-16))."""
+        logits = np.log(probs.astype(np.float64) + 1e-16) * self.alpha
+        p = np.exp(logits - logits.max())
+        return p / p.sum()
 
     def sample_action(self):
         """Select an action per factor, advance time and return it (float array, as pymdp)."""
@@ -676,10 +681,7 @@ class Agent:
         else:
             parts = [self._q_pi.astype(np.float64)]
         if self.action_selection == "stochastic":
-            for i, p in enumerate(parts):
-                logits = np.log(p + 1e-16) * self.alpha
-                e = np.exp(logits - logits.max())
-                parts[i] = e / e.sum()
+            parts = [self._action_softmax(p) for p in parts]
         p_dist = _obj_array(parts) if self.sampling_mode == "marginal" else parts[0]
         return self.sample_action(), p_dist
 

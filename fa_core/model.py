@@ -656,8 +656,7 @@ class GenerativeModel:
         the Dirichlet counts (as given), the float32 arrays the kernels read for A and B."""
         if name in ("A", "B"):
             return getattr(self, name)
-        value = getattr(self, "_" + name)
-        return value
+        return getattr(self, "_" + name)
 
     @property
     def num_policies(self) -> int:

@@ -53,7 +53,7 @@ EDITS = {
     "element": lambda x: x.C[1].__setitem__(1, 3.0),
     "chained-element": lambda x: x.C[0].__setitem__(slice(None), [0.0, 1.0, 2.0]),
     "item": lambda x: x.D.__setitem__(0, np.array([1.0, 0.0, 0.0])),
-    "augmented": lambda x: x.C.__setitem__(1, x.C[1] + 1) if False else _iadd(x.C, 1),
+    "augmented": lambda x: _iadd(x.C, 1),
     "ufunc-out": lambda x: np.multiply(x.C[0], 2.0, out=x.C[0]),
     "copyto": lambda x: _copyto(x, "C", 0),
     "fill": lambda x: x.C[0].fill(0.5),

@@ -1,0 +1,81 @@
+"""Sphinx configuration for fa_core's documentation.
+
+Build (warnings are errors, the gallery examples run): ``.ci/docs``, or
+``python -m sphinx -W --keep-going -b html docs docs/_build/html`` from the repository root.
+"""
+
+import os
+import sys
+
+# the checkout's package (with its compiled extensions built in place) comes before an installed one
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+import fa_core  # noqa: E402
+
+project = "fa_core"
+author = "fa_core developers"
+copyright = "fa_core developers, MIT licence"
+release = fa_core.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+    "myst_parser",  # only to include the README's sections verbatim (one source for both)
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
+                    "auto_examples/*.md5", "auto_examples/*.json", "generated/*.examples"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+default_role = "py:obj"
+nitpicky = False
+
+# -- autodoc / autosummary / numpydoc --------------------------------------------------------
+autosummary_generate = True
+autosummary_imported_members = False
+autodoc_default_options = {"members": True, "member-order": "groupwise", "show-inheritance": False}
+autodoc_typehints = "none"  # the numpydoc sections say the types
+autodoc_mock_imports = [] if __import__("importlib").util.find_spec("ray") else ["ray"]
+numpydoc_show_class_members = False  # the class template lists members itself
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+# Parameters / Returns / Examples of every public callable are checked by
+# tools/docstring_coverage.py (numpydoc's own validator, run by .ci/docs), not here: numpydoc's
+# in-build validation also visits properties (which need no Examples) and fails on properties
+# built with property(lambda ...) (no source line to find).
+
+# -- sphinx-gallery: examples/ run at build time and their figures go into the pages ---------
+sphinx_gallery_conf = {
+    "examples_dirs": os.path.join(ROOT, "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "abort_on_example_error": True,
+    "matplotlib_animations": False,
+    "within_subsection_order": "FileNameSortKey",
+    "doc_module": ("fa_core",),
+    "backreferences_dir": None,
+}
+
+# -- HTML ------------------------------------------------------------------------------------
+html_theme = "pydata_sphinx_theme"
+html_title = f"fa_core {release}"
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "icon_links": [],
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_static_path = []
+html_show_sourcelink = False
+myst_heading_anchors = 3
+suppress_warnings = ["myst.header"]  # included README sections start below the top heading

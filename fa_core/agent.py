@@ -50,16 +50,50 @@ def _obj_array(items) -> np.ndarray:
 class Agent:
     """Active-inference agent with pymdp's API and a compiled float32 core.
 
+    A drop-in replacement for ``pymdp.legacy.agent.Agent``: the same keywords and
+    defaults, methods, attributes and return types.
+
     Parameters
     ----------
-    A, B, C, D, E, H, pA, pB, pD, num_controls, policy_len, inference_horizon,
-    control_fac_idx, policies, gamma, alpha, use_utility, use_states_info_gain,
-    use_param_info_gain, action_selection, sampling_mode, inference_algo,
-    inference_params, modalities_to_learn, lr_pA, factors_to_learn, lr_pB, lr_pD,
-    use_BMA, policy_sep_prior, save_belief_hist, A_factor_list, B_factor_list,
-    sophisticated, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
-    si_prune_penalty, ii_depth, ii_threshold
-        As ``pymdp.legacy.agent.Agent``, with the same defaults.
+    A, B : object array or list of arrays, optional
+        Observation and transition likelihoods in pymdp's layout (see
+        :class:`GenerativeModel`); required unless ``model`` is given.
+    C, D, E, H : object array or list of arrays, optional
+        Log-preferences per modality, initial-state prior per factor, prior over
+        policies and goal prior for inductive inference, as pymdp.
+    pA, pB, pD : object array or list of arrays, optional
+        Dirichlet parameters over ``A``, ``B``, ``D`` (learning, parameter
+        information gain).
+    num_controls, policy_len, control_fac_idx, policies : optional
+        The policy set, as pymdp: every combination of controls ``policy_len``
+        deep by default.
+    A_factor_list, B_factor_list : list of lists of int, optional
+        The factors each modality and each factor depends on, as pymdp.
+    gamma, alpha : float
+        Policy precision and action precision (default 16, as pymdp).
+    use_utility, use_states_info_gain, use_param_info_gain : bool
+        Terms of the expected free energy, as pymdp.
+    action_selection : {"deterministic", "stochastic"}
+        As pymdp.
+    sampling_mode : {"marginal", "full"}
+        As pymdp.
+    inference_algo : {"VANILLA", "MMP"}
+        Fixed-point state inference, or marginal message passing.
+    inference_params : dict, optional
+        ``num_iter``, ``dF``, ``dF_tol`` (VANILLA) or ``num_iter``, ``tau``
+        (MMP); honoured, unlike pymdp, and unknown keys raise ``ValueError``.
+    inference_horizon, use_BMA, policy_sep_prior : optional
+        MMP options, as pymdp.
+    modalities_to_learn, factors_to_learn : "all" or list of int
+        What ``update_A`` / ``update_B`` / ``update_D`` learn.
+    lr_pA, lr_pB, lr_pD : float
+        Learning rates.
+    save_belief_hist : bool
+        Keep ``qs_hist`` and ``q_pi_hist``.
+    sophisticated, si_horizon, si_policy_prune_threshold, si_state_prune_threshold, si_prune_penalty : optional
+        Sophisticated inference (tree search), as pymdp.
+    ii_depth, ii_threshold : optional
+        Inductive inference, as pymdp.
     model : GenerativeModel, optional
         A model to share instead of ``A``, ``B``, ... (which must then be
         omitted; ``C``, ``D`` and ``E`` may still be given per agent, giving a
@@ -86,6 +120,11 @@ class Agent:
         are the agent's own float32 buffers, rewritten in place with no
         allocation per step; copy what you keep.
 
+    See Also
+    --------
+    Population : many agents of one model stepped in one call.
+    GenerativeModel : the shared, validated model.
+
     Notes
     -----
     The kernels compute in float32; ``qs``, ``q_pi``, ``G`` and the model
@@ -99,6 +138,17 @@ class Agent:
     With ``sophisticated=True`` (one-step policies only), ``infer_policies``
     runs pymdp's sophisticated-inference tree search, with its semantics:
     ``q_pi = softmax(G)`` (gamma 1, no ``E``); see :mod:`fa_core.sophisticated`.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, builtin_models
+    >>> agent = Agent(**builtin_models.tmaze(), policy_len=2, seed=0)
+    >>> agent
+    fa_core.Agent(num_states=[4, 2], num_obs=[4, 3, 2], policies=16, t=0)
+    >>> qs = agent.infer_states([0, 0, 1])          # centre, no reward, cue 1 (uninformative)
+    >>> q_pi, G = agent.infer_policies()
+    >>> agent.sample_action()                       # to the cue location first
+    array([3., 0.])
     """
 
     # Slots keep an awake agent small: it owns its beliefs, policy posterior,
@@ -492,10 +542,30 @@ class Agent:
     # -- inference -----------------------------------------------------------------------
 
     def reset(self, init_qs=None):
-        """Uniform beliefs (or ``init_qs``) and time step 0; returns ``qs``.
+        """Uniform beliefs (or ``init_qs``) and time step 0.
 
         As pymdp, ``action`` is kept, so the next ``infer_states`` predicts
         from it; set ``agent.action = None`` to start from ``D`` instead.
+
+        Parameters
+        ----------
+        init_qs : object array or list of arrays, optional
+            Beliefs to start from, one normalised vector per factor.
+
+        Returns
+        -------
+        qs : object array of float64 arrays
+            The new beliefs, one array per factor.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> agent.reset()[1]
+        array([0.5, 0.5])
+        >>> agent.curr_timestep
+        0
         """
         self._sync()
         m = self._model
@@ -543,7 +613,7 @@ class Agent:
         return False, obs, obs_distr
 
     def infer_states(self, observation, distr_obs=False):
-        """Update the posterior over hidden states from one observation; returns ``qs``.
+        """Update the posterior over hidden states from one observation.
 
         Parameters
         ----------
@@ -552,6 +622,20 @@ class Agent:
             distribution per modality.
         distr_obs : bool
             Whether ``observation`` holds distributions.
+
+        Returns
+        -------
+        qs : object array of float64 arrays
+            The posterior, one array per factor (with MMP, per policy and time
+            step, as pymdp).
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+        >>> qs = agent.infer_states([0, 0, 1])
+        >>> qs[0].round(3), qs[1].round(3)              # in the centre; context still unknown
+        (array([1., 0., 0., 0.]), array([0.5, 0.5]))
         """
         self._sync()
         if self._mmp is not None:
@@ -593,7 +677,24 @@ class Agent:
         return qs, xn, vn
 
     def infer_policies(self):
-        """Posterior over policies and their negative expected free energies ``(q_pi, G)``."""
+        """Posterior over policies and their negative expected free energies.
+
+        Returns
+        -------
+        q_pi : ndarray of float64, shape (n_policies,)
+            ``softmax(gamma * G + ln E)``.
+        G : ndarray of float64, shape (n_policies,)
+            Negative expected free energy of each policy (higher is better).
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), policy_len=2, seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> q_pi, G = agent.infer_policies()
+        >>> q_pi.shape, G.shape, round(float(q_pi.sum()), 6)
+        ((16,), (16,), 1.0)
+        """
         self._sync()
         m = self._model
         km = m.kmodel
@@ -646,7 +747,22 @@ class Agent:
         return p / p.sum()
 
     def sample_action(self):
-        """Select an action per factor, advance time and return it (float array, as pymdp)."""
+        """Select an action per factor and advance time.
+
+        Returns
+        -------
+        action : ndarray of float64, shape (num_factors,)
+            One control index per factor, as floats (pymdp's type).
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), policy_len=2, seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> _ = agent.infer_policies()
+        >>> agent.sample_action(), agent.curr_timestep
+        (array([3., 0.]), 1)
+        """
         self._sync()
         m = self._model
         if self.sampling_mode == "marginal":
@@ -686,7 +802,23 @@ class Agent:
         return self.sample_action(), p_dist
 
     def step_time(self):
-        """Record the action and advance ``curr_timestep``; returns it."""
+        """Record the action in ``prev_actions`` and advance ``curr_timestep``.
+
+        :meth:`sample_action` calls it; call it yourself only to advance time
+        without selecting an action (as pymdp).
+
+        Returns
+        -------
+        curr_timestep : int
+            The new time step.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+        >>> agent.step_time()
+        1
+        """
         row = self._act_i if self._action is not None else -1  # -1: no action (pymdp: None)
         prev = self._prev_actions
         if prev is None:
@@ -726,13 +858,59 @@ class Agent:
         self._action = value
 
     def set_latest_beliefs(self, last_belief=None):
-        """MMP: set and return the prior for the first step of the inference window."""
+        """MMP: set the prior for the first step of the inference window.
+
+        Parameters
+        ----------
+        last_belief : object array, optional
+            The prior; default: the current beliefs at the window's first step,
+            as pymdp.
+
+        Returns
+        -------
+        latest_belief : object array
+            The prior now in use, as pymdp's ``latest_belief``.
+
+        Raises
+        ------
+        NotImplementedError
+            Without ``inference_algo="MMP"``.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), inference_algo="MMP", seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> prior = agent.set_latest_beliefs()
+        >>> prior is agent.latest_belief or len(prior) > 0
+        True
+        """
         if self._mmp is None:
             raise NotImplementedError("set_latest_beliefs belongs to inference_algo='MMP'")
         return mmp.set_latest_beliefs(self, last_belief)
 
     def get_future_qs(self):
-        """MMP: each policy's beliefs over the current step and ``policy_len`` future steps."""
+        """MMP: each policy's beliefs over the current step and ``policy_len`` future steps.
+
+        Returns
+        -------
+        future_qs : object array
+            ``future_qs[p][t][f]``: policy ``p``, step ``t`` (0 is now), factor ``f``.
+
+        Raises
+        ------
+        NotImplementedError
+            Without ``inference_algo="MMP"``.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), inference_algo="MMP", seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> future = agent.get_future_qs()
+        >>> len(future), len(future[0])                 # 4 policies; now and one step ahead
+        (4, 2)
+        """
         if self._mmp is None:
             raise NotImplementedError("get_future_qs belongs to inference_algo='MMP'")
         return mmp.get_future_qs(self)
@@ -768,10 +946,32 @@ class Agent:
         return idx
 
     def update_A(self, obs):
-        """Dirichlet update of ``pA`` from ``obs`` and the current ``qs``; returns ``qA``.
+        """Dirichlet update of ``pA`` from ``obs`` and the current ``qs``.
 
         The agent gets its own model with the new ``pA`` and ``A``; a model
         shared with other agents is never changed.
+
+        Parameters
+        ----------
+        obs : sequence of int
+            The observation the current beliefs were inferred from, one outcome
+            index per modality.
+
+        Returns
+        -------
+        qA : object array of float64 arrays
+            The new Dirichlet parameters (also ``agent.pA``); ``agent.A`` is their
+            normalised expectation.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> d = builtin_models.tmaze()
+        >>> agent = Agent(**d, pA=[10 * a for a in d["A"]], seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> qA = agent.update_A([0, 0, 1])
+        >>> float(qA[2].sum() - 10 * d["A"][2].sum())    # one observation's worth of counts
+        1.0
         """
         self._sync()
         m = self._model
@@ -794,7 +994,33 @@ class Agent:
         return param_view(self, "pA", self._model.exact("pA"))  # pymdp's qA
 
     def update_B(self, qs_prev):
-        """Dirichlet update of ``pB`` from ``qs_prev``, the last action and ``qs``; returns ``qB``."""
+        """Dirichlet update of ``pB`` from ``qs_prev``, the last action and ``qs``.
+
+        Parameters
+        ----------
+        qs_prev : object array or list of arrays
+            The beliefs before the last action, one vector per factor.
+
+        Returns
+        -------
+        qB : object array of float64 arrays
+            The new Dirichlet parameters (also ``agent.pB``); ``agent.B`` is their
+            normalised expectation.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> d = builtin_models.tmaze()
+        >>> agent = Agent(**d, pB=[10 * b for b in d["B"]], policy_len=2, seed=0)
+        >>> qs_prev = agent.infer_states([0, 0, 1])
+        >>> _ = agent.infer_policies()
+        >>> agent.sample_action()
+        array([3., 0.])
+        >>> _ = agent.infer_states([3, 0, 1])
+        >>> qB = agent.update_B(qs_prev)
+        >>> qB[0][:, 0, 3].tolist()                     # centre -> cue under action 3: one more count
+        [0.0, 0.0, 0.0, 11.0]
+        """
         self._sync()
         m = self._model
         self._no_mmp("update_B")
@@ -816,7 +1042,29 @@ class Agent:
         return param_view(self, "pB", self._model.exact("pB"))  # pymdp's qB
 
     def update_D(self, qs_t0=None):
-        """Dirichlet update of ``pD`` from ``qs_t0`` (default: the first saved belief)."""
+        """Dirichlet update of ``pD`` from ``qs_t0``.
+
+        Parameters
+        ----------
+        qs_t0 : object array or list of arrays, optional
+            Beliefs about the initial states; default the first saved belief
+            (``save_belief_hist=True``), or the window's first step with MMP.
+
+        Returns
+        -------
+        qD : object array of float64 arrays
+            The new Dirichlet parameters (also ``agent.pD``); ``agent.D`` is their
+            normalised expectation.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> d = builtin_models.tmaze()
+        >>> agent = Agent(**d, pD=[2 * x for x in d["D"]], save_belief_hist=True, seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> agent.update_D()[0].tolist()                # the initial location was the centre
+        [3.0, 0.0, 0.0, 0.0]
+        """
         self._sync()
         m = self._model
         if m.pD is None:
@@ -849,24 +1097,87 @@ class Agent:
 
     def hibernate(self, *, lossy: str | None = None, prune: float | None = None,
                   compress: bool = True) -> bytes:
-        """This agent's own state as a compact blob; :meth:`wake` restores it.
+        """This agent's own state as a compact, checked blob; :meth:`wake` restores it.
 
         Lossless by default. See :func:`fa_core.lifecycle.hibernate` for the
         opt-in lossy modes and their error bounds.
+
+        Parameters
+        ----------
+        lossy : {None, "float16"}
+            Store beliefs as float16 (renormalised on waking).
+        prune : float in (0, 1), optional
+            Drop belief entries below ``prune`` (renormalised on waking).
+        compress : bool
+            zlib-compress the blob when that makes it smaller.
+
+        Returns
+        -------
+        blob : bytes
+            The agent's state and its model's content key (not the model).
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> blob = agent.hibernate()
+        >>> type(blob).__name__, len(blob) < 400
+        ('bytes', True)
         """
         from fa_core.lifecycle import hibernate
         return hibernate(self, lossy=lossy, prune=prune, compress=compress)
 
     @classmethod
     def wake(cls, blob: bytes, model: GenerativeModel | None = None) -> "Agent":
-        """The agent :meth:`hibernate` stored in ``blob`` (model found by content key,
-        or given)."""
+        """The agent :meth:`hibernate` stored in ``blob``.
+
+        Parameters
+        ----------
+        blob : bytes
+            What :meth:`hibernate` returned.
+        model : GenerativeModel, optional
+            The agent's model; by default the live model with the blob's content key.
+
+        Returns
+        -------
+        agent : Agent
+            The agent (of this class), exactly as it was hibernated (lossless blobs).
+
+        Raises
+        ------
+        CorruptStateError
+            If the blob is corrupt, truncated or holds values out of range.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, builtin_models
+        >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+        >>> _ = agent.infer_states([0, 0, 1])
+        >>> again = Agent.wake(agent.hibernate())
+        >>> bool((again.qs[0] == agent.qs[0]).all()), again.curr_timestep
+        (True, 0)
+        """
         from fa_core.lifecycle import wake
         return wake(blob, model, cls=cls)
 
     def memory_report(self):
-        """Bytes this agent uses, split into shared model, private parameters,
-        beliefs, history and pooled scratch (:func:`fa_core.memory.memory_report`)."""
+        """Bytes this agent uses, by component (:func:`fa_core.memory.memory_report`).
+
+        Returns
+        -------
+        report : MemoryReport
+            Shared model, private parameters, beliefs, history and pooled scratch.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> agent = Agent(model=gm, seed=0)
+        >>> report = agent.memory_report()
+        >>> report.n_agents, report.private_params, report.shared_model > 0   # gm is shared
+        (1, 0, True)
+        """
         from fa_core.memory import memory_report
         return memory_report(self)
 

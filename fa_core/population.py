@@ -55,9 +55,14 @@ class Population:
         ``(n_agents, num_obs[m])``. Default: the model's ``C``.
     E : optional
         Per-agent policy priors, shape ``(n_agents, n_policies)``. Default: the model's.
-    use_utility, use_states_info_gain, use_param_info_gain, action_selection,
-    sampling_mode, inference_params
+    use_utility, use_states_info_gain, use_param_info_gain : bool
         As :class:`fa_core.Agent`.
+    action_selection : {"deterministic", "stochastic"}
+        As :class:`fa_core.Agent`.
+    sampling_mode : {"marginal", "full"}
+        As :class:`fa_core.Agent`.
+    inference_params : dict, optional
+        As :class:`fa_core.Agent` (``num_iter``, ``dF``, ``dF_tol``).
     seed : int or numpy.random.SeedSequence, optional
         Seeds the per-agent random streams (tie-breaks, stochastic actions).
     n_threads : int, optional
@@ -96,6 +101,21 @@ class Population:
     (the kernel itself runs without the GIL, on ``n_threads`` OpenMP
     threads), so two threads stepping one population give the results of
     some sequential order of their calls.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fa_core import GenerativeModel, Population, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+    >>> pop = Population(gm, 4, seed=0)
+    >>> obs = np.array([[0, 0, 1]] * 4)           # every agent in the centre
+    >>> pop.step(obs)                             # every agent goes to the cue first
+    array([[3, 0],
+           [3, 0],
+           [3, 0],
+           [3, 0]], dtype=int32)
+    >>> pop.qs.shape, pop.q_pi.shape              # factors concatenated; 16 policies
+    ((4, 6), (4, 16))
     """
 
     def __init__(self, model: GenerativeModel, n_agents: int, *, gamma=16.0, alpha=16.0,
@@ -213,13 +233,43 @@ class Population:
     # -- validated writes of state arrays ------------------------------------------------
 
     def set(self, name: str, value, rows=None) -> None:
-        """Set state array ``name`` (``qs``, ``q_pi``, ``G``, ``actions``, ``has_action``,
-        ``curr_timestep``, ``rng``, ``gamma``, ``alpha``, ``lnC``, ``lnE``) for ``rows``
-        (default: every agent), broadcasting ``value``.
+        """Set state array ``name`` for ``rows`` (default: every agent), broadcasting ``value``.
 
         The values are checked first, vectorised (actions within ``num_controls``,
         beliefs and policy posteriors non-negative and normalised, precisions finite
         and within float32, ...); a refused call changes nothing.
+
+        Parameters
+        ----------
+        name : str
+            One of ``qs``, ``q_pi``, ``G``, ``actions``, ``has_action``,
+            ``curr_timestep``, ``rng``, ``gamma``, ``alpha``, ``lnC``, ``lnE``.
+        value : array_like
+            Broadcast to ``(len(rows), ...)``.
+        rows : slice, int, 1-D integer array or boolean mask, optional
+            The agents to set; default every agent.
+
+        Raises
+        ------
+        ValueError
+            If a value is out of range (the message names the attribute), or
+            ``lnC`` / ``lnE`` are shared by the model.
+        TypeError
+            If ``value`` does not hold real numbers or ``rows`` is not an index.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> pop.set("gamma", [2.0, 4.0], rows=[0, 3])
+        >>> pop.gamma
+        array([ 2., 16., 16.,  4.], dtype=float32)
+        >>> pop.set("actions", [9, 0], rows=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: Population.actions: action ... for factor 0 is outside 0..3 (num_controls = [4, 1])
         """
         if name not in Population._ARRAYS and name not in Population._OPTIONAL:
             raise ValueError(f"set() takes one of {list(Population._ARRAYS + Population._OPTIONAL)}"
@@ -387,40 +437,157 @@ class Population:
             d["action_selection"] == "deterministic", threads)
 
     def infer_states(self, obs) -> np.ndarray:
-        """Update every agent's beliefs from ``obs`` (n_agents, n_modalities) ints; returns ``qs``."""
+        """Update every agent's beliefs from one observation per agent.
+
+        Parameters
+        ----------
+        obs : array_like of int, shape (n_agents, n_modalities)
+            One outcome index per agent and modality.
+
+        Returns
+        -------
+        qs : ndarray of float32, shape (n_agents, sum(num_states))
+            A read-only view of the beliefs, factors concatenated
+            (:meth:`qs_factor` gives one factor).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> qs = pop.infer_states(np.array([[0, 0, 1]] * 4))
+        >>> pop.qs_factor(0).round(3)[0]              # sure to be in the centre
+        array([1., 0., 0., 0.], dtype=float32)
+        """
         with self._lock:
             self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
     def infer_policies(self):
-        """Policy posteriors and negative expected free energies ``(q_pi, G)``."""
+        """Every agent's posterior over policies and negative expected free energies.
+
+        Returns
+        -------
+        q_pi : ndarray of float32, shape (n_agents, n_policies)
+            Policy posteriors (read-only view).
+        G : ndarray of float32, shape (n_agents, n_policies)
+            Negative expected free energies (read-only view).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> _ = pop.infer_states(np.array([[0, 0, 1]] * 4))
+        >>> q_pi, G = pop.infer_policies()
+        >>> q_pi.shape, np.allclose(q_pi.sum(axis=1), 1)
+        ((4, 16), True)
+        """
         with self._lock:
             self._run(_INFER_POLICIES)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:
-        """Select every agent's action and advance time; returns ``actions`` (n_agents, n_factors)."""
+        """Select every agent's action and advance time.
+
+        Returns
+        -------
+        actions : ndarray of int32, shape (n_agents, num_factors)
+            One control index per agent and factor (read-only view).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> _ = pop.infer_states(np.array([[0, 0, 1]] * 4))
+        >>> _ = pop.infer_policies()
+        >>> pop.sample_action()[0], int(pop.curr_timestep[0])
+        (array([3, 0], dtype=int32), 1)
+        """
         with self._lock:
             self._run(_SAMPLE)
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
     def step(self, obs) -> np.ndarray:
-        """``infer_states(obs)``, ``infer_policies()`` and ``sample_action()`` in one kernel call."""
+        """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one kernel call.
+
+        Parameters
+        ----------
+        obs : array_like of int, shape (n_agents, n_modalities)
+            One outcome index per agent and modality.
+
+        Returns
+        -------
+        actions : ndarray of int32, shape (n_agents, num_factors)
+            One control index per agent and factor (read-only view).
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> from fa_core.envs import GridWorld
+        >>> gm = GenerativeModel(**builtin_models.grid10())
+        >>> pop = Population(gm, 100, seed=0)
+        >>> env = GridWorld(10, 100, seed=1)
+        >>> obs = env.reset()
+        >>> for t in range(10):
+        ...     obs = env.step(pop.step(obs))
+        >>> int(pop.curr_timestep[0]), bool(env.found.any())
+        (10, True)
+        """
         with self._lock:
             self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, self._check_obs(obs))
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
     def reset(self) -> None:
-        """Uniform beliefs, no previous action (next prior is D), time 0, for every agent."""
+        """Uniform beliefs, no previous action (the next prior is ``D``) and time 0, for every agent.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> pop.reset()
+        >>> pop.curr_timestep, pop.has_action
+        (array([0, 0, 0, 0]), array([0, 0, 0, 0], dtype=uint8))
+        """
         with self._lock:
             self._rows("qs")[:] = self._uniform_qs()
             self._rows("has_action")[:] = 0
             self._rows("curr_timestep")[:] = 0
 
     def qs_factor(self, f: int) -> np.ndarray:
-        """Beliefs over factor ``f`` for every agent: a read-only (n_agents, num_states[f]) view."""
+        """Every agent's beliefs over one factor.
+
+        Parameters
+        ----------
+        f : int
+            The factor, ``0 <= f < num_factors``.
+
+        Returns
+        -------
+        qs_f : ndarray of float32, shape (n_agents, num_states[f])
+            A read-only view of ``qs``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> pop.qs_factor(1)                          # the context: unknown at first
+        array([[0.5, 0.5],
+               [0.5, 0.5],
+               [0.5, 0.5],
+               [0.5, 0.5]], dtype=float32)
+        """
         f = _opt.check_int("f", f, 0, self.model.num_factors - 1)
         lo, hi = self.model.state_bounds[f]
         return self.qs[:, lo:hi]
@@ -428,11 +595,35 @@ class Population:
     # -- membership ----------------------------------------------------------------------
 
     def add(self, k: int = 1, streams=None) -> np.ndarray:
-        """Add ``k`` fresh agents (uniform beliefs, own random streams); returns their indices.
+        """Add ``k`` fresh agents (uniform beliefs, their own random streams).
 
         Storage grows geometrically, so adding one agent at a time costs
-        amortised O(1), not a copy of the population. ``streams`` optionally
-        gives the newcomers' random-stream words (as in the constructor).
+        amortised O(1), not a copy of the population. Newcomers take agent 0's
+        ``gamma``, ``alpha`` and per-agent ``C`` / ``E``.
+
+        Parameters
+        ----------
+        k : int
+            How many agents to add.
+        streams : ndarray of uint64, shape (k,), optional
+            The newcomers' random-stream words (as in the constructor); default
+            fresh streams from the population's seed.
+
+        Returns
+        -------
+        indices : ndarray of int
+            The newcomers' indices, ``n_agents`` before the call onwards.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> pop.add(2)
+        array([4, 5])
+        >>> pop.n_agents
+        6
         """
         k = _opt.check_int("k", k, 0, None)
         with self._lock:
@@ -460,8 +651,29 @@ class Population:
     def remove(self, indices) -> dict[int, int]:
         """Remove agents by moving the last agents into their rows.
 
-        Returns ``{old_index: new_index}`` for every agent that moved; other
-        indices are unchanged. Costs O(len(indices)), not a copy.
+        Costs O(len(indices)), not a copy.
+
+        Parameters
+        ----------
+        indices : int or sequence of int
+            The agents to remove.
+
+        Returns
+        -------
+        moved : dict of int to int
+            ``{old_index: new_index}`` for every agent that moved; other indices
+            are unchanged.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> pop.remove([0])                           # the last agent takes row 0
+        {3: 0}
+        >>> pop.n_agents
+        3
         """
         with self._lock:
             n_new, moved = removal_moves(self._n, indices)
@@ -541,6 +753,22 @@ class Population:
         ----------
         compress : bool
             Deflate the payload (smaller, slower).
+
+        Returns
+        -------
+        blob : bytes
+            The population's state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> blob = pop.hibernate()
+        >>> again = Population.wake(blob)
+        >>> again.n_agents, bool((again.qs == pop.qs).all())
+        (4, True)
         """
         state = self.__getstate__()
         model = state.pop("model")
@@ -559,9 +787,15 @@ class Population:
         Parameters
         ----------
         blob : bytes
+            What :meth:`hibernate` returned.
         model : GenerativeModel, optional
             The population's model; by default the live model with the blob's
             content key.
+
+        Returns
+        -------
+        population : Population
+            The population as it was hibernated.
 
         Raises
         ------
@@ -569,6 +803,21 @@ class Population:
             If ``blob`` is corrupt or truncated or holds values out of range.
         ValueError
             If no live model has the blob's key, or ``model`` has another key.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> again = Population.wake(pop.hibernate(), model=gm)
+        >>> again.actions[0], int(again.curr_timestep[0])
+        (array([3, 0], dtype=int32), 1)
+        >>> Population.wake(pop.hibernate()[:-1])
+        Traceback (most recent call last):
+        ...
+        fa_core.errors.CorruptStateError: corrupt or truncated hibernated population: ...
         """
         state = decode_population(blob, model)
         pop = Population.__new__(Population)

@@ -274,9 +274,12 @@ class GenerativeModel:
         Dirichlet parameters (learning and parameter information gain).
     H : optional
         Goal prior per factor for inductive inference.
-    A_factor_list, B_factor_list, num_controls, policy_len, control_fac_idx, policies,
-    ii_depth, ii_threshold
-        As pymdp's Agent.
+    A_factor_list, B_factor_list : list of lists of int, optional
+        The factors each modality / factor depends on, as pymdp's Agent.
+    num_controls, policy_len, control_fac_idx, policies : optional
+        The policy set, as pymdp's Agent.
+    ii_depth, ii_threshold : optional
+        Inductive inference, as pymdp's Agent.
     sparse : {"auto", True, False}
         Storage of each matrix: CSC when ``True``, dense when ``False``, chosen
         by density (at most ``AUTO_SPARSE_DENSITY`` non-zeros) when ``"auto"``.
@@ -290,6 +293,16 @@ class GenerativeModel:
     agents: use :meth:`replace` to derive a model with some arrays changed
     (it shares every unchanged array with this one), or :meth:`interned` to
     reuse a live model built from equal arrays.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+    >>> gm
+    GenerativeModel(num_states=[4, 2], num_obs=[4, 3, 2], num_controls=[4, 1], policies=16, nbytes=1668)
+    >>> agents = [Agent(model=gm, seed=i) for i in range(3)]     # all three share gm
+    >>> agents[0].model is agents[2].model is gm
+    True
     """
 
     def __init__(self, A, B, C=None, D=None, E=None, pA=None, pB=None, pD=None, H=None,
@@ -652,8 +665,26 @@ class GenerativeModel:
         return self._view("E", lambda: [self._E])[0]
 
     def exact(self, name: str):
-        """Component ``name`` as exactly as the model holds it: float64 for C, D, E and
-        the Dirichlet counts (as given), the float32 arrays the kernels read for A and B."""
+        """Component ``name`` as exactly as the model holds it.
+
+        Parameters
+        ----------
+        name : str
+            ``A``, ``B``, ``C``, ``D``, ``E``, ``H``, ``pA``, ``pB`` or ``pD``.
+
+        Returns
+        -------
+        value : object array, list of arrays, ndarray or None
+            float64 for ``C``, ``D``, ``E`` and the Dirichlet counts (as given),
+            the float32 arrays the kernels read for ``A`` and ``B``.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> gm.exact("C")[1], gm.exact("C")[1].dtype
+        (array([ 0.,  3., -3.]), dtype('float64'))
+        """
         if name in ("A", "B"):
             return getattr(self, name)
         return getattr(self, "_" + name)
@@ -672,11 +703,31 @@ class GenerativeModel:
     def replace(self, *, renormalise: bool = True, **changes) -> "GenerativeModel":
         """A new model with some components changed; this one is left as it is.
 
-        Accepts ``A``, ``B``, ``C``, ``D``, ``E``, ``H``, ``pA``, ``pB``, ``pD``.
         Every component not changed is shared with this model, not copied.
-        ``renormalise=False``: new ``pA`` / ``pB`` without ``A`` / ``B`` keep the
-        current ``A`` / ``B`` (pymdp's agent changes ``A`` only when it learns or
-        resets, not when its ``pA`` is edited).
+
+        Parameters
+        ----------
+        renormalise : bool
+            ``True`` (default): new ``pA`` / ``pB`` also set ``A`` / ``B`` to their
+            normalised expectations. ``False``: new ``pA`` / ``pB`` without ``A`` /
+            ``B`` keep the current ``A`` / ``B`` (pymdp's agent changes ``A`` only
+            when it learns or resets, not when its ``pA`` is edited).
+        **changes
+            New ``A``, ``B``, ``C``, ``D``, ``E``, ``H``, ``pA``, ``pB`` or ``pD``.
+
+        Returns
+        -------
+        model : GenerativeModel
+            The new model.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> keener = gm.replace(C=[np.zeros(4), np.array([0.0, 6.0, -6.0]), np.zeros(2)])
+        >>> keener.exact("C")[1], gm.exact("C")[1]
+        (array([ 0.,  6., -6.]), array([ 0.,  3., -3.]))
         """
         allowed = {"A", "B", "C", "D", "E", "H", "pA", "pB", "pD"}
         unknown = set(changes) - allowed
@@ -715,6 +766,27 @@ class GenerativeModel:
 
         This is what ``Agent(model=gm, C=...)`` uses, so a thousand agents
         given the same ``C`` share one derived model instead of a thousand.
+
+        Parameters
+        ----------
+        renormalise : bool
+            As :meth:`replace`.
+        **changes
+            As :meth:`replace`.
+
+        Returns
+        -------
+        model : GenerativeModel
+            The live derived model with these changes, or a new one.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> C = [np.zeros(4), np.array([0.0, 6.0, -6.0]), np.zeros(2)]
+        >>> gm.derived(C=C) is gm.derived(C=C)
+        True
         """
         key = (self.content_key(), _content_key(changes), renormalise)
         model = _DERIVED.get(key)
@@ -726,12 +798,31 @@ class GenerativeModel:
     def with_counts(self, pA=None, pB=None, pB_controls=None) -> "GenerativeModel":
         """A model whose Dirichlet counts changed (learning), rebuilding only what changed.
 
-        ``pA`` / ``pB`` list every modality's / factor's counts; an entry that
-        is this model's own array (``model._pA[m]``) keeps its packed matrices,
-        shared with this model. New entries must be float64 arrays of the same
-        shape that nobody else writes to (they are kept, not copied).
-        ``pB_controls`` optionally maps a factor to the controls whose slices
-        changed (``update_B`` changes one); other slices keep their matrices.
+        Parameters
+        ----------
+        pA, pB : list of ndarray, optional
+            Every modality's / factor's counts. An entry that is this model's own
+            array (``model._pA[m]``) keeps its packed matrices, shared with this
+            model. New entries must be float64 arrays of the same shape that nobody
+            else writes to (they are kept, not copied).
+        pB_controls : dict of int to list of int, optional
+            Maps a factor to the controls whose slices changed (``update_B``
+            changes one); other slices keep their matrices.
+
+        Returns
+        -------
+        model : GenerativeModel
+            The new model; ``A`` / ``B`` are the normalised new counts.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> d = builtin_models.tmaze()
+        >>> gm = GenerativeModel(**d, pA=[10 * a for a in d["A"]])
+        >>> pA = gm.exact("pA")
+        >>> learned = gm.with_counts(pA=[pA[0], pA[1], 2 * pA[2]])   # modality 2's counts doubled
+        >>> float(learned.exact("pA")[2].sum()), float(gm.exact("pA")[2].sum())
+        (160.0, 80.0)
         """
         new = object.__new__(GenerativeModel)
         new.__dict__.update(self.__dict__)
@@ -780,6 +871,24 @@ class GenerativeModel:
 
         Models are keyed by a hash of their arguments' contents and held
         weakly: a model is freed when the last agent using it goes.
+
+        Parameters
+        ----------
+        **kwargs
+            The :class:`GenerativeModel` constructor's arguments.
+
+        Returns
+        -------
+        model : GenerativeModel
+            A live model equal to ``GenerativeModel(**kwargs)``.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> a = GenerativeModel.interned(**builtin_models.tmaze())
+        >>> b = GenerativeModel.interned(**builtin_models.tmaze())   # equal arrays, built anew
+        >>> a is b
+        True
         """
         for name in ("A", "B", "C", "D", "E", "H", "pA", "pB", "pD"):
             if kwargs.get(name) is not None:  # before hashing: a date array has no buffer
@@ -798,6 +907,19 @@ class GenerativeModel:
 
         Computed once per model; from then on :func:`model_by_key` finds the
         model while it is alive (the first live model of a key wins).
+
+        Returns
+        -------
+        key : bytes
+            A 20-byte digest; hibernated agents and populations record it.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> key = gm.content_key()
+        >>> len(key), key == GenerativeModel(**builtin_models.tmaze()).content_key()
+        (20, True)
         """
         entry = _KEYED.get(id(self))
         if entry is not None:

@@ -60,10 +60,26 @@ _PER_AGENT_PARAMS = ("gamma", "alpha", "lnC", "lnE")  # what newcomers copy from
 class ShardLostError(RuntimeError):
     """Shards whose Ray actors died; :meth:`ShardedPopulation.restore` resumes the run.
 
+    Parameters
+    ----------
+    shards : iterable of int
+        The lost shards.
+    cause : BaseException, optional
+        The Ray error that revealed the loss (its first line goes into the message).
+
     Attributes
     ----------
     shards : list of int
         The lost shards.
+
+    Examples
+    --------
+    >>> from fa_core.distributed import ShardLostError
+    >>> err = ShardLostError([2, 0])
+    >>> err.shards
+    [0, 2]
+    >>> print(err)
+    lost shard(s) [0, 2] of the sharded population; the population is stopped: call restore() to resume from the last checkpoint
     """
 
     def __init__(self, shards, cause: BaseException | None = None):
@@ -86,6 +102,32 @@ class Checkpoint:
     checked, pickle-free :meth:`Population.hibernate` format, and
     :meth:`ShardedPopulation.restore` checks every blob and member list
     (:func:`fa_core.population.check_checkpoint`) before any shard changes.
+
+    Parameters
+    ----------
+    model : GenerativeModel
+        The population's model.
+    blobs : list of bytes
+        Per shard, :meth:`Population.hibernate` bytes.
+    members : list of ndarray of int
+        Per shard, the global index of each of its rows.
+    seed_seq : numpy.random.SeedSequence
+        The population's seed sequence.
+    n_seeded : int
+        Stream draws made so far (construction and adds).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> from fa_core.distributed import ShardedPopulation
+    >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+    >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+    >>> obs = np.array([[0, 0, 1]] * 6)
+    >>> ckpt = pop.checkpoint()
+    >>> len(ckpt.blobs), [m.tolist() for m in ckpt.members]
+    (2, [[0, 1, 2], [3, 4, 5]])
+    >>> pop.shutdown()
     """
 
     model: GenerativeModel
@@ -168,9 +210,33 @@ class ShardedPopulation:
         ``E``, ``use_utility``, ``action_selection``, ...); per-agent arrays are
         split over the shards.
 
+    Notes
+    -----
     Starts Ray with ``ray.init()`` if it is not running. Dead actors are not
     restarted by Ray (``max_restarts=0``): a restarted actor would hold fresh
     agents, silently replacing the lost ones.
+
+    Examples
+    --------
+    Two shards on the local machine (``ray.init()`` is called if Ray is not
+    running; ``cpus_per_shard=0.5`` lets both fit on one CPU):
+
+    >>> import numpy as np
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> from fa_core.distributed import ShardedPopulation
+    >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+    >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+    >>> obs = np.array([[0, 0, 1]] * 6)
+    >>> pop.step(obs)                              # the same actions one Population gives
+    array([[3, 0],
+           [3, 0],
+           [3, 0],
+           [3, 0],
+           [3, 0],
+           [3, 0]], dtype=int32)
+    >>> pop.shard_sizes
+    [3, 3]
+    >>> pop.shutdown()
     """
 
     def __init__(self, model: GenerativeModel, n_agents: int, *, n_shards: int | None = None,
@@ -296,43 +362,219 @@ class ShardedPopulation:
         return [len(m) for m in self._members]
 
     def locate(self, i: int) -> tuple[int, int]:
-        """(shard, row in that shard's population) of global agent ``i``."""
+        """Where global agent ``i`` lives.
+
+        Parameters
+        ----------
+        i : int
+            A global agent index.
+
+        Returns
+        -------
+        shard, row : int
+            The shard and the row in that shard's population.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.locate(4)
+        (1, 1)
+        >>> pop.shutdown()
+        """
         return int(self._shard_of[i]), int(self._row_of[i])
 
     def step(self, obs) -> np.ndarray:
-        """One step of every agent (:meth:`Population.step`); actions (n_agents, num_factors)."""
+        """One step of every agent (:meth:`Population.step <fa_core.Population.step>`).
+
+        Parameters
+        ----------
+        obs : array_like of int, shape (n_agents, n_modalities)
+            One outcome index per agent and modality, in global order.
+
+        Returns
+        -------
+        actions : ndarray of int32, shape (n_agents, num_factors)
+            In global order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.step(obs)[:2]
+        array([[3, 0],
+               [3, 0]], dtype=int32)
+        >>> pop.shutdown()
+        """
         obs = check_obs(self.model, self.n_agents, obs)
         return self._assemble(self._scatter_call("step", obs))
 
     def infer_states(self, obs) -> np.ndarray:
-        """:meth:`Population.infer_states` on every shard; beliefs in global order."""
+        """:meth:`Population.infer_states <fa_core.Population.infer_states>` on every shard.
+
+        Parameters
+        ----------
+        obs : array_like of int, shape (n_agents, n_modalities)
+            One outcome index per agent and modality, in global order.
+
+        Returns
+        -------
+        qs : ndarray of float32, shape (n_agents, sum(num_states))
+            Beliefs in global order, factors concatenated.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.infer_states(obs).shape
+        (6, 6)
+        >>> pop.shutdown()
+        """
         obs = check_obs(self.model, self.n_agents, obs)
         return self._assemble(self._scatter_call("infer_states", obs))
 
     def infer_policies(self) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`Population.infer_policies` on every shard; ``(q_pi, G)`` in global order."""
+        """:meth:`Population.infer_policies <fa_core.Population.infer_policies>` on every shard.
+
+        Returns
+        -------
+        q_pi, G : ndarray of float32, shape (n_agents, n_policies)
+            Policy posteriors and negative expected free energies, in global order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> _ = pop.infer_states(obs)
+        >>> q_pi, G = pop.infer_policies()
+        >>> q_pi.shape, G.shape
+        ((6, 16), (6, 16))
+        >>> pop.shutdown()
+        """
         parts = self._scatter_call("infer_policies")
         return self._assemble([p[0] for p in parts]), self._assemble([p[1] for p in parts])
 
     def sample_action(self) -> np.ndarray:
-        """:meth:`Population.sample_action` on every shard; actions in global order."""
+        """:meth:`Population.sample_action <fa_core.Population.sample_action>` on every shard.
+
+        Returns
+        -------
+        actions : ndarray of int32, shape (n_agents, num_factors)
+            In global order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> _ = pop.infer_states(obs)
+        >>> _ = pop.infer_policies()
+        >>> pop.sample_action()[0]
+        array([3, 0], dtype=int32)
+        >>> pop.shutdown()
+        """
         return self._assemble(self._scatter_call("sample_action"))
 
     def reset(self) -> None:
-        """:meth:`Population.reset` on every shard."""
+        """:meth:`Population.reset <fa_core.Population.reset>` on every shard.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> _ = pop.step(obs)
+        >>> pop.reset()
+        >>> pop.gather("curr_timestep").tolist()
+        [0, 0, 0, 0, 0, 0]
+        >>> pop.shutdown()
+        """
         self._scatter_call("reset")
 
     def gather(self, name: str) -> np.ndarray | None:
-        """A copy of a Population state array (``qs``, ``q_pi``, ``G``, ``actions``,
-        ``curr_timestep``, ``rng``, ``gamma``, ...) over all agents, in global order."""
+        """A copy of one :class:`~fa_core.Population` state array over all agents.
+
+        Parameters
+        ----------
+        name : str
+            ``qs``, ``q_pi``, ``G``, ``actions``, ``has_action``, ``curr_timestep``,
+            ``rng``, ``gamma``, ``alpha``, ``lnC`` or ``lnE``.
+
+        Returns
+        -------
+        values : ndarray or None
+            The array in global agent order, or None when the shards share the
+            model's (``lnC`` / ``lnE``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.gather("gamma")
+        array([16., 16., 16., 16., 16., 16.], dtype=float32)
+        >>> pop.shutdown()
+        """
         if name not in _STATE_ARRAYS:
             raise ValueError(f"name must be one of {list(_STATE_ARRAYS)}, got {name!r}")
         parts = self._gather_calls("get", [(name,)] * self.n_shards)
         return None if all(p is None for p in parts) else self._assemble(parts)
 
     def add(self, k: int = 1) -> np.ndarray:
-        """Add ``k`` fresh agents, numbered ``n .. n + k - 1`` and placed on the smallest
-        shards, with the streams and copied parameters one ``Population`` gives them."""
+        """Add ``k`` fresh agents, numbered ``n .. n + k - 1``, placed on the smallest shards.
+
+        They get the random streams and copied parameters one ``Population``
+        would give them.
+
+        Parameters
+        ----------
+        k : int
+            How many agents to add.
+
+        Returns
+        -------
+        indices : ndarray of int
+            The newcomers' global indices.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.add(2)
+        array([6, 7])
+        >>> pop.shard_sizes
+        [4, 4]
+        >>> pop.shutdown()
+        """
         k = _opt.check_int("k", k, 0, None)
         self._check_alive()
         n = self.n_agents
@@ -356,8 +598,34 @@ class ShardedPopulation:
         return new
 
     def remove(self, indices) -> dict[int, int]:
-        """Remove agents by global index; returns ``{old: new}`` of renumbered agents, as
-        :meth:`Population.remove` (each shard removes and refills its own rows)."""
+        """Remove agents by global index, as :meth:`Population.remove <fa_core.Population.remove>`.
+
+        Each shard removes and refills its own rows.
+
+        Parameters
+        ----------
+        indices : int or sequence of int
+            Global indices of the agents to remove.
+
+        Returns
+        -------
+        moved : dict of int to int
+            ``{old: new}`` global indices of the renumbered agents.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.remove([0])                           # the last agent takes number 0
+        {5: 0}
+        >>> pop.n_agents
+        5
+        >>> pop.shutdown()
+        """
         self._check_alive()
         n_new, moved = removal_moves(self.n_agents, indices)
         gone = np.unique(np.asarray(indices, dtype=np.int64))
@@ -379,19 +647,70 @@ class ShardedPopulation:
     # -- checkpoints and failure ----------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Hibernate every shard (:meth:`Population.hibernate`) into a :class:`Checkpoint`
-        held on the driver; :meth:`restore` rolls back to the latest one."""
+        """Hibernate every shard into a :class:`Checkpoint` held on the driver.
+
+        :meth:`restore` rolls back to the latest one.
+
+        Returns
+        -------
+        checkpoint : Checkpoint
+            Every shard's :meth:`Population.hibernate <fa_core.Population.hibernate>`
+            bytes and the index mapping.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> ckpt = pop.checkpoint()
+        >>> len(ckpt.blobs)
+        2
+        >>> pop.shutdown()
+        """
         blobs = self._gather_calls("call", [("hibernate",)] * self.n_shards)
         self._checkpoint = Checkpoint(self.model, blobs, [m.copy() for m in self._members],
                                       self._seed_seq, self._n_seeded)
         return self._checkpoint
 
     def restore(self, checkpoint: Checkpoint | None = None) -> list[int]:
-        """Roll every shard back to ``checkpoint`` (default: the last one taken),
-        starting new actors for lost shards; returns the shards restarted.
+        """Roll every shard back to ``checkpoint``, starting new actors for lost shards.
 
         Surviving shards are rolled back too, so the population is where it
         was at the checkpoint as a whole (step the environment from there too).
+
+        Parameters
+        ----------
+        checkpoint : Checkpoint, optional
+            Default: the last one taken.
+
+        Returns
+        -------
+        restarted : list of int
+            The shards whose actors were restarted.
+
+        Raises
+        ------
+        CorruptStateError
+            If a blob or member list of the checkpoint does not fit the model.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> ckpt = pop.checkpoint()
+        >>> first = pop.step(obs).copy()
+        >>> pop.restore()                             # no shard was lost
+        []
+        >>> bool((pop.step(obs) == first).all())      # the same step again
+        True
+        >>> pop.shutdown()
         """
         ckpt = self._checkpoint if checkpoint is None else checkpoint
         if ckpt is None:
@@ -430,8 +749,36 @@ class ShardedPopulation:
     @classmethod
     def wake(cls, checkpoint: Checkpoint, *, cpus_per_shard: float = 1.0,
              actor_options: dict | None = None) -> "ShardedPopulation":
-        """A sharded population started from a :class:`Checkpoint` (e.g. one pickled by a
-        previous session), one new actor per shard."""
+        """A sharded population started from a :class:`Checkpoint`, one new actor per shard.
+
+        Parameters
+        ----------
+        checkpoint : Checkpoint
+            E.g. one pickled by a previous session (trusted sources only).
+        cpus_per_shard : float
+            As the constructor.
+        actor_options : dict, optional
+            As the constructor.
+
+        Returns
+        -------
+        population : ShardedPopulation
+            The population as it was at the checkpoint.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> ckpt = pop.hibernate()                     # checkpoint, then free the actors
+        >>> pop = ShardedPopulation.wake(ckpt, cpus_per_shard=0.5)
+        >>> pop.n_agents, pop.n_shards
+        (6, 2)
+        >>> pop.shutdown()
+        """
         self = cls.__new__(cls)
         if not ray.is_initialized():
             ray.init()
@@ -443,19 +790,71 @@ class ShardedPopulation:
         return self
 
     def hibernate(self) -> Checkpoint:
-        """:meth:`checkpoint`, then free the shards' actors; :meth:`wake` starts again."""
+        """:meth:`checkpoint`, then free the shards' actors; :meth:`wake` starts again.
+
+        Returns
+        -------
+        checkpoint : Checkpoint
+            The population's state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> ckpt = pop.hibernate()
+        >>> sum(len(m) for m in ckpt.members)
+        6
+        """
         ckpt = self.checkpoint()
         self.shutdown()
         return ckpt
 
     def shutdown(self) -> None:
-        """Kill the shards' actors (the population is unusable until :meth:`restore`)."""
+        """Kill the shards' actors (the population is unusable until :meth:`restore`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> pop.shutdown()
+        >>> pop.step(obs)
+        Traceback (most recent call last):
+        ...
+        fa_core.distributed.ShardLostError: lost shard(s) [0, 1] of the sharded population...
+        """
         for actor in self._shards:
             ray.kill(actor)
         self._lost = list(range(self.n_shards))
 
     def compute_seconds(self) -> list[float]:
-        """Seconds each shard has spent inside its population's calls (for overhead figures)."""
+        """Seconds each shard has spent inside its population's calls (for overhead figures).
+
+        Returns
+        -------
+        seconds : list of float
+            One entry per shard.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = ShardedPopulation(gm, 6, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 6)
+        >>> _ = pop.step(obs)
+        >>> len(pop.compute_seconds())
+        2
+        >>> pop.shutdown()
+        """
         return self._gather_calls("compute_seconds", [()] * self.n_shards)
 
     def __repr__(self) -> str:

@@ -164,6 +164,32 @@ def dumps(obj: Any, *, include_models: bool = False, protocol: int = pickle.HIGH
     Every :class:`GenerativeModel` inside is written as its content key only,
     so the pickle holds per-agent state alone; :func:`loads` resolves the keys
     to live models. With ``include_models=True`` this is plain ``pickle.dumps``.
+
+    Parameters
+    ----------
+    obj : object
+        What to pickle.
+    include_models : bool
+        Write the models too (plain pickle).
+    protocol : int
+        The pickle protocol.
+
+    Returns
+    -------
+    data : bytes
+        The pickle.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> from fa_core import lifecycle
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agent = Agent(model=gm, seed=0)
+    >>> _ = agent.infer_states([0, 0, 1])
+    >>> agents = [agent, Agent(model=gm, seed=1)]
+    >>> len(lifecycle.dumps(agents)) < len(pickle.dumps(agents))   # no model inside
+    True
     """
     if include_models:
         return pickle.dumps(obj, protocol=protocol)
@@ -182,14 +208,31 @@ def loads(data: bytes, models=()) -> Any:
     Parameters
     ----------
     data : bytes
+        What :func:`dumps` returned.
     models : iterable of GenerativeModel
         Models to resolve keys with, in addition to every live model that
         :func:`fa_core.model.model_by_key` finds.
+
+    Returns
+    -------
+    obj : object
+        The unpickled object, its models the live ones.
 
     Raises
     ------
     pickle.UnpicklingError
         If a model the pickle refers to is neither given nor alive.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> from fa_core import lifecycle
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agent = Agent(model=gm, seed=0)
+    >>> _ = agent.infer_states([0, 0, 1])
+    >>> again = lifecycle.loads(lifecycle.dumps([agent]), models=[gm])
+    >>> again[0].model is gm
+    True
     """
     import io
     by_key = {m.content_key(): m for m in models}
@@ -457,6 +500,7 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     Parameters
     ----------
     agent : Agent
+        The agent to store (it stays awake and unchanged).
     lossy : {None, "float16"}
         ``None`` (default): lossless, :func:`wake` restores every value bit for
         bit. ``"float16"``: beliefs (``qs`` and ``qs_hist``) are stored as
@@ -480,6 +524,11 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
         zlib-compress the blob when that makes it smaller (beliefs often hold
         a few distinct values, which compresses well).
 
+    Returns
+    -------
+    blob : bytes
+        The checked blob: a 36-byte header and the agent's plain values.
+
     Notes
     -----
     ``q_pi``, ``G`` and ``q_pi_hist`` are always stored exactly. A
@@ -498,6 +547,21 @@ def hibernate(agent: Agent, *, lossy: str | None = None, prune: float | None = N
     ------
     TypeError
         If the agent holds a value the plain format cannot store.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> from fa_core import lifecycle
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agent = Agent(model=gm, seed=0)
+    >>> _ = agent.infer_states([0, 0, 1])
+    >>> blob = lifecycle.hibernate(agent)
+    >>> again = lifecycle.wake(blob)
+    >>> bool((again.qs[1] == agent.qs[1]).all())
+    True
+    >>> small = lifecycle.hibernate(agent, lossy="float16")    # beliefs as float16
+    >>> len(small) <= len(blob)
+    True
     """
     _lossy_check(lossy, prune)
     _check_hibernatable(agent)
@@ -598,6 +662,26 @@ def blob_model_key(blob: bytes) -> bytes:
     """The content key of the model a hibernated agent needs.
 
     Checks the blob's header and length only; :func:`wake` checks the rest.
+
+    Parameters
+    ----------
+    blob : bytes
+        What :func:`hibernate` returned.
+
+    Returns
+    -------
+    key : bytes
+        The model's :meth:`GenerativeModel.content_key <fa_core.GenerativeModel.content_key>`.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> from fa_core import lifecycle
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agent = Agent(model=gm, seed=0)
+    >>> _ = agent.infer_states([0, 0, 1])
+    >>> lifecycle.blob_model_key(agent.hibernate()) == gm.content_key()
+    True
     """
     return unframe(blob, _MAGIC, _VERSION, _F_ZLIB | _F_RENORM, _WHAT, verify=False)[1]
 
@@ -615,6 +699,7 @@ def wake(blob: bytes, model: GenerativeModel | None = None, *, cls: type = Agent
     Parameters
     ----------
     blob : bytes
+        What :func:`hibernate` returned.
     model : GenerativeModel, optional
         The agent's model. By default the live model with the blob's content
         key (see :func:`fa_core.model.model_by_key`).
@@ -622,6 +707,12 @@ def wake(blob: bytes, model: GenerativeModel | None = None, *, cls: type = Agent
         The agent's class: ``Agent`` (default) or the subclass it was
         hibernated as (``MySubclass.wake(blob)`` passes it). The blob names
         its class but never imports it.
+
+    Returns
+    -------
+    agent : Agent
+        A new agent of class ``cls``, as it was hibernated (exactly, for
+        lossless blobs).
 
     Raises
     ------
@@ -631,6 +722,21 @@ def wake(blob: bytes, model: GenerativeModel | None = None, *, cls: type = Agent
     ValueError
         If no live model has the blob's key, ``model`` is not the model the
         agent was hibernated with, or the blob holds another class than ``cls``.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> from fa_core import lifecycle
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agent = Agent(model=gm, seed=0)
+    >>> _ = agent.infer_states([0, 0, 1])
+    >>> blob = lifecycle.hibernate(agent)
+    >>> lifecycle.wake(blob).curr_timestep
+    0
+    >>> lifecycle.wake(blob[:-1])                 # truncated: refused, nothing built
+    Traceback (most recent call last):
+    ...
+    fa_core.errors.CorruptStateError: corrupt or truncated hibernated agent: ...
     """
     flags, key, body = unframe(blob, _MAGIC, _VERSION, _F_ZLIB | _F_RENORM, _WHAT)
     model = _resolve_model(key, model)
@@ -796,7 +902,9 @@ class AgentPool(MutableMapping):
         and private parameters, as :func:`fa_core.memory.memory_report` counts
         them; measured when an agent is added or woken). At least one agent
         (the one just used) is always awake.
-    lossy, prune
+    lossy : {None, "float16"}
+        Passed to :func:`hibernate`.
+    prune : float, optional
         Passed to :func:`hibernate`.
 
     Notes
@@ -805,6 +913,19 @@ class AgentPool(MutableMapping):
     it: do not keep it across other pool accesses (changes made to it after
     that are lost); ask the pool again. Models of hibernated agents are kept
     alive by the pool.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, AgentPool, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> pool = AgentPool(max_awake=2)
+    >>> for i in range(5):
+    ...     pool[i] = Agent(model=gm, seed=i)
+    >>> pool
+    AgentPool(max_awake=2, awake=2, asleep=3)
+    >>> qs = pool[0].infer_states([0, 0, 1])     # agent 0 is woken; another one sleeps
+    >>> pool.is_awake(0), pool.n_asleep
+    (True, 3)
     """
 
     def __init__(self, max_awake: int | None = None, *, max_bytes: int | None = None,
@@ -884,10 +1005,44 @@ class AgentPool(MutableMapping):
         return sum(sys.getsizeof(b) for b in self._asleep.values())
 
     def is_awake(self, agent_id: Hashable) -> bool:
+        """Whether agent ``agent_id`` is awake (asking does not wake it).
+
+        Parameters
+        ----------
+        agent_id : hashable
+            The agent's key in the pool.
+
+        Returns
+        -------
+        awake : bool
+            ``True`` if awake, ``False`` if hibernated or not in the pool.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, AgentPool, GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> pool = AgentPool(max_awake=2)
+        >>> for i in range(3):
+        ...     pool[i] = Agent(model=gm, seed=i)
+        >>> [pool.is_awake(i) for i in range(3)]     # the least recently used sleeps
+        [False, True, True]
+        """
         return agent_id in self._awake
 
     def hibernate_all(self) -> None:
-        """Hibernate every awake agent."""
+        """Hibernate every awake agent.
+
+        Examples
+        --------
+        >>> from fa_core import Agent, AgentPool, GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> pool = AgentPool(max_awake=2)
+        >>> for i in range(3):
+        ...     pool[i] = Agent(model=gm, seed=i)
+        >>> pool.hibernate_all()
+        >>> pool.n_awake, pool.n_asleep
+        (0, 3)
+        """
         while self._awake:
             self._evict_one()
 

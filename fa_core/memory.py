@@ -48,7 +48,39 @@ _SHARED = -1   # owner label of objects not owned by a single agent
 
 @dataclass(frozen=True)
 class MemoryReport:
-    """Bytes used by ``n_agents`` agents, by component (see :mod:`fa_core.memory`)."""
+    """Bytes used by ``n_agents`` agents, by component (see :mod:`fa_core.memory`).
+
+    Parameters
+    ----------
+    n_agents : int
+        How many agents the report covers.
+    shared_model : int
+        Bytes of model objects shared by several agents or referenced from
+        elsewhere, counted once.
+    private_params : int
+        Bytes of model objects only one agent reaches (a model derived by an
+        edit or by learning).
+    beliefs : int
+        Bytes each agent owns besides history and model: ``qs``, ``q_pi``,
+        ``G``, action buffers, options, RNG, the agent object itself.
+    history : int
+        Bytes of ``qs_hist``, ``q_pi_hist`` and ``prev_actions``.
+    scratch : int
+        Bytes of the calling thread's scratch pool, shared by every agent on it.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
+    >>> from fa_core import memory_report_many
+    >>> report = memory_report_many(agents)
+    >>> report.n_agents, report.private_params, report.shared_model > 0
+    (10, 0, True)
+    >>> print(report)
+    memory of 10 agent(s):
+      shared model ...
+    """
 
     n_agents: int
     shared_model: int
@@ -68,6 +100,22 @@ class MemoryReport:
                 + self.scratch)
 
     def as_dict(self) -> dict:
+        """The report as a plain dict, with ``per_agent`` and ``total`` added.
+
+        Returns
+        -------
+        report : dict
+            Every field, plus ``per_agent`` (float) and ``total`` (int).
+
+        Examples
+        --------
+        >>> from fa_core import Agent, GenerativeModel, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
+        >>> from fa_core import memory_report_many
+        >>> sorted(memory_report_many(agents).as_dict())
+        ['beliefs', 'history', 'n_agents', 'per_agent', 'private_params', 'scratch', 'shared_model', 'total']
+        """
         return {**asdict(self), "per_agent": self.per_agent, "total": self.total}
 
     def __str__(self) -> str:
@@ -82,13 +130,60 @@ class MemoryReport:
 
 
 def memory_report(agent) -> MemoryReport:
-    """Bytes of one agent, by component; the model counts as shared if anything
-    else references it (another agent, a variable, the model it was derived from)."""
+    """Bytes of one agent, by component.
+
+    The model counts as shared if anything else references it (another agent,
+    a variable, the model it was derived from).
+
+    Parameters
+    ----------
+    agent : Agent
+        The agent to measure.
+
+    Returns
+    -------
+    report : MemoryReport
+        Shared model, private parameters, beliefs, history and pooled scratch.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
+    >>> from fa_core import memory_report
+    >>> report = memory_report(agents[0])
+    >>> report.n_agents, report.private_params
+    (1, 0)
+    >>> agents[0].C[1][1] = 5.0                        # an edit: this agent's own model
+    >>> _ = agents[0].infer_states([0, 0, 1])
+    >>> memory_report(agents[0]).private_params > 0
+    True
+    """
     return memory_report_many([agent])
 
 
 def agent_nbytes(agent) -> int:
-    """Bytes ``agent`` owns: private parameters, beliefs and history."""
+    """Bytes ``agent`` owns: private parameters, beliefs and history.
+
+    Parameters
+    ----------
+    agent : Agent
+        The agent to measure.
+
+    Returns
+    -------
+    nbytes : int
+        What :class:`fa_core.AgentPool` counts against ``max_bytes``.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
+    >>> from fa_core.memory import agent_nbytes, memory_report
+    >>> agent_nbytes(agents[0]) == memory_report(agents[0]).per_agent
+    True
+    """
     r = memory_report_many([agent], include_scratch=False)
     return r.private_params + r.beliefs + r.history
 
@@ -102,8 +197,26 @@ def memory_report_many(agents: Iterable, include_scratch: bool = True) -> Memory
     Parameters
     ----------
     agents : iterable of Agent
+        The agents to measure.
     include_scratch : bool
         Add the calling thread's scratch pool.
+
+    Returns
+    -------
+    report : MemoryReport
+        The totals over ``agents``; ``report.per_agent`` is the mean owned bytes.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
+    >>> from fa_core import memory_report_many
+    >>> report = memory_report_many(agents, include_scratch=False)
+    >>> report.n_agents, report.scratch
+    (10, 0)
+    >>> report.total == report.shared_model + report.beliefs + report.history
+    True
     """
     agents = list(agents)
     walk = _Walk()

@@ -60,6 +60,15 @@ def tmaze() -> dict[str, Any]:
     -------
     dict
         ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, builtin_models
+    >>> d = builtin_models.tmaze()
+    >>> [a.shape for a in d["A"]], [b.shape for b in d["B"]]
+    ([(4, 4, 2), (3, 4, 2), (2, 4, 2)], [(4, 4, 4), (2, 2, 1)])
+    >>> Agent(**d, policy_len=2)
+    fa_core.Agent(num_states=[4, 2], num_obs=[4, 3, 2], policies=16, t=0)
     """
     n_loc, n_ctx = 4, 2
     A_loc = np.zeros((n_loc, n_loc, n_ctx))
@@ -96,6 +105,22 @@ def default_reward_locations(size: int) -> list[tuple[int, int]]:
 
     Three cells away from the borders and from each other, so food has to be
     looked for; the same cells for a given ``size`` every time.
+
+    Parameters
+    ----------
+    size : int
+        Side of the grid, at least 2.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(row, col)`` of each food cell, sorted.
+
+    Examples
+    --------
+    >>> from fa_core import builtin_models
+    >>> builtin_models.default_reward_locations(10)
+    [(2, 7), (7, 2), (7, 7)]
     """
     if size < 2:
         raise ValueError(f"size must be at least 2, got {size}")
@@ -124,6 +149,15 @@ def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
     -------
     dict
         ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> d = builtin_models.grid_forager(5, reward_locations=[(0, 4)])
+    >>> d["A"][1][1].reshape(5, 5)[0]             # food only in the top-right corner
+    array([0., 0., 0., 0., 1.])
+    >>> GenerativeModel(**d).num_states
+    [25]
     """
     size = int(size)
     if reward_locations is None:
@@ -154,12 +188,36 @@ def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
 
 
 def grid10() -> dict[str, Any]:
-    """:func:`grid_forager` on a 10 x 10 grid (100 states)."""
+    """:func:`grid_forager` on a 10 x 10 grid (100 states).
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import builtin_models
+    >>> builtin_models.grid10()["B"][0].shape     # 100 states, 5 moves
+    (100, 100, 5)
+    """
     return grid_forager(10)
 
 
 def grid30() -> dict[str, Any]:
-    """:func:`grid_forager` on a 30 x 30 grid (900 states)."""
+    """:func:`grid_forager` on a 30 x 30 grid (900 states).
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import builtin_models
+    >>> builtin_models.grid30()["A"][0].shape
+    (900, 900)
+    """
     return grid_forager(30)
 
 
@@ -184,6 +242,15 @@ def four_factor(policy_len: int = 2, seed: int = 0) -> dict[str, Any]:
     -------
     dict
         ``A``, ``B``, ``C``, ``D``, ``control_fac_idx``, ``policy_len``.
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> d = builtin_models.four_factor()
+    >>> d["A"][0].shape, d["policy_len"]
+    ((6, 5, 5, 5, 5), 2)
+    >>> GenerativeModel(**d).num_policies
+    81
     """
     rng = np.random.default_rng(seed)
     ns, no, n_mod = 5, 6, 3
@@ -218,10 +285,28 @@ MODELS: dict[str, Callable[[], dict[str, Any]]] = {
 def get(name: str) -> dict[str, Any]:
     """Build the model registered as ``name`` in :data:`MODELS`.
 
+    Parameters
+    ----------
+    name : str
+        ``"tmaze"``, ``"grid10"``, ``"grid30"`` or ``"four_factor"``.
+
     Returns
     -------
     dict
         Fresh arrays: the caller may modify them.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not in :data:`MODELS`.
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> sorted(builtin_models.MODELS)
+    ['four_factor', 'grid10', 'grid30', 'tmaze']
+    >>> GenerativeModel(**builtin_models.get("grid10"))
+    GenerativeModel(num_states=[100], num_obs=[100, 2], num_controls=[5], policies=5, nbytes=...)
     """
     try:
         builder = MODELS[name]

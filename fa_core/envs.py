@@ -66,6 +66,20 @@ class GridWorld:
     -----
     Observations are ``(n_agents, 2)`` int64: column 0 the location, column 1
     the reward (0 nothing, 1 food). Agents start on random cells without food.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fa_core.envs import GridWorld
+    >>> env = GridWorld(size=5, n_agents=3, seed=0)
+    >>> env.reset()                               # (location, food) per agent
+    array([[21,  0],
+           [15,  0],
+           [12,  0]])
+    >>> env.step(np.array([4, 4, 4]))             # everyone moves right; agent 1 finds food
+    array([[22,  0],
+           [16,  1],
+           [13,  0]])
     """
 
     n_factors = 1
@@ -109,14 +123,50 @@ class GridWorld:
         return obs
 
     def reset(self) -> np.ndarray:
-        """Put every agent on a random food-free cell, clear the tallies, return observations."""
+        """Put every agent on a random food-free cell and clear the tallies.
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, 2)
+            Location and food outcome per agent.
+
+        Examples
+        --------
+        >>> from fa_core.envs import GridWorld
+        >>> env = GridWorld(size=5, n_agents=3, seed=0)
+        >>> obs = env.reset()
+        >>> obs[:, 0].tolist() == env.location.tolist(), obs[:, 1].tolist()
+        (True, [0, 0, 0])
+        """
         self.location = self._rng.choice(self._free_cells, size=self.n_agents).astype(np.int64)
         self.food_steps[:] = 0
         self.found[:] = False
         return self._observe()
 
     def step(self, actions) -> np.ndarray:
-        """Move every agent by its action (0 stay, 1 up, 2 down, 3 left, 4 right); return observations."""
+        """Move every agent by its action (0 stay, 1 up, 2 down, 3 left, 4 right).
+
+        Moving into a wall keeps the agent in place.
+
+        Parameters
+        ----------
+        actions : array_like of int, shape (n_agents,) or (n_agents, 1)
+            One control index per agent, as :meth:`fa_core.Population.step` returns.
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, 2)
+            Location and food outcome per agent.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core.envs import GridWorld
+        >>> env = GridWorld(size=5, n_agents=3, seed=0)
+        >>> _ = env.reset()
+        >>> env.step(np.array([[1], [0], [3]]))[:, 0]  # up, stay, left
+        array([16, 15, 11])
+        """
         a = _as_actions(actions, self.n_agents, self.n_factors, self.num_controls)
         self.location = self._next_cell[a, self.location]
         return self._observe()
@@ -146,6 +196,19 @@ class TMaze:
     1 reward, 2 loss) and cue (the context at the cue location, a fair coin
     elsewhere). Actions name the location to move to; the context factor is
     uncontrolled.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fa_core.envs import TMaze
+    >>> env = TMaze(n_agents=3, seed=0)
+    >>> obs = env.reset()                         # all in the centre
+    >>> env.step(np.array([[3, 0]] * 3))          # to the cue: it shows the context
+    array([[3, 0, 1],
+           [3, 0, 1],
+           [3, 0, 1]])
+    >>> env.context
+    array([1, 1, 1])
     """
 
     n_factors = 2
@@ -176,7 +239,21 @@ class TMaze:
         return obs
 
     def reset(self) -> np.ndarray:
-        """Agents to the centre with a fresh random context; clear the tallies; return observations."""
+        """Agents to the centre with a fresh random context; clear the tallies.
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, 3)
+            Location, reward and cue outcome per agent.
+
+        Examples
+        --------
+        >>> from fa_core.envs import TMaze
+        >>> env = TMaze(n_agents=2, seed=0)
+        >>> env.reset()[:, :2]                        # centre, no reward
+        array([[0, 0],
+               [0, 0]])
+        """
         self.location = np.zeros(self.n_agents, dtype=np.int64)
         self.context = self._rng.integers(0, 2, size=self.n_agents).astype(np.int64)
         self.rewards[:] = 0
@@ -184,6 +261,28 @@ class TMaze:
         return self._observe()
 
     def step(self, actions) -> np.ndarray:
-        """Move every agent to the location its action names; return observations."""
+        """Move every agent to the location its action names.
+
+        Parameters
+        ----------
+        actions : array_like of int, shape (n_agents,) or (n_agents, 2)
+            The location to move to per agent (factor 0's control; the context
+            factor's control is ignored), as :meth:`fa_core.Population.step` returns.
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, 3)
+            Location, reward (0 none, 1 reward, 2 loss) and cue outcome per agent.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core.envs import TMaze
+        >>> env = TMaze(n_agents=2, seed=0)
+        >>> _ = env.reset()
+        >>> obs = env.step(np.array([1, 2]))          # right arm, left arm
+        >>> obs[:, 0].tolist(), env.rewards.tolist(), env.losses.tolist()
+        ([1, 2], [0, 1], [1, 0])
+        """
         self.location = _as_actions(actions, self.n_agents, self.n_factors, self.num_controls)
         return self._observe()

@@ -19,16 +19,60 @@ MAX_POLICY_ENTRIES = 10_000_000
 
 
 def count_policies(num_controls: Sequence[int], policy_len: int) -> int:
-    """How many policies :func:`construct_policies` builds: prod(num_controls) ** policy_len.
+    """How many policies :func:`construct_policies` builds: ``prod(num_controls) ** policy_len``.
 
     Exact (a Python int), computed before anything is built.
+
+    Parameters
+    ----------
+    num_controls : sequence of int
+        Controls per factor.
+    policy_len : int
+        Steps per policy.
+
+    Returns
+    -------
+    int
+        The number of policies.
+
+    Examples
+    --------
+    >>> from fa_core.policies import count_policies
+    >>> count_policies([3, 3, 1, 1], 2)
+    81
     """
     return math.prod(int(n) for n in num_controls) ** int(policy_len)
 
 
 def check_policy_count(n_policies: int, policy_len: int, num_factors: int,
                        what: str = "the policy set") -> None:
-    """Refuse policy sets above :data:`MAX_POLICIES` or :data:`MAX_POLICY_ENTRIES`."""
+    """Refuse policy sets above :data:`MAX_POLICIES` or :data:`MAX_POLICY_ENTRIES`.
+
+    Parameters
+    ----------
+    n_policies : int
+        Number of policies.
+    policy_len : int
+        Steps per policy.
+    num_factors : int
+        Hidden-state factors (one action per factor and step).
+    what : str
+        How the message names the policy set.
+
+    Raises
+    ------
+    ValueError
+        If the set is too large; the message names the bound to raise.
+
+    Examples
+    --------
+    >>> from fa_core.policies import MAX_POLICIES, check_policy_count
+    >>> check_policy_count(81, 2, 4)                 # fine: returns None
+    >>> check_policy_count(MAX_POLICIES + 1, 1, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: the policy set would have 100,001 policies, more than fa_core.policies.MAX_POLICIES = 100,000: ...
+    """
     if n_policies > MAX_POLICIES:
         raise ValueError(f"{what} would have {n_policies:,} policies, more than "
                          f"fa_core.policies.MAX_POLICIES = {MAX_POLICIES:,}: shorten policy_len, "
@@ -45,11 +89,35 @@ def construct_policies(num_states: Sequence[int], num_controls: Sequence[int] | 
                        ) -> list[np.ndarray]:
     """All policies of ``policy_len`` steps, in pymdp's order.
 
+    Parameters
+    ----------
+    num_states : sequence of int
+        States per factor.
+    num_controls : sequence of int, optional
+        Controls per factor; default ``num_states[f]`` for the controllable
+        factors and 1 for the others (as pymdp).
+    policy_len : int
+        Steps per policy.
+    control_fac_idx : sequence of int, optional
+        The controllable factors; default those with more than one control.
+
     Returns
     -------
     list of ndarray
         One int array of shape ``(policy_len, num_factors)`` per policy: the
         product over factors and time steps of ``range(num_controls[f])``.
+
+    Raises
+    ------
+    ValueError
+        If the set would exceed :data:`MAX_POLICIES` or :data:`MAX_POLICY_ENTRIES`.
+
+    Examples
+    --------
+    >>> from fa_core.policies import construct_policies
+    >>> policies = construct_policies([4, 2], [4, 1], policy_len=2)
+    >>> len(policies), policies[1].tolist()
+    (16, [[0, 0], [1, 0]])
     """
     num_factors = len(num_states)
     if control_fac_idx is None:
@@ -65,11 +133,36 @@ def construct_policies(num_states: Sequence[int], num_controls: Sequence[int] | 
 def validate_policies(policies, num_controls: Sequence[int]) -> list[np.ndarray]:
     """Check a user's policies and return them as int64 arrays of one shape.
 
+    Parameters
+    ----------
+    policies : sequence of array_like of int
+        Each of shape ``(policy_len, num_factors)`` (or ``(num_factors,)`` for
+        one step).
+    num_controls : sequence of int
+        Controls per factor.
+
+    Returns
+    -------
+    list of ndarray of int64
+        The policies, each of shape ``(policy_len, num_factors)``.
+
     Raises
     ------
     ValueError
         If the list is empty, shapes differ or do not match the number of
         factors, or an action is outside ``0..num_controls[f]-1``.
+    TypeError
+        If ``policies`` is not a list of integer arrays.
+
+    Examples
+    --------
+    >>> from fa_core.policies import validate_policies
+    >>> [p.tolist() for p in validate_policies([[0, 0], [3, 0]], [4, 1])]
+    [[[0, 0]], [[3, 0]]]
+    >>> validate_policies([[4, 0]], [4, 1])
+    Traceback (most recent call last):
+    ...
+    ValueError: policies[0] has an action outside 0..num_controls-1 (num_controls = [4, 1])
     """
     if isinstance(policies, np.ndarray) and policies.dtype != object and policies.ndim == 3:
         policies = list(policies)

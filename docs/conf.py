@@ -4,12 +4,18 @@ Build (warnings are errors, the gallery examples run): ``.ci/docs``, or
 ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` from the repository root.
 """
 
+import glob
 import os
 import sys
 
-# the checkout's package (with its compiled extensions built in place) comes before an installed one
+# The checkout's package when its extensions are built in place (a developer's tree), else the
+# installed fa_core (CI's fresh clone has no compiled modules: keep its sources off sys.path).
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, ROOT)
+if glob.glob(os.path.join(ROOT, "fa_core", "_kernels*.so")) or glob.glob(
+        os.path.join(ROOT, "fa_core", "_kernels*.pyd")):
+    sys.path.insert(0, ROOT)
+else:
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != ROOT]
 
 import fa_core  # noqa: E402
 

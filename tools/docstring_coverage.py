@@ -18,8 +18,14 @@ import sys
 
 from numpydoc.validate import validate
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fa_core  # noqa: E402  (the checkout's package, not another installed copy)
+# The checkout's package when its extensions are built in place, else the installed fa_core.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if any(f.startswith("_kernels") and f.endswith((".so", ".pyd"))
+       for f in os.listdir(os.path.join(ROOT, "fa_core"))):
+    sys.path.insert(0, ROOT)
+else:
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != ROOT]
+import fa_core  # noqa: E402
 
 MODULES = ["agent", "population", "model", "distributed", "lifecycle", "memory", "envs",
            "builtin_models", "policies"]

@@ -45,7 +45,7 @@ nitpicky = False
 # -- autodoc / autosummary / numpydoc --------------------------------------------------------
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "member-order": "groupwise", "show-inheritance": False}
+autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": False}
 autodoc_typehints = "none"  # the numpydoc sections say the types
 autodoc_mock_imports = [] if __import__("importlib").util.find_spec("ray") else ["ray"]
 numpydoc_show_class_members = False  # the class template lists members itself

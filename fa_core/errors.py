@@ -14,4 +14,16 @@ class CorruptStateError(ValueError):
     allows (an action index beyond ``num_controls``, beliefs of the wrong shape,
     a negative time step, ...). The message says "corrupt or truncated" and
     what failed. Nothing is built when it is raised.
+
+    Examples
+    --------
+    >>> from fa_core import Agent, CorruptStateError, builtin_models
+    >>> agent = Agent(**builtin_models.tmaze(), seed=0)
+    >>> blob = bytearray(agent.hibernate())
+    >>> blob[-1] ^= 1                             # one flipped bit
+    >>> try:
+    ...     Agent.wake(bytes(blob))
+    ... except CorruptStateError as err:
+    ...     print(str(err).split(":")[0], isinstance(err, ValueError))
+    corrupt or truncated hibernated agent True
     """

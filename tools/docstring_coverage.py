@@ -28,7 +28,7 @@ else:
 import fa_core  # noqa: E402
 
 MODULES = ["agent", "population", "model", "distributed", "lifecycle", "memory", "envs",
-           "builtin_models", "policies"]
+           "builtin_models", "policies", "errors"]
 CHECKS = {"GL08": "docstring", "PR01": "Parameters", "RT01": "Returns", "EX01": "Examples"}
 
 

@@ -11,17 +11,17 @@ Index conventions: a tensor over the parent factors ``dep[0..nd-1]`` is
 flattened in C order (the last parent varies fastest), as numpy does.
 """
 
-from libc.math cimport log, exp
+from libc.math cimport log
 from libc.string cimport memset
+
+from fa_core._math cimport (EPS_D, expected_utility, joint_of_marginals, predicted_outcomes,
+                            softmax, state_info_gain_dense)
 
 import numpy as np
 cimport numpy as cnp
 
 cnp.import_array()
 
-cdef double EPS = 1e-16                    # pymdp's spm_log_single / spm_norm epsilon
-cdef double PRUNE = 1.1253517471925912e-07  # exp(-16): spm_MDP_G's pruning and entropy epsilon
-cdef int MAX_DEP = 64
 
 
 cdef struct MC:
@@ -69,21 +69,6 @@ cdef struct MC:
     float* lnC
     long long* lnc_off
     int n_steps
-
-
-cdef inline int joint_of(const MC* m, const float* q, const int* dep, int nd, float* out) noexcept nogil:
-    """Outer product of the marginals of ``dep`` in ``q`` (C order) into ``out``; returns its size."""
-    cdef int K = 1, d, n, i, j
-    cdef float v
-    out[0] = 1.0
-    for d in range(nd):
-        n = m.ns[dep[d]]
-        for i in range(K - 1, -1, -1):
-            v = out[i]
-            for j in range(n):
-                out[i * n + j] = v * q[m.s_off[dep[d]] + j]
-        K *= n
-    return K
 
 
 cdef void contract_except(const MC* m, const float* T, int rows, const int* dep, int nd,
@@ -150,7 +135,7 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
     cdef const long long* cp
     cdef const float* rzp
     cdef int nf = m.nf
-    cdef double F = 0.0, mean, mx, tot, acc, coeff, e
+    cdef double F = 0.0, mean, tot, acc, coeff, e
     cdef float* qt
     cdef const float* qn
     cdef const float* Bm
@@ -183,15 +168,15 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                         contract_except(m, lh + <long long>t * m.lh_stride + m.l_off[l], 1,
                                         dep, nd, pos, qt, tmp)
                         for v in range(ns_f):
-                            lnA[v] += log(tmp[v] + EPS)
+                            lnA[v] += log(tmp[v] + EPS_D)
                 # past message
                 if t == 0:
                     for v in range(ns_f):
-                        past[v] = log(<double>prior[m.s_off[f] + v] + EPS)
+                        past[v] = log(<double>prior[m.s_off[f] + v] + EPS_D)
                 else:
                     dep = m.b_dep + m.b_dep_off[f]
                     nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
-                    K = joint_of(m, q + (t - 1) * m.S, dep, nd, fs)
+                    K = joint_of_marginals(m.ns, m.s_off, q + (t - 1) * m.S, dep, nd, -1, fs)
                     u = acts[(t - 1) * nf + f]
                     cp = m.c_ptr + m.c_col[f] + <long long>u * (K + 1)
                     for v in range(ns_f):
@@ -201,7 +186,7 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                             for j in range(cp[k], cp[k + 1]):
                                 tmp[m.c_row[j]] += <double>m.c_val[j] * fs[k]
                     for v in range(ns_f):
-                        past[v] = log(tmp[v] + EPS)
+                        past[v] = log(tmp[v] + EPS_D)
                 # future message, from every factor f drives
                 for v in range(ns_f):
                     fut[v] = 0.0
@@ -218,13 +203,13 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                             for s in range(ns_i):
                                 tmp[s] = <double>qn[m.s_off[i] + s] * rzp[s]
                                 acc += tmp[s]
-                            acc *= EPS
+                            acc *= EPS_D
                             cp = m.c_ptr + m.c_col[i] + <long long>u * (ns_f + 1)
                             for v in range(ns_f):
                                 e = acc
                                 for j in range(cp[v], cp[v + 1]):
                                     e += <double>m.c_val[j] * tmp[m.c_row[j]]
-                                fut[v] += log(e + EPS)
+                                fut[v] += log(e + EPS_D)
                         else:
                             # marginalise B[i][..., u] over f's co-parents, then spm_norm its transpose
                             dep = m.b_dep + m.b_dep_off[i]
@@ -234,14 +219,14 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                             for s in range(ns_i):
                                 tot = 0.0
                                 for v in range(ns_f):
-                                    tot += M[s * ns_f + v] + EPS
+                                    tot += M[s * ns_f + v] + EPS_D
                                 for v in range(ns_f):
-                                    M[s * ns_f + v] = (M[s * ns_f + v] + EPS) / tot
+                                    M[s * ns_f + v] = (M[s * ns_f + v] + EPS_D) / tot
                             for v in range(ns_f):
                                 acc = 0.0
                                 for s in range(ns_i):
                                     acc += M[s * ns_f + v] * qn[m.s_off[i] + s]
-                                fut[v] += log(acc + EPS)
+                                fut[v] += log(acc + EPS_D)
                     for v in range(ns_f):
                         fut[v] *= fut_w
                 # gradient step on the log beliefs
@@ -249,21 +234,15 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                 mean = 0.0
                 for v in range(ns_f):
                     sx[v] = qt[m.s_off[f] + v]
-                    lnq[v] = log(sx[v] + EPS)
+                    lnq[v] = log(sx[v] + EPS_D)
                     err[v] = coeff * lnA[v] + past[v] + fut[v] - coeff * lnq[v]
                     mean += err[v]
                 mean /= ns_f
-                mx = -1e300
                 for v in range(ns_f):
                     lnq[v] += tau * (err[v] - mean)
-                    if lnq[v] > mx:
-                        mx = lnq[v]
-                tot = 0.0
+                softmax(lnq, ns_f)
                 for v in range(ns_f):
-                    lnq[v] = exp(lnq[v] - mx)
-                    tot += lnq[v]
-                for v in range(ns_f):
-                    qt[m.s_off[f] + v] = <float>(lnq[v] / tot)
+                    qt[m.s_off[f] + v] = <float>lnq[v]
                 if xn != NULL:
                     j = (<long long>itr * infer_len + t) * m.S + m.s_off[f]
                     for v in range(ns_f):
@@ -287,41 +266,22 @@ cdef double c_efe(const MC* m, const float* q, int t0, int use_util, int use_sig
     parent states at or below exp(-16) are left out of the information gain).
     Scratch: ``fs`` max_K floats, ``ds`` 2 * max_no doubles.
     """
-    cdef int tt, mm, K, o, k, no
-    cdef double g = 0.0, sig, acc, acck, x
+    cdef int tt, mm, K, no
+    cdef double g = 0.0
     cdef const float* qt
-    cdef const float* row
-    cdef const float* aH
     cdef double* qo = ds
     cdef double* qk = ds + m.max_no
     for tt in range(m.n_steps):
         qt = q + (t0 + tt) * m.S
         for mm in range(m.nm):
             no = m.no[mm]
-            K = joint_of(m, qt, m.a_dep + m.a_dep_off[mm], m.a_dep_off[mm + 1] - m.a_dep_off[mm], fs)
-            for o in range(no):
-                row = m.A + m.a_off[mm] + <long long>o * K
-                acc = 0.0
-                acck = 0.0
-                for k in range(K):
-                    x = <double>row[k] * fs[k]
-                    acc += x
-                    if fs[k] > PRUNE:
-                        acck += x
-                qo[o] = acc
-                qk[o] = acck
+            K = joint_of_marginals(m.ns, m.s_off, qt, m.a_dep + m.a_dep_off[mm],
+                                   m.a_dep_off[mm + 1] - m.a_dep_off[mm], -1, fs)
+            predicted_outcomes(m.A + m.a_off[mm], fs, K, no, qo, qk)
             if use_util:
-                for o in range(no):
-                    g += qo[o] * m.lnC[m.lnc_off[mm] + o * m.n_steps + tt]
+                g += expected_utility(qo, m.lnC + m.lnc_off[mm] + tt, m.n_steps, no)
             if use_sig:
-                sig = 0.0
-                aH = m.aH + m.ah_off[mm]
-                for k in range(K):
-                    if fs[k] > PRUNE:
-                        sig += <double>fs[k] * aH[k]
-                for o in range(no):
-                    sig -= qk[o] * log(qk[o] + EPS)
-                g += sig
+                g += state_info_gain_dense(m.aH + m.ah_off[mm], fs, K, qk, no)
     return g
 
 
@@ -423,7 +383,7 @@ def infer_states(MMPModel model, const float[::1] lh, int past_len, int infer_le
     cdef bint rec = xn is not None
     with nogil:
         for i in range(<long long>past_len * m.lh_stride):
-            lnlh[i] = log(<double>lh[i] + EPS)
+            lnlh[i] = log(<double>lh[i] + EPS_D)
         for p in range(n_pol):
             F[p] = <float>c_mmp(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff, &acts[p, 0, 0],
                                 &prior[0 if shared else p, 0], &q[p, 0, 0], num_iter, tau, fut_w,
@@ -438,7 +398,7 @@ def infer_policies(MMPModel model, const float[:, :, ::1] q, int t0, bint use_ut
     ``q_pi = softmax(gamma * G - F + lnE)``, written in place."""
     cdef const MC* m = &model.c
     cdef int p, n_pol = q.shape[0]
-    cdef double g, mx = -1e300, tot = 0.0
+    cdef double g
     cdef double* lg
     with nogil:
         lg = &ds[0] + 2 * m.max_no   # logits after c_efe's scratch; caller gives n_ds + n_pol
@@ -446,10 +406,6 @@ def infer_policies(MMPModel model, const float[:, :, ::1] q, int t0, bint use_ut
             g = c_efe(m, &q[p, 0, 0], t0, use_utility, use_states_info_gain, &fs[0], &ds[0])
             G[p] = <float>g
             lg[p] = gamma * g - F[p] + lnE[p]
-            if lg[p] > mx:
-                mx = lg[p]
+        softmax(lg, n_pol)
         for p in range(n_pol):
-            lg[p] = exp(lg[p] - mx)
-            tot += lg[p]
-        for p in range(n_pol):
-            q_pi[p] = <float>(lg[p] / tot)
+            q_pi[p] = <float>lg[p]

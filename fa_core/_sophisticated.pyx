@@ -20,19 +20,17 @@ float32 copies, dense (models searched this way are small: the tree is
 exponential in the horizon).
 """
 
-from libc.math cimport exp, log
+from libc.math cimport log
 from libc.string cimport memcpy
+
+from fa_core._math cimport (EPS_D, divergence_from_prior, expected_utility, fpi_sweep_of,
+                            inductive_cost, inductive_row, joint_of_marginals,
+                            predicted_outcomes, softmax, state_info_gain_dense)
 
 import numpy as np
 cimport numpy as cnp
 
 cnp.import_array()
-
-# pymdp's epsilons: spm_log adds 1e-16; spm_MDP_G adds exp(-16) inside the column
-# entropy and leaves out joint states with probability <= exp(-16)
-cdef double EPS = 1e-16
-cdef double PRUNE = 1.1253517471925912e-07
-cdef double LOG_INDUCTIVE_EPS = -6.907755278982137  # log(1e-3), calc_inductive_cost's epsilon
 
 # integer slots of a frame after its nm outcome digits
 cdef int FI_POLICY = 0   # policy being expanded (-1 before the first)
@@ -81,34 +79,16 @@ cdef struct SIM:
 
 cdef inline int joint_of(const SIM* m, const double* qs, const int* dep, int nd, int skip,
                          double* out) noexcept nogil:
-    """Outer product (C order) of the marginals of ``dep``; axis ``skip`` (if >= 0)
-    contributes ones. Returns the joint size."""
-    cdef int K = 1, d, f, n, i, j
-    cdef double v
-    out[0] = 1.0
-    for d in range(nd):
-        f = dep[d]
-        n = m.ns[f]
-        for i in range(K - 1, -1, -1):  # expand from the back: entries below are unread
-            v = out[i]
-            for j in range(n):
-                out[i * n + j] = v if d == skip else v * qs[m.s_off[f] + j]
-        K *= n
-    return K
+    """:func:`fa_core._math.joint_of_marginals` on this model's factors."""
+    return joint_of_marginals(m.ns, m.s_off, qs, dep, nd, skip, out)
 
 
 cdef inline void softmax_scaled(const double* x, double scale, double* out, int n) noexcept nogil:
-    """out = softmax(scale * x) (pymdp's softmax: subtract the max, exp, normalise)."""
+    """out = softmax(scale * x)."""
     cdef int i
-    cdef double mx = scale * x[0], tot = 0.0
-    for i in range(1, n):
-        if scale * x[i] > mx:
-            mx = scale * x[i]
     for i in range(n):
-        out[i] = exp(scale * x[i] - mx)
-        tot += out[i]
-    for i in range(n):
-        out[i] /= tot
+        out[i] = scale * x[i]
+    softmax(out, n)
 
 
 cdef void predict(const SIM* m, const double* qs, const int* act, double* out,
@@ -145,31 +125,14 @@ cdef void node_eval(const SIM* m, double* fd, int* fi, double gamma, double* wor
     cdef int* ind_row = fi + m.nm + 2
     cdef double* joint = work
     cdef double* qk = work + m.max_K
-    cdef int p, f, i, k, mm, o, K, nd, row, kept
-    cdef double g, s, mx, acc
+    cdef int p, f, mm, K, nd, row
+    cdef double g
     cdef double* q1
     cdef double* qom
-    cdef const float* Am
-    cdef const float* aH
 
     if m.has_I:
-        # calc_inductive_cost: the most likely state of each factor now (first maximum);
-        # the row before the first depth at which it is marked reachable
         for f in range(m.nf):
-            k = 0
-            mx = qs[m.s_off[f]]
-            for i in range(1, m.ns[f]):
-                if qs[m.s_off[f] + i] > mx:
-                    mx = qs[m.s_off[f] + i]
-                    k = i
-            row = -1
-            for i in range(m.ii_depth):
-                if m.ind[m.I_off[f] + i * m.ns[f] + k] == 1.0:
-                    row = i
-                    break
-            if row > 0:
-                row -= 1
-            ind_row[f] = row
+            ind_row[f] = inductive_row(m.ind + m.I_off[f], m.ii_depth, m.ns[f], qs + m.s_off[f])
 
     for p in range(m.P):
         q1 = qs1 + p * m.S
@@ -178,43 +141,18 @@ cdef void node_eval(const SIM* m, double* fd, int* fi, double gamma, double* wor
         for mm in range(m.nm):
             nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
             K = joint_of(m, q1, m.a_dep + m.a_dep_off[mm], nd, -1, joint)
-            Am = m.A + m.a_off[mm]
-            aH = m.aH + m.k_off[mm]
             qom = qo + p * m.SO + m.o_off[mm]
-            for o in range(m.no[mm]):
-                acc = 0.0
-                for k in range(K):
-                    acc += Am[o * K + k] * joint[k]
-                qom[o] = acc
-                g += acc * m.lnC[m.o_off[mm] + o]   # expected utility
             # spm_MDP_G: joint states at or below exp(-16) are left out, and the
             # outcome entropy is taken over the outcomes the kept states predict
-            s = 0.0
-            kept = 0
-            for k in range(K):
-                if joint[k] > PRUNE:
-                    s += joint[k] * aH[k]
-                    kept += 1
-            if kept == K:
-                for o in range(m.no[mm]):
-                    qk[o] = qom[o]
-            else:
-                for o in range(m.no[mm]):
-                    acc = 0.0
-                    for k in range(K):
-                        if joint[k] > PRUNE:
-                            acc += Am[o * K + k] * joint[k]
-                    qk[o] = acc
-            for o in range(m.no[mm]):
-                s -= qk[o] * log(qk[o] + EPS)
-            g += s
+            predicted_outcomes(m.A + m.a_off[mm], joint, K, m.no[mm], qom, qk)
+            g += expected_utility(qom, m.lnC + m.o_off[mm], 1, m.no[mm])
+            g += state_info_gain_dense(m.aH + m.k_off[mm], joint, K, qk, m.no[mm])
         if m.has_I:
             for f in range(m.nf):
                 row = ind_row[f]
                 if row >= 0:
-                    for i in range(m.ns[f]):
-                        g += (1.0 - m.ind[m.I_off[f] + row * m.ns[f] + i]) * LOG_INDUCTIVE_EPS \
-                             * q1[m.s_off[f] + i]
+                    g = inductive_cost(g, m.ind + m.I_off[f] + row * m.ns[f], q1 + m.s_off[f],
+                                       m.ns[f])
         G[p] = g
     softmax_scaled(G, gamma, qpi, m.P)
     fi[FI_POLICY] = -1
@@ -261,14 +199,14 @@ cdef void infer_states(const SIM* m, const int* dig, const double* prior, double
                        double* work) noexcept nogil:
     """pymdp's run_vanilla_fpi_factorized for the one-hot outcome ``dig``.
 
-    ``work`` needs 3 S + 2 max_K + max_ns doubles.
+    ``work`` needs 4 S + 2 max_K doubles.
     """
     cdef double* logprior = work
     cdef double* qa = work + m.S
     cdef double* qb = qa + m.S
     cdef double* w = qb + m.S
     cdef double* w2 = w + m.max_K
-    cdef double* qL = w2 + m.max_K
+    cdef double* qL = w2 + m.max_K      # messages, flat over factors
     cdef double* cur = qa
     cdef double* nxt = qb
     cdef double* swap
@@ -278,14 +216,14 @@ cdef void infer_states(const SIM* m, const int* dig, const double* prior, double
     cdef const int* dep
 
     for i in range(m.S):
-        logprior[i] = log(prior[i] + EPS)
+        logprior[i] = log(prior[i] + EPS_D)
     if m.nf == 1:  # one factor: closed form
         for i in range(m.S):
             v = logprior[i]
             for mm in range(m.nm):
                 v += m.logA[m.a_off[mm] + <long long>dig[mm] * m.a_K[mm] + i]
             qs[i] = v
-        softmax_scaled(qs, 1.0, qs, m.S)
+        softmax(qs, m.S)
         return
     for f in range(m.nf):
         for i in range(m.ns[f]):
@@ -295,7 +233,7 @@ cdef void infer_states(const SIM* m, const int* dig, const double* prior, double
         # every factor updated from the previous iterate, as pymdp
         for f in range(m.nf):
             for i in range(m.ns[f]):
-                qL[i] = 0.0
+                qL[m.s_off[f] + i] = 0.0
             for j in range(m.f_mods_off[f], m.f_mods_off[f + 1]):
                 mm = m.f_mods[j]
                 dep = m.a_dep + m.a_dep_off[mm]
@@ -310,10 +248,8 @@ cdef void infer_states(const SIM* m, const int* dig, const double* prior, double
                 K = joint_of(m, cur, dep, nd, pos, w2)
                 ll = m.logA + m.a_off[mm] + <long long>dig[mm] * K
                 for i in range(K):
-                    qL[(i // stride) % m.ns[f]] += ll[i] * w2[i]
-            for i in range(m.ns[f]):
-                nxt[m.s_off[f] + i] = qL[i] + logprior[m.s_off[f] + i]
-            softmax_scaled(nxt + m.s_off[f], 1.0, nxt + m.s_off[f], m.ns[f])
+                    qL[m.s_off[f] + (i // stride) % m.ns[f]] += ll[i] * w2[i]
+        fpi_sweep_of(m.nf, m.ns, m.s_off, m.S, logprior, qL, nxt)
         swap = cur
         cur = nxt
         nxt = swap
@@ -334,13 +270,9 @@ cdef double free_energy(const SIM* m, const double* qs, const double* logprior, 
     pymdp reshapes (not transposes) each modality's log likelihood into sorted
     factor order; reading it the same way stops the iteration where it stops.
     """
-    cdef int f, i, mm, K
-    cdef double F = 0.0, q
+    cdef int i, mm, K
+    cdef double F = divergence_from_prior(0.0, qs, logprior, m.S)
     cdef const float* ll
-    for f in range(m.nf):
-        for i in range(m.ns[f]):
-            q = qs[m.s_off[f] + i]
-            F += q * log(q + EPS) - q * logprior[m.s_off[f] + i]
     if with_ll:
         for mm in range(m.nm):
             K = joint_of(m, qs, m.a_sdep + m.a_dep_off[mm], m.a_dep_off[mm + 1] - m.a_dep_off[mm],
@@ -506,7 +438,7 @@ cdef class SIModel:
     def scratch_sizes(self, int horizon):
         """(doubles, ints) of scratch one search of depth ``horizon`` needs."""
         cdef const SIM* m = &self.c
-        work = 3 * m.S + 2 * m.max_K + m.max_ns          # state inference
+        work = 4 * m.S + 2 * m.max_K                     # state inference
         work = max(work, m.max_K + m.max_no)             # scoring a node
         return horizon * m.FD + work, horizon * m.FI
 

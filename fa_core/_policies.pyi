@@ -1,0 +1,15 @@
+"""Type stubs for the policy evaluation kernels (fa_core/_policies.pyx)."""
+
+import numpy as np
+import numpy.typing as npt
+
+from fa_core._model import KModel
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+def infer_policies(
+    model: KModel, qs: F32, gamma: float, use_utility: bool, use_states_info_gain: bool,
+    use_pA: bool, use_pB: bool, use_I: bool, G: F32, q_pi: F32, scratch: F32,
+) -> None: ...
+def action_marginals(model: KModel, q_pi: F32, marg: F32) -> None: ...

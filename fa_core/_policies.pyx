@@ -1,0 +1,303 @@
+# cython: language_level=3
+"""Policy evaluation kernels: expected free energy of every policy and the policy posterior.
+
+Per agent (:func:`c_infer_policies`, every term: utility, state and parameter
+information gain, inductive cost) and for BL agents at once
+(:func:`c_infer_policies_block`, utility and state information gain), on the
+terms of ``_math.pxd``; plus the action marginals and the Python entry points
+``infer_policies`` and ``action_marginals`` (re-exported by ``fa_core._kernels``).
+"""
+
+from libc.math cimport logf
+from libc.string cimport memset, memcpy
+
+from fa_core._math cimport (EPS, PRUNE, Pruned, dot4, inductive_cost, inductive_row,
+                            info_gain, info_gain_bl, joint_of, joint_of_bl, mat_vec,
+                            mat_vec_bl, min_of, param_info_gain, predict_states,
+                            scan_pruned, scan_pruned_bl, softmax, utility, utility_bl)
+from fa_core._model cimport BL, KModel, Mat, ModelC, scratch_check
+
+
+cdef inline void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
+                      float* tail_joint) noexcept nogil:
+    """Contract A[mm] and its column entropies over the modality's invariant tail.
+
+    Writes the (no, Kh) block, then Kh entropies, then the smallest joint
+    probability of the tail (for the pruning test of spm_MDP_G).
+    """
+    cdef const int* dep = m.a_dep + m.a_dep_off[mm]
+    cdef int nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+    cdef int nt = m.a_ntail[mm], Kh = m.a_Khead[mm], Kt, o, h, k, j, i
+    cdef const Mat* A = &m.mats[m.a_mat[mm]]
+    cdef float* H = red + m.no[mm] * Kh
+    cdef float mn = 1.0
+    Kt = joint_of(m, cur, dep + nd - nt, nt, tail_joint)
+    if A.sparse:
+        memset(red, 0, m.no[mm] * Kh * sizeof(float))
+        for k in range(A.cols):
+            h = k // Kt
+            for j in range(A.indptr[k], A.indptr[k + 1]):
+                red[A.idx[j] * Kh + h] += A.val[j] * tail_joint[k - h * Kt]
+    else:
+        for o in range(m.no[mm]):
+            for h in range(Kh):
+                red[o * Kh + h] = <float>dot4(A.val + <long long>o * A.cols + h * Kt, tail_joint, Kt)
+    for h in range(Kh):
+        H[h] = <float>dot4(m.a_H[mm] + h * Kt, tail_joint, Kt)
+    for i in range(nd - nt, nd):
+        mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+    H[Kh] = mn
+
+
+
+cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
+                           int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
+                           const float* lnC, const float* lnE, float* G, float* q_pi,
+                           float* scratch) noexcept nogil:
+    """Expected free energy of every policy and the policy posterior.
+
+    ``lnC`` and ``lnE`` are the model's (``m.lnC``, ``m.lnE``) or one agent's own.
+
+    Scratch: :func:`infer_policies_scratch` floats.
+    """
+    cdef float* qs_pi = scratch                      # (T + 1) * S: [qs, qs_1, ..., qs_T]
+    cdef float* joint = qs_pi + (m.T + 1) * m.S
+    cdef float* head = joint + m.max_K               # joint of a modality's policy-dependent head
+    cdef int* kept = <int*>(head + m.max_K)        # max_K ints: joint states kept by SIG
+    cdef float* qo = <float*>(kept + m.max_K)
+    cdef float* qo_p = qo + m.max_rows
+    cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
+    cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
+    cdef int p, t, f, mm, K, o, a, nd, row, i, nh, Kh
+    cdef double g, sig
+    cdef float* red
+    cdef const float* qh
+    cdef float mn
+    cdef int joint_group    # modality group whose joint `joint` holds (-1: none)
+    cdef Pruned pr          # the joint states SIG keeps, for the modalities of pr.group
+    cdef const int* pol
+    cdef const int* dep
+    cdef const Mat* A
+    cdef const float* prev
+    cdef const float* cur
+    cdef const float* qx
+
+    scratch_check(reduced + m.T * m.red_stride - scratch, infer_policies_scratch(m),
+                  b"c_infer_policies")
+    if use_I:
+        for f in range(m.nf):
+            ind_row[f] = inductive_row(m.ind + m.I_off[f], m.ii_depth, m.ns[f],
+                                       qs + m.s_off[f])
+
+    memcpy(qs_pi, qs, m.S * sizeof(float))
+    if m.red_stride > 0:
+        # invariant factors are predicted alike by every policy: roll out policy 0
+        for t in range(m.T):
+            predict_states(m, qs_pi + t * m.S, m.policies + t * m.nf,
+                             qs_pi + (t + 1) * m.S, joint)
+            for mm in range(m.nm):
+                if m.a_ntail[mm] > 0:
+                    reduce_tail(m, mm, qs_pi + (t + 1) * m.S,
+                                reduced + t * m.red_stride + m.a_red_off[mm], joint)
+    for p in range(m.n_pol):
+        pol = m.policies + p * m.T * m.nf
+        g = 0.0
+        for t in range(m.T):
+            prev = qs_pi + t * m.S
+            cur = qs_pi + (t + 1) * m.S
+            predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
+            joint_group = -1
+            pr.group = -1  # no scan yet (scan_pruned sets the rest)
+            pr.nk = 0
+            pr.npr = -1
+            pr.mass = 0.0
+            for mm in range(m.nm):
+                dep = m.a_dep + m.a_dep_off[mm]
+                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+                A = &m.mats[m.a_mat[mm]]
+                if m.a_ntail[mm] > 0 and not (use_pA and m.wa_mat[mm] >= 0):
+                    # contract only the policy-dependent head with the reduced block
+                    red = reduced + t * m.red_stride + m.a_red_off[mm]
+                    nh = nd - m.a_ntail[mm]
+                    Kh = m.a_Khead[mm]
+                    if nh == 1:
+                        qh = cur + m.s_off[dep[0]]
+                    else:
+                        joint_of(m, cur, dep, nh, head)
+                        qh = head
+                    for o in range(m.no[mm]):
+                        qo[o] = <float>dot4(red + o * Kh, qh, Kh)
+                    if use_utility:
+                        g += utility(m, mm, t, qo, lnC)
+                    if use_sig:
+                        mn = red[m.no[mm] * Kh + Kh]
+                        for i in range(nh):
+                            mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
+                        if mn > PRUNE:  # no joint state is pruned
+                            sig = dot4(red + m.no[mm] * Kh, qh, Kh)
+                            for o in range(m.no[mm]):
+                                if qo[o] > 0.0:
+                                    sig -= <double>qo[o] * logf(qo[o] + EPS)
+                        else:  # the joint over all parents, to find the pruned states
+                            if m.a_group[mm] != joint_group:
+                                joint_of(m, cur, dep, nd, joint)
+                                joint_group = m.a_group[mm]
+                            if m.a_group[mm] != pr.group:
+                                scan_pruned(joint, m.a_K[mm], kept, &pr)
+                                pr.group = m.a_group[mm]
+                            sig = info_gain(m, mm, joint, m.a_K[mm], qo, kept, &pr, qo_p)
+                        g += sig
+                    continue
+                if nd == 1:  # the joint is the factor's own marginal: no copy
+                    qx = cur + m.s_off[dep[0]]
+                    K = m.ns[dep[0]]
+                else:
+                    if m.a_group[mm] != joint_group:  # modalities sharing parents share it
+                        joint_of(m, cur, dep, nd, joint)
+                        joint_group = m.a_group[mm]
+                    K = m.a_K[mm]
+                    qx = joint
+                mat_vec(A, qx, qo)
+                if use_utility:
+                    g += utility(m, mm, t, qo, lnC)
+                if use_sig:
+                    if m.a_group[mm] != pr.group:  # same parents, same joint: same scan
+                        scan_pruned(qx, K, kept, &pr)
+                        pr.group = m.a_group[mm]
+                    g += info_gain(m, mm, qx, K, qo, kept, &pr, qo_p)
+                if use_pA and m.wa_mat[mm] >= 0:
+                    g -= param_info_gain(&m.mats[m.wa_mat[mm]], qo, qx)
+            if use_pB:
+                for f in range(m.nf):
+                    if m.wb_mat[f] >= 0:
+                        a = pol[t * m.nf + f]
+                        joint_of(m, prev, m.b_dep + m.b_dep_off[f],
+                                 m.b_dep_off[f + 1] - m.b_dep_off[f], joint)
+                        g -= param_info_gain(&m.mats[m.wb_mat[f] + a], cur + m.s_off[f], joint)
+            if use_I:
+                for f in range(m.nf):
+                    row = <int>ind_row[f]
+                    if row >= 0:
+                        g = inductive_cost(g, m.ind + m.I_off[f] + row * m.ns[f],
+                                           cur + m.s_off[f], m.ns[f])
+        G[p] = <float>g
+        q_pi[p] = <float>(gamma * g) + lnE[p]
+    softmax(q_pi, m.n_pol)
+
+
+
+cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const float* gamma,
+                                 int use_utility, int use_sig, const float* lnC, int lnC_stride,
+                                 const float* lnE, int lnE_stride, float* G, float* q_pi,
+                                 float* scratch) noexcept nogil:
+    """:func:`c_infer_policies` for ``nb`` <= BL consecutive agents (no parameter
+    information gain, no inductive cost).
+
+    ``qs``, ``G``, ``q_pi`` and ``gamma`` point at the first agent's rows; ``lnC``
+    and ``lnE`` too, with a stride of 0 when the agents share the model's.
+    Scratch: :func:`infer_policies_block_scratch` floats.
+    """
+    cdef float* qs_pi = scratch                          # (T + 1, S, BL)
+    cdef float* bj = qs_pi + (m.T + 1) * m.S * BL        # joint of a factor's B parents
+    cdef float* qx = bj + m.max_K * BL                   # joint of a modality's parents
+    cdef float* xm = qx + m.max_K * BL                   # qx without the pruned states
+    cdef float* qo = xm + m.max_K * BL
+    cdef float* qok = qo + m.max_rows * BL
+    cdef double g[BL]
+    cdef double sig[BL]
+    cdef const float* lnc[BL]
+    cdef const float* prev
+    cdef float* cur
+    cdef const float* x
+    cdef const int* pol
+    cdef const int* dep
+    cdef const Mat* A
+    cdef int p, t, f, mm, b, i, nd, K, group, pruned
+    scratch_check(qok + m.max_rows * BL - scratch, infer_policies_block_scratch(m),
+                  b"c_infer_policies_block")
+    # agents' rows into columns; lanes past nb repeat agent 0 (computed, not stored)
+    for b in range(BL):
+        for i in range(m.S):
+            qs_pi[i * BL + b] = qs[(b if b < nb else 0) * m.S + i]
+        lnc[b] = lnC + (b if b < nb else 0) * lnC_stride
+    for p in range(m.n_pol):
+        pol = m.policies + p * m.T * m.nf
+        for b in range(BL):
+            g[b] = 0.0
+        for t in range(m.T):
+            prev = qs_pi + t * m.S * BL
+            cur = qs_pi + (t + 1) * m.S * BL
+            for f in range(m.nf):
+                dep = m.b_dep + m.b_dep_off[f]
+                nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
+                if nd == 1:
+                    x = prev + m.s_off[dep[0]] * BL
+                else:
+                    joint_of_bl(m, prev, dep, nd, bj)
+                    x = bj
+                mat_vec_bl(&m.mats[m.b_mat[f] + pol[t * m.nf + f]], x, cur + m.s_off[f] * BL)
+            group = -1
+            pruned = 0
+            x = qx  # set with the first modality's group (this quiets -Wmaybe-uninitialized)
+            for mm in range(m.nm):
+                dep = m.a_dep + m.a_dep_off[mm]
+                nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
+                A = &m.mats[m.a_mat[mm]]
+                K = m.a_K[mm]
+                if m.a_group[mm] != group:  # modalities with the same parents share these
+                    group = m.a_group[mm]
+                    if nd == 1:
+                        x = cur + m.s_off[dep[0]] * BL
+                    else:
+                        joint_of_bl(m, cur, dep, nd, qx)
+                        x = qx
+                    if use_sig:  # spm_MDP_G leaves out joint states at or below exp(-16)
+                        pruned = scan_pruned_bl(x, K, xm)
+                mat_vec_bl(A, x, qo)
+                if use_utility:
+                    utility_bl(m, mm, t, qo, lnc, g)
+                if use_sig:
+                    info_gain_bl(m, mm, xm, pruned, qo, qok, sig)
+                    for b in range(BL):
+                        g[b] += sig[b]
+        for b in range(nb):
+            G[b * m.n_pol + p] = <float>g[b]
+            q_pi[b * m.n_pol + p] = <float>(gamma[b] * g[b]) + lnE[b * lnE_stride + p]
+    for b in range(nb):
+        softmax(q_pi + b * m.n_pol, m.n_pol)
+
+
+
+cdef void c_action_marginals(const ModelC* m, const float* q_pi, float* marg) noexcept nogil:
+    """Per-factor marginal of q_pi over each policy's first action, normalised."""
+    cdef int p, f, i
+    cdef double tot
+    memset(marg, 0, m.nc_off[m.nf] * sizeof(float))
+    for p in range(m.n_pol):
+        for f in range(m.nf):
+            marg[m.nc_off[f] + m.policies[p * m.T * m.nf + f]] += q_pi[p]
+    for f in range(m.nf):
+        tot = 0.0
+        for i in range(m.nc[f]):
+            tot += marg[m.nc_off[f] + i]
+        for i in range(m.nc[f]):
+            marg[m.nc_off[f] + i] = <float>(marg[m.nc_off[f] + i] / tot)
+
+
+
+def infer_policies(KModel model, const float[::1] qs, double gamma, bint use_utility,
+                   bint use_states_info_gain, bint use_pA, bint use_pB, bint use_I,
+                   float[::1] G, float[::1] q_pi, float[::1] scratch):
+    """Expected free energy ``G`` (negative, as pymdp) and ``q_pi = softmax(gamma G + ln E)``."""
+    cdef const ModelC* m = &model.c
+    with nogil:
+        c_infer_policies(m, &qs[0], gamma, use_utility, use_states_info_gain,
+                         use_pA, use_pB, use_I and m.has_I, m.lnC, m.lnE, &G[0], &q_pi[0],
+                         &scratch[0])
+
+
+def action_marginals(KModel model, const float[::1] q_pi, float[::1] marg):
+    """Normalised marginal over each factor's first action, flat over factors."""
+    with nogil:
+        c_action_marginals(&model.c, &q_pi[0], &marg[0])
+

@@ -13,8 +13,8 @@ the non-zeros of ``A`` / ``B`` (so the model keeps their sparsity pattern):
   the other: its agent-steps/s does not depend on N.
 
 Memory per learning agent: for fa_core, what tracemalloc sees allocated by the
-population's learned rows and per-agent models after the first learning step,
-divided by N, and ``Population.memory_report()``'s private parameters per agent;
+population's learned rows and per-agent models in its first two learning steps
+(the first learns A, the second B too), divided by N, and ``Population.memory_report()``'s private parameters per agent;
 for pymdp, tracemalloc of building one agent from its own model copy and taking
 one learning step.
 
@@ -75,9 +75,10 @@ def bench_fa(gm, n: int, threads: int, steps: int, learn: bool) -> tuple[float, 
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     prev = None
-    if learn:  # the first step makes every agent's rows and model
-        obs = env.step(learning_step(pop, obs, prev))
-        prev = pop.qs.copy()
+    if learn:  # the first two steps make every agent's rows (A, then B) and model
+        for _ in range(2):
+            obs = env.step(learning_step(pop, obs, prev))
+            prev = pop.qs.copy()
     traced = (tracemalloc.get_traced_memory()[0] - base) / n
     tracemalloc.stop()
     report = pop.memory_report().private_params / n

@@ -137,7 +137,7 @@ def pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
             if code == 0:
                 normalise_counts(counts, <int>rows, <int>cols, ip, ix, &val[0],
                                  &logval[0] if do_log else NULL, &col_H[0] if do_H else NULL,
-                                 &wval[0] if do_w else NULL, &work[0])
+                                 &wval[0] if do_w else NULL, &work[0], NULL)
     finally:
         PyMem_Free(counts)
     return code
@@ -171,6 +171,7 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
     cdef double* joint
     cdef double* a
     cdef double* work
+    cdef unsigned char* changed
     cdef double tot
     cdef Py_ssize_t S = s_off[nf]
     for t in range(n_mats):
@@ -178,6 +179,9 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
         joint = sc
         a = sc + M.cols
         work = a + M.rows
+        changed = <unsigned char*>(work + 3 * M.cols)  # cols flags (M.cols doubles of room)
+        for r in range(M.cols):
+            changed[r] = 0
         if not update:
             if kind == 2:
                 f = M.index
@@ -191,7 +195,7 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
         elif kind == 0:
             joint_of_factors(qs + i * S, s_off, ns, M.dep, M.nd, joint)
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, NULL,
-                             obs[i * nm + M.index], joint, lr)
+                             obs[i * nm + M.index], joint, lr, changed)
         elif kind == 1:
             f = M.index
             if action[i * nf + f] != M.control:
@@ -200,7 +204,7 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
             for r in range(M.rows):
                 a[r] = qs[i * S + s_off[f] + r]
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, a, 0,
-                             joint, lr)
+                             joint, lr, changed)
         else:
             # pD[f] read as a (1, ns[f]) matrix, as Agent.update_D does; D = pD / sum(pD).
             # D's rows hold every factor (S values, log D in val): factor f at s_off[f]
@@ -208,7 +212,7 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
             for r in range(M.cols):
                 joint[r] = qs[i * S + s_off[f] + r]
             dirichlet_update(M.counts + i * M.n + s_off[f], 1, M.cols, NULL, NULL, NULL, 0,
-                             joint, lr)
+                             joint, lr, NULL)
             tot = 0.0
             for r in range(M.cols):
                 tot += M.counts[i * M.n + s_off[f] + r]
@@ -219,7 +223,8 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
         normalise_counts(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, M.val + i * M.n,
                          M.logval + i * M.n if M.logval != NULL else NULL,
                          M.col_H + i * M.cols if M.col_H != NULL else NULL,
-                         M.wval + i * M.n if M.wval != NULL else NULL, work)
+                         M.wval + i * M.n if M.wval != NULL else NULL, work,
+                         changed if update else NULL)
 
 
 cdef inline int _ints_ptr(object arr, const int** out) except -1:
@@ -245,7 +250,8 @@ def population_learn(int kind, list mats, const float[:, ::1] qs, object qs_prev
     ``control``, and the agents' rows ``counts``, ``val``, ``logval``, ``wval``,
     ``col_H``; for D ``val`` holds log D); their first dimension is at least
     the number of agents. ``scratch`` has one row per thread of at least
-    4 * cols + rows doubles for every matrix. Shapes were checked by the caller
+    5 * cols + rows doubles for every matrix. Only the columns whose counts
+    changed value are renormalised. Shapes were checked by the caller
     (:class:`fa_core.population_learning.LearnedParams`); counts stay positive
     because learning rates are non-negative, so no agent can fail. ``update``
     False recomputes every matrix's values from its counts without learning

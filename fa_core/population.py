@@ -8,6 +8,13 @@ eight agents at a time instead, agreeing with ``Agent`` to float32 rounding.
 Each agent has its own random stream (one 64-bit SplitMix64 word seeded from
 ``numpy.random.SeedSequence``), so results and random draws are identical
 whatever the number of threads.
+
+Learning (:meth:`Population.update_A`, ``update_B``, ``update_D``) gives each
+agent its own Dirichlet counts in the sparsity pattern of the shared model's
+matrices and its own compiled model pointing at them, which the driver reads
+through a per-agent table (design: :mod:`fa_core.population_learning`). An
+agent with its own model, or one following its plan in ``step(obs, replan=...)``,
+is stepped by the per-agent kernels, not the eight-agent blocks.
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ class LearnedParams:
 
     def scratch(self, entries: list[dict], threads: int, current) -> np.ndarray:
         """Per-thread work space of the learning kernel (reused between calls)."""
-        width = max([4 * e["cols"] + e["rows"] for e in entries] + [1])
+        width = max([5 * e["cols"] + e["rows"] for e in entries] + [1])
         if current is None or current.shape[0] < threads or current.shape[1] < width:
             current = np.empty((threads, width), np.float64)
         return current

@@ -32,6 +32,7 @@ from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
 from fa_core.model import GenerativeModel, as_array_list, resolve_model
+from fa_core.population_learning import _ROWS as _LEARNED_ROWS
 from fa_core.population_learning import LearnedParams, check_learned_state, learn_indices
 from fa_core.restore_checks import check_actions, check_int, check_vector, fail
 
@@ -531,9 +532,10 @@ class Population:
         return out
 
     def _learn(self, kind: str, keys: list, lr: float, qs, qs_prev=None, obs=None,
-               actions=None) -> None:
-        """One learning kernel call over every agent; the caller holds the lock and has
-        checked the inputs."""
+               actions=None, row=None) -> None:
+        """One learning kernel call over every agent (or only agent ``row``, for
+        ``pop[row].update_A`` and co.); the caller holds the lock and has checked the
+        inputs, given for those agents."""
         d = self.__dict__
         n, m = d["_n"], d["_model"]
         learned = d["_learned"]
@@ -542,12 +544,16 @@ class Population:
         entries = learned.ensure(keys)  # may raise (counts outside the pattern): nothing changed
         d["_learned"] = learned
         threads = max(1, min(d["n_threads"], n))
+        if row is not None:
+            threads, sl = 1, slice(row, row + 1)
+            entries = [{k: (v[sl] if k in _LEARNED_ROWS and v is not None else v)
+                        for k, v in e.items()} for e in entries]
         d["_learn_scratch"] = learned.scratch(entries, threads, d.get("_learn_scratch"))
         ints = m._ints
         _learning.population_learn({"A": 0, "B": 1, "D": 2}[kind], entries, qs, qs_prev, obs,
                                    actions, lr, ints["s_off"], ints["ns"], d["_learn_scratch"],
                                    threads)
-        learned.adopt(n)
+        learned.adopt(n, row)
         d["_param_version"] = d.get("_param_version", 0) + 1  # pop[i] shows the new values
 
     def update_A(self, obs) -> None:
@@ -556,20 +562,26 @@ class Population:
         As ``Agent.update_A`` for each agent: ``pA[m] += lr_pA * outer(obs[m], qs)``
         where ``pA[m] > 0``, for ``m`` in ``modalities_to_learn``; the agent's ``A``
         becomes its normalised ``pA`` (read by its later inference). ``pop[i].pA``
-        and ``pop[i].A`` show agent ``i``'s.
+        and ``pop[i].A`` show agent ``i``'s; ``pop[i].update_A(obs_i)`` learns for
+        agent ``i`` alone.
 
         Parameters
         ----------
         obs : array of int, (n_agents, n_modalities)
         """
+        self._update_A(obs, None)
+
+    def _update_A(self, obs, row) -> None:
         with self._lock:
             m = self.model
             if not m.has_pA:
                 raise ValueError("update_A needs pA (Dirichlet parameters over A): build the "
                                  "model with pA=")
-            obs = self._check_obs(obs)
+            obs = check_obs(m, self._n if row is None else 1, obs)
+            qs = self._rows("qs")
             keys = [("A", mm) for mm in self._learn_mods]
-            self._learn("A", keys, self.lr_pA, self._rows("qs"), obs=obs)
+            self._learn("A", keys, self.lr_pA, qs if row is None else qs[row:row + 1], obs=obs,
+                        row=row)
 
     def update_B(self, qs_prev) -> None:
         """Dirichlet update of every agent's ``pB`` from ``qs_prev``, its last action and ``qs``.
@@ -593,22 +605,26 @@ class Population:
             Every agent's previous beliefs, factors concatenated (as ``pop.qs``; keep
             a copy: ``qs_prev = pop.qs.copy()`` before the step).
         """
+        self._update_B(qs_prev, None)
+
+    def _update_B(self, qs_prev, row) -> None:
         with self._lock:
             m = self.model
             if not m.has_pB:
                 raise ValueError("update_B needs pB (Dirichlet parameters over B): build the "
                                  "model with pB=")
-            n = self._n
-            has = self._rows("has_action")
+            sl = slice(None) if row is None else slice(row, row + 1)
+            n = self._n if row is None else 1
+            has = self._rows("has_action")[sl]
             if n and not has.all():
-                i = int(np.argmin(has))
+                i = int(np.argmin(has)) if row is None else row
                 raise ValueError(f"update_B needs an action: agent {i} has none (call "
                                  "sample_action or step first)")
             prev = np.ascontiguousarray(self._checked("qs", qs_prev, (n, sum(m.num_states)),
                                                       np.dtype(np.float32)))
             keys = [("B", f, u) for f in self._learn_facs for u in range(m.num_controls[f])]
-            self._learn("B", keys, self.lr_pB, self._rows("qs"), qs_prev=prev,
-                        actions=self._rows("actions"))
+            self._learn("B", keys, self.lr_pB, self._rows("qs")[sl], qs_prev=prev,
+                        actions=self._rows("actions")[sl], row=row)
 
     def update_D(self, qs_t0=None) -> None:
         """Dirichlet update of every agent's ``pD`` from ``qs_t0``; ``D`` becomes the normalised ``pD``.
@@ -619,8 +635,13 @@ class Population:
             Initial beliefs. Default: each agent's first posterior, kept with
             ``save_belief_hist=True`` (as ``Agent.qs_hist[0]``).
         """
+        self._update_D(qs_t0, None)
+
+    def _update_D(self, qs_t0, row) -> None:
         with self._lock:
-            m, n = self.model, self._n
+            m = self.model
+            sl = slice(None) if row is None else slice(row, row + 1)
+            n = self._n if row is None else 1
             if m.pD is None:
                 raise ValueError("update_D needs pD (Dirichlet parameters over D): build the "
                                  "model with pD=")
@@ -629,16 +650,17 @@ class Population:
                 if d["_qs_t0"] is None:
                     raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
                                      "infer_states call")
-                if n and not d["_has_qs_t0"][:n].all():
-                    i = int(np.argmin(d["_has_qs_t0"][:n]))
+                has = d["_has_qs_t0"][:self._n][sl]
+                if n and not has.all():
+                    i = int(np.argmin(has)) if row is None else row
                     raise ValueError(f"update_D needs qs_t0: agent {i} has not inferred its "
                                      "states yet")
-                q0 = np.ascontiguousarray(d["_qs_t0"][:n])
+                q0 = np.ascontiguousarray(d["_qs_t0"][:self._n][sl])
             else:
                 q0 = np.ascontiguousarray(self._checked("qs", qs_t0, (n, sum(m.num_states)),
                                                         np.dtype(np.float32)))
             keys = [("D", f) for f in self._learn_facs]
-            self._learn("D", keys, self.lr_pD, q0)
+            self._learn("D", keys, self.lr_pD, q0, row=row)
 
     def memory_report(self):
         """Bytes of the population by component (:class:`fa_core.memory.MemoryReport`):
@@ -1131,6 +1153,25 @@ class PopulationMember(Agent):
     @alpha.setter
     def alpha(self, value):
         self._pop._rows("alpha")[self._row] = _opt.check_precision("alpha", value)
+
+    # learning goes to the population's rows for this agent (its counts, its model)
+    def update_A(self, obs):
+        """Dirichlet update of this agent's ``pA`` in its population; returns ``qA``."""
+        self._pop._update_A(np.asarray(obs).reshape(1, -1), self._row)
+        return self.pA
+
+    def update_B(self, qs_prev):
+        """Dirichlet update of this agent's ``pB`` in its population; returns ``qB``."""
+        prev = np.concatenate(self._factor_vectors(qs_prev, "qs_prev")).reshape(1, -1)
+        self._pop._update_B(prev, self._row)
+        return self.pB
+
+    def update_D(self, qs_t0=None):
+        """Dirichlet update of this agent's ``pD`` in its population; returns ``qD``."""
+        q0 = None if qs_t0 is None else \
+            np.concatenate(self._factor_vectors(qs_t0, "qs_t0")).reshape(1, -1)
+        self._pop._update_D(q0, self._row)
+        return self.pD
 
     def __reduce__(self):
         raise TypeError("a population member is a view; pickle the Population instead")

@@ -161,7 +161,8 @@ class LearnedParams:
         if new:
             self.entries.update(new)
             self._derive(slice(0, self.capacity))
-            self.own[:] = 0  # every agent's model must point at the new rows too
+            for i in np.nonzero(self.own)[0]:  # their models must point at the new rows too
+                self._own_model(int(i))
         return [self.entries[k] for k in keys]
 
     def resize(self, capacity: int, n: int) -> None:
@@ -264,8 +265,13 @@ class LearnedParams:
         self.addr[i] = km._c_address
         self.own[i] = 1
 
-    def adopt(self, n: int) -> None:
-        """Every one of the first ``n`` agents reads its own rows (after a learning call)."""
+    def adopt(self, n: int, row: int | None = None) -> None:
+        """Every one of the first ``n`` agents (or agent ``row``) reads its own rows (after
+        a learning call)."""
+        if row is not None:
+            if not self.own[row]:
+                self._own_model(row)
+            return
         for i in np.nonzero(self.own[:n] == 0)[0]:
             self._own_model(int(i))
 

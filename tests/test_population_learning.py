@@ -297,3 +297,43 @@ def test_bad_learning_calls_raise_and_change_nothing():
     with pytest.raises(ValueError):
         pop.lr_pD = float("inf")
     assert pop.lr_pD == 1.0
+
+
+def test_a_member_learns_in_its_population_alone():
+    _, gm = _model(14)
+    pop = Population(gm, 4, seed=0, save_belief_hist=True)
+    agent = Agent(model=gm, seed=0, save_belief_hist=True)
+    obs = _obs(np.random.default_rng(5), gm, 4)
+    pop.step(obs)
+    agent.infer_states(list(obs[2]))
+    agent.infer_policies()
+    agent.sample_action()
+    agent.action = pop.actions[2]
+    prev = pop.qs.copy()
+    obs = _obs(np.random.default_rng(6), gm, 4)
+    pop.infer_states(obs)
+    agent.infer_states(list(obs[2]))
+    member = pop[2]
+    qA = member.update_A(list(obs[2]))
+    member.update_B(_factors(gm, prev[2]))
+    member.update_D()
+    agent.update_A(list(obs[2]))
+    agent.update_B(_factors(gm, prev[2]))
+    agent.update_D()
+    _assert_params(_Rows(pop, [2]), [agent])
+    np.testing.assert_allclose(qA[0], agent.pA[0], rtol=1e-6)
+    for i in (0, 1, 3):  # the others still read the shared model
+        assert pop[i].model is gm
+    pop.infer_policies()
+    agent.infer_policies()
+    np.testing.assert_allclose(pop.q_pi[2], agent.q_pi, rtol=RTOL, atol=ATOL)
+
+
+class _Rows:
+    """``pop[rows[k]]`` as item ``k`` (to compare some members with a list of agents)."""
+
+    def __init__(self, pop, rows):
+        self.pop, self.rows = pop, rows
+
+    def __getitem__(self, k):
+        return self.pop[self.rows[k]]

@@ -1725,20 +1725,21 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
     """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
     cdef const ModelC* m = a.m
-    cdef int b
-    for b in range(nb):  # an agent with its own model or following its plan: one at a time
-        if (a.models != NULL and a.models[i0 + b] != 0) or (
-                a.replan != NULL and not a.replan[i0 + b] and a.has_action[i0 + b]):
+    cdef int b, follow = 0
+    for b in range(nb):
+        if a.models != NULL and a.models[i0 + b] != 0:  # its own model: one at a time
             for b in range(nb):
                 c_agent_stages(a, i0 + b, stages, sc)
             return
+        if a.replan != NULL and not a.replan[i0 + b] and a.has_action[i0 + b]:
+            follow = 1  # an agent following its plan: policies one agent at a time
     if stages & 1:
         if m.fpi_blocked:
             c_infer_states_block(a, i0, nb, sc)
         else:
             for b in range(nb):
                 c_agent_stages(a, i0 + b, 1, sc)
-    if (stages & 2) and (a.use_pA or a.use_pB or a.use_I):  # not in the block kernel
+    if (stages & 2) and (a.use_pA or a.use_pB or a.use_I or follow):  # not in the block kernel
         for b in range(nb):
             c_agent_stages(a, i0 + b, 2, sc)
     elif stages & 2:

@@ -13,8 +13,9 @@ Learning (:meth:`Population.update_A`, ``update_B``, ``update_D``) gives each
 agent its own Dirichlet counts in the sparsity pattern of the shared model's
 matrices and its own compiled model pointing at them, which the driver reads
 through a per-agent table (design: :mod:`fa_core.population_learning`). An
-agent with its own model, or one following its plan in ``step(obs, replan=...)``,
-is stepped by the per-agent kernels, not the eight-agent blocks.
+agent with its own model is stepped by the per-agent kernels, not the
+eight-agent blocks; so are the policies of a block in which an agent follows its
+plan (``step(obs, replan=...)``).
 """
 
 from __future__ import annotations
@@ -442,10 +443,16 @@ class Population:
             self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
-    def infer_policies(self):
-        """Policy posteriors and negative expected free energies ``(q_pi, G)``."""
+    def infer_policies(self, replan=None):
+        """Policy posteriors and negative expected free energies ``(q_pi, G)``.
+
+        ``replan`` (boolean, (n_agents,), optional): only these agents evaluate
+        their policies; the others shift their ``q_pi`` one step, as in :meth:`step`.
+        """
         with self._lock:
-            self._run(_INFER_POLICIES)
+            if replan is not None:
+                replan = _check_replan(replan, self._n)
+            self._run(_INFER_POLICIES, None, replan)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:

@@ -159,3 +159,21 @@ def test_bad_masks_raise_and_change_nothing():
         pop.step(obs[:4], replan=np.ones(5, bool))
     for x, y in zip(_state(pop), before):
         np.testing.assert_array_equal(x, y)
+
+
+def test_infer_policies_takes_the_mask_as_step_does():
+    """Learning populations step with separate calls: the mask works there too."""
+    gm = _model(3, 2)
+    a, b = Population(gm, 9, seed=2), Population(gm, 9, seed=2)
+    rng = np.random.default_rng(3)
+    for t in range(3):
+        obs = _obs(rng, gm, 9)
+        mask = rng.random(9) < 0.5
+        a.step(obs, replan=mask)
+        b.infer_states(obs)
+        b.infer_policies(replan=mask)
+        b.sample_action()
+        for x, y in zip(_state(a), _state(b)):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="shape"):
+        b.infer_policies(replan=np.ones(3, bool))

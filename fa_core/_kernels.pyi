@@ -20,12 +20,7 @@ def population_stages(
     num_iter: int, dF: float, dF_tol: float, compute_vfe: bool, use_utility: bool,
     use_states_info_gain: bool, use_pA: bool, use_pB: bool, use_I: bool, full: bool,
     deterministic: bool, n_threads: int,
+    models: npt.NDArray[np.uintp] | None = None,
+    replan: npt.NDArray[np.uint8] | None = None,
+    shift: tuple[I32, I32, F32, int] | None = None,
 ) -> None: ...
-def dirichlet_add(
-    counts: npt.NDArray[np.float64], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],
-    lr: float, stride: int, offset: int,
-) -> None: ...
-def pack_counts(
-    p: npt.NDArray[np.float64], indptr: I32 | None, idx: I32 | None, val: F32,
-    logval: F32 | None, col_H: F32 | None, wval: F32 | None, work: npt.NDArray[np.float64],
-) -> int: ...

@@ -12,8 +12,9 @@ The compiled core is split by stage (see the README, Architecture):
 * ``_selection``: action selection and its random streams (``tie_rtol``,
   ``select_highest``);
 * this module: the population driver (``population_stages``), which runs the
-  stages above for every agent in one parallel loop, and learning's count
-  updates. It re-exports the entry points above, so ``fa_core._kernels`` keeps
+  stages above for every agent in one parallel loop (each agent reading the
+  shared model or its own learned one; ``_learning`` holds the count updates).
+  It re-exports the entry points above, so ``fa_core._kernels`` keeps
   its names.
 
 Everything works on preallocated buffers handed in by the caller and never
@@ -23,13 +24,12 @@ loops run without bounds checks and cannot fail.
 """
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport logf, exp, INFINITY
-from libc.string cimport memset
 
-from fa_core._math cimport EPS, EPS_D, agent_evidence
+from fa_core._math cimport agent_evidence
 from fa_core._model cimport BL, FA_CORE_CHECKED, ModelC
 from fa_core._model cimport KModel as KModelC
 from fa_core._policies cimport c_infer_policies, c_infer_policies_block
+from fa_core._replan cimport shift_policy_posterior
 from fa_core._selection cimport c_sample_action, c_tie_rtol
 from fa_core._states cimport c_infer_states, c_infer_states_block
 
@@ -73,12 +73,24 @@ cdef struct PopArgs:
     int full
     int deterministic
     int lnC_size
+    const size_t* models            # per agent: its own ModelC (learned values) or 0, or NULL
+    const unsigned char* replan     # per agent: re-evaluate policies (1) or shift q_pi (0), or NULL
+    const int* shift_head           # shift_policy_posterior's tables (policy_len > 1)
+    const int* shift_tail
+    const float* shift_share
+    int shift_keys
 
+
+cdef inline const ModelC* model_of(const PopArgs* a, Py_ssize_t i) noexcept nogil:
+    """Agent ``i``'s model: its own (learned parameters) or the population's."""
+    if a.models != NULL and a.models[i] != 0:
+        return <const ModelC*>a.models[i]
+    return a.m
 
 
 cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) noexcept nogil:
     """Run stages (1 infer_states, 2 infer_policies, 4 sample_action) for agent ``i``."""
-    cdef const ModelC* m = a.m
+    cdef const ModelC* m = model_of(a, i)
     cdef float* qs = a.qs + i * m.S
     cdef float* ll_all = sc
     cdef float* logprior = sc + m.nll
@@ -87,7 +99,11 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
                        logprior, logprior + m.S)
         c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
                        logprior + m.S)
-    if stages & 2:
+    if (stages & 2) and a.replan != NULL and not a.replan[i] and a.has_action[i]:
+        shift_policy_posterior(a.q_pi + i * m.n_pol, m.n_pol, m.policies, m.T, m.nf,
+                               a.action + i * m.nf, a.shift_head, a.shift_tail, a.shift_share,
+                               a.shift_keys, sc)
+    elif stages & 2:
         c_infer_policies(m, qs, a.gamma[i], a.use_utility, a.use_sig, a.use_pA, a.use_pB,
                          a.use_I, a.lnC + i * a.lnC_size if a.lnC != NULL else m.lnC,
                          a.lnE + i * m.n_pol if a.lnE != NULL else m.lnE,
@@ -105,7 +121,14 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
     """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
     cdef const ModelC* m = a.m
-    cdef int b
+    cdef int b, follow = 0
+    for b in range(nb):
+        if a.models != NULL and a.models[i0 + b] != 0:  # its own model: one at a time
+            for b in range(nb):
+                c_agent_stages(a, i0 + b, stages, sc)
+            return
+        if a.replan != NULL and not a.replan[i0 + b] and a.has_action[i0 + b]:
+            follow = 1  # an agent following its plan: policies one agent at a time
     if stages & 1:
         if m.fpi_blocked:
             c_infer_states_block(m, a.qs + i0 * m.S, a.action + i0 * m.nf, a.has_action + i0,
@@ -114,7 +137,7 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
         else:
             for b in range(nb):
                 c_agent_stages(a, i0 + b, 1, sc)
-    if (stages & 2) and (a.use_pA or a.use_pB or a.use_I):  # not in the block kernel
+    if (stages & 2) and (a.use_pA or a.use_pB or a.use_I or follow):  # not in the block kernel
         for b in range(nb):
             c_agent_stages(a, i0 + b, 2, sc)
     elif stages & 2:
@@ -138,7 +161,7 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
                       float[:, ::1] scratch, int num_iter, double dF, double dF_tol,
                       bint compute_vfe, bint use_utility, bint use_states_info_gain,
                       bint use_pA, bint use_pB, bint use_I, bint full, bint deterministic,
-                      int n_threads):
+                      int n_threads, object models=None, object replan=None, object shift=None):
     """Run ``stages`` (bit mask: 1 infer_states, 2 infer_policies, 4 sample_action)
     for every agent of a population, in parallel over agents.
 
@@ -146,11 +169,23 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     :class:`fa_core.population.Population`. ``scratch`` has one row per thread.
     Each agent draws only from its own ``rng`` word, so results do not depend
     on the number of threads.
+
+    ``models`` (optional, uintp (n_agents,)): per agent the ``KModel._c_address``
+    of its own model (learned parameters; same structure as ``model``), or 0 for
+    ``model``; the caller keeps those models alive. ``replan`` (optional, uint8
+    (n_agents,)): agents with 0 and a previous action shift their ``q_pi`` one
+    step instead of evaluating policies (``shift`` = (head, tail, share, n_keys),
+    see ``_replan.shift_policy_posterior``; scratch rows must hold n_keys floats).
     """
     cdef PopArgs a
     cdef Py_ssize_t i, n = qs.shape[0]
     cdef float[:, ::1] lnC_v
     cdef float[:, ::1] lnE_v
+    cdef const size_t[::1] models_v
+    cdef const unsigned char[::1] replan_v
+    cdef const int[::1] head_v
+    cdef const int[::1] tail_v
+    cdef const float[::1] share_v
     if n == 0:
         return
     a.m = &model.c
@@ -170,6 +205,18 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     a.use_utility = use_utility; a.use_sig = use_states_info_gain
     a.use_pA = use_pA; a.use_pB = use_pB; a.use_I = use_I and model.c.has_I
     a.full = full; a.deterministic = deterministic
+    a.models = NULL; a.replan = NULL
+    a.shift_head = a.shift_tail = NULL; a.shift_share = NULL; a.shift_keys = 0
+    if models is not None:
+        models_v = models
+        a.models = &models_v[0]
+    if replan is not None:
+        replan_v = replan
+        a.replan = &replan_v[0]
+        if model.c.T > 1:
+            head_v, tail_v, share_v = shift[0], shift[1], shift[2]
+            a.shift_head = &head_v[0]; a.shift_tail = &tail_v[0]; a.shift_share = &share_v[0]
+            a.shift_keys = shift[3]
     if n_threads < 1:
         n_threads = 1
     if model.blocked:
@@ -180,123 +227,3 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
         return
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
         c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)
-
-
-# ---------------------------------------------------------------------------
-# Learning
-# ---------------------------------------------------------------------------
-
-def dirichlet_add(double[::1] counts, const double[::1] a, const double[::1] b, double lr,
-                  Py_ssize_t stride, Py_ssize_t offset):
-    """Dirichlet count update in place: ``counts[r, c] += lr * a[r] * b[c]`` where ``counts > 0``.
-
-    ``counts`` is a flat float64 array read as a (len(a), len(b)) matrix whose
-    element (r, c) is at ``(r * len(b) + c) * stride + offset`` (stride and
-    offset pick one control's slice of pB, whose last axis is the control).
-    Entries that are zero stay zero: pymdp masks its update with ``A > 0``.
-    """
-    cdef Py_ssize_t r, c, nr = a.shape[0], nc = b.shape[0], j
-    cdef double ar
-    if (nr * nc - 1) * stride + offset >= counts.shape[0]:
-        raise ValueError("counts is smaller than the update it receives")
-    with nogil:
-        for r in range(nr):
-            ar = lr * a[r]
-            if ar != 0.0:
-                for c in range(nc):
-                    j = (r * nc + c) * stride + offset
-                    if counts[j] > 0.0:
-                        counts[j] += ar * b[c]
-
-
-cdef int c_pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
-                       float[::1] val, float[::1] logval, float[::1] col_H, float[::1] wval,
-                       double* colsum, double* H, double* wq, bint sparse, bint do_log,
-                       bint do_H, bint do_w, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t rows = p.shape[0], cols = p.shape[1], r, k, j, nz = 0
-    cdef double x, a, h
-    cdef double ent_eps = exp(-16.0)
-    memset(colsum, 0, 2 * cols * sizeof(double))
-    for r in range(rows):
-        for k in range(cols):
-            x = p[r, k]
-            if not (x >= 0.0 and x < INFINITY):  # NaN fails both
-                return 1
-            if x != 0.0:
-                colsum[k] += x
-                nz += 1
-    for k in range(cols):
-        if colsum[k] <= 0.0:
-            return 2
-    for k in range(cols):  # per-column reciprocals: one division per entry, not three
-        wq[k] = 1.0 / (colsum[k] + rows * EPS_D)
-        colsum[k] = 1.0 / colsum[k]  # from here on colsum holds 1 / column sum
-    if sparse:
-        if nz != n:
-            return 3
-        for k in range(cols):
-            h = 0.0
-            for j in range(indptr[k], indptr[k + 1]):
-                x = p[idx[j], k]
-                if x <= 0.0:
-                    return 3
-                a = x * colsum[k]
-                val[j] = <float>a
-                if do_log:
-                    logval[j] = logf(<float>a + EPS)
-                h += a * logf(<float>(a + ent_eps))
-                if do_w:
-                    wval[j] = <float>(wq[k] - 1.0 / (x + EPS_D))
-            if do_H:
-                col_H[k] = <float>h
-    else:
-        for r in range(rows):
-            for k in range(cols):
-                x = p[r, k]
-                j = r * cols + k
-                a = x * colsum[k]
-                val[j] = <float>a
-                if do_log:
-                    logval[j] = logf(<float>a + EPS)
-                H[k] += a * logf(<float>(a + ent_eps))
-                if do_w:
-                    wval[j] = <float>(wq[k] - 1.0 / (x + EPS_D)) if x > 0.0 else 0.0
-        if do_H:
-            for k in range(cols):
-                col_H[k] = <float>H[k]
-    return 0
-
-
-def pack_counts(const double[:, :] p, const int[::1] indptr, const int[::1] idx,
-                float[::1] val, float[::1] logval, float[::1] col_H, float[::1] wval,
-                double[::1] work):
-    """Normalise Dirichlet counts ``p`` (rows, cols) by column into a matrix's kernel layout.
-
-    Writes, in one pass and in place, what a learning update changes:
-    ``val`` = p / column sums (dense row-major, or at the CSC positions
-    ``indptr`` / ``idx`` when these are given), ``logval`` = log(val + 1e-16),
-    ``col_H`` = per-column sum of val log(val + exp(-16)), and ``wval`` =
-    pymdp's masked spm_wnorm of ``p``; each of the last three may be None.
-    ``work`` (length 3 * cols) is work space.
-
-    Returns 0; 1 if a count is negative or not finite; 2 if a column sums to
-    zero; 3 if the non-zeros of ``p`` are not exactly the CSC positions (the
-    caller then builds a new pattern).
-    """
-    cdef Py_ssize_t rows = p.shape[0], cols = p.shape[1]
-    cdef int code
-    cdef bint sparse = indptr is not None
-    cdef bint do_log = logval is not None, do_H = col_H is not None, do_w = wval is not None
-    if work.shape[0] < 3 * cols:
-        raise ValueError("work must hold 3 * cols values")
-    cdef double* colsum = &work[0]
-    cdef double* H = &work[cols]
-    cdef double* wq = &work[2 * cols]
-    cdef Py_ssize_t n = idx.shape[0] if sparse else rows * cols
-    if (val.shape[0] != n or (do_log and logval.shape[0] != n) or (do_w and wval.shape[0] != n)
-            or (do_H and col_H.shape[0] != cols) or (sparse and indptr.shape[0] != cols + 1)):
-        raise ValueError("output arrays do not match the layout")
-    with nogil:
-        code = c_pack_counts(p, indptr, idx, val, logval, col_H, wval, colsum, H, wq, sparse,
-                             do_log, do_H, do_w, n)
-    return code

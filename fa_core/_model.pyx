@@ -174,12 +174,14 @@ cdef class KModel:
         self._I_keep = keep
         return 0
 
-    def with_changes(self, dict mats, dict a_H):
+    def with_changes(self, dict mats, dict a_H, object logD=None):
         """This model with some matrices replaced, in O(changes): what learning needs.
 
         ``mats`` maps a matrix index to its new spec (same shape), ``a_H`` a
-        modality to its new column entropies. Everything else is shared with
-        this model.
+        modality to its new column entropies, ``logD`` (optional) is the new
+        log D. Everything else is shared with this model. The new model points
+        into the arrays given (no copy), so a population's learned rows can be
+        updated in place (fa_core._learning).
         """
         cdef KModel new = KModel.__new__(KModel)
         cdef int i
@@ -205,7 +207,24 @@ cdef class KModel:
             if not 0 <= i < self.c.nm:
                 raise IndexError(f"modality index {i} out of range")
             new._set_aH(i, h)
+        if logD is not None:
+            if np.size(logD) != self.c.S:
+                raise ValueError(f"logD must hold {self.c.S} values")
+            new._keep = list(self._keep)  # _floats appends to it: not the shared list
+            new.c.logD = new._floats(logD)
         return new
+
+    @property
+    def table_nbytes(self):
+        """Bytes of this model's own C tables (matrix descriptors, entropy pointers): what a
+        derived model holds besides the arrays it shares or was given."""
+        return <Py_ssize_t>(self.c.n_mats * sizeof(Mat) + self.c.nm * sizeof(float*))
+
+    @property
+    def _c_address(self):
+        """Address of this model's C struct: the population driver's per-agent model table
+        holds it (the population keeps this object alive while the table does)."""
+        return <size_t>&self.c
 
     def __dealloc__(self):
         PyMem_Free(self.c.mats)

@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from fa_core import _kernels, _views, mmp
+from fa_core import _kernels, _learning, _views, mmp
 from fa_core import options as _opt
 from fa_core import sophisticated as _si
 from fa_core.model import GenerativeModel, as_array_list
@@ -987,7 +987,7 @@ class Agent:
                  else np.eye(m.num_obs[mm])[o_idx[mm]])
             qA[mm] = qA[mm].copy()
             # pymdp masks with A > 0; A is the normalised pA, so that is pA > 0
-            _kernels.dirichlet_add(qA[mm].reshape(-1), o,
+            _learning.dirichlet_add(qA[mm].reshape(-1), o,
                                    self._joint(self.qs, m.A_factor_list[mm]).reshape(-1),
                                    float(self.lr_pA), 1, 0)
         self._set_model(m.with_counts(pA=qA), ("A", "pA"))
@@ -1034,7 +1034,7 @@ class Agent:
         for f in factors:
             a = int(self.action[f])
             qB[f] = qB[f].copy()
-            _kernels.dirichlet_add(qB[f].reshape(-1), np.asarray(self.qs[f], dtype=np.float64),
+            _learning.dirichlet_add(qB[f].reshape(-1), np.asarray(self.qs[f], dtype=np.float64),
                                    self._joint(prev, m.B_factor_list[f]).reshape(-1),
                                    float(self.lr_pB), m.num_controls[f], a)
         self._set_model(m.with_counts(pB=qB, pB_controls={f: [int(self.action[f])]
@@ -1080,7 +1080,7 @@ class Agent:
         factors = self._learn_list(self.factors_to_learn, m.num_factors, "factors_to_learn")
         qD = [np.array(p) for p in m.pD]
         for f in factors:
-            _kernels.dirichlet_add(qD[f], np.ones(1), qs[f], float(self.lr_pD), 1, 0)
+            _learning.dirichlet_add(qD[f], np.ones(1), qs[f], float(self.lr_pD), 1, 0)
         self._set_model(m.replace(pD=qD, D=[d / d.sum() for d in qD]), ("D", "pD"))
         return param_view(self, "pD", self._model.exact("pD"))  # pymdp's qD
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fa_core import _kernels
+from fa_core import _kernels, _learning
 from fa_core import options as _opt
 from fa_core.policies import (check_policy_count, construct_policies, count_policies,
                               validate_policies)
@@ -209,7 +209,7 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
     val, wval = np.empty(n, np.float32), np.empty(n, np.float32)
     logval = None if like["logval"] is None else np.empty(n, np.float32)
     col_H = np.empty(cols, np.float32) if likelihood else None
-    code = _kernels.pack_counts(p2, like.get("indptr"), like.get("idx"), val, logval, col_H,
+    code = _learning.pack_counts(p2, like.get("indptr"), like.get("idx"), val, logval, col_H,
                                 wval, np.empty(3 * cols))
     if code == 1:
         raise ValueError(f"{name} must be finite and non-negative")

@@ -8,6 +8,14 @@ eight agents at a time instead, agreeing with ``Agent`` to float32 rounding.
 Each agent has its own random stream (one 64-bit SplitMix64 word seeded from
 ``numpy.random.SeedSequence``), so results and random draws are identical
 whatever the number of threads.
+
+Learning (:meth:`Population.update_A`, ``update_B``, ``update_D``) gives each
+agent its own Dirichlet counts in the sparsity pattern of the shared model's
+matrices and its own compiled model pointing at them, which the driver reads
+through a per-agent table (design: :mod:`fa_core.population_learning`). An
+agent with its own model is stepped by the per-agent kernels, not the
+eight-agent blocks; so are the policies of a block in which an agent follows its
+plan (``step(obs, replan=...)``).
 """
 
 from __future__ import annotations
@@ -15,15 +23,18 @@ from __future__ import annotations
 import os
 import threading
 import types
+import weakref
 
 import numpy as np
 
-from fa_core import _kernels
+from fa_core import _kernels, _learning
 from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
 from fa_core.model import GenerativeModel, as_array_list, resolve_model
+from fa_core.population_learning import _ROWS as _LEARNED_ROWS
+from fa_core.population_learning import LearnedParams, check_learned_state, learn_indices
 from fa_core.restore_checks import check_actions, check_int, check_vector, fail
 
 _INFER_STATES, _INFER_POLICIES, _SAMPLE = 1, 2, 4
@@ -63,6 +74,13 @@ class Population:
         As :class:`fa_core.Agent`.
     inference_params : dict, optional
         As :class:`fa_core.Agent` (``num_iter``, ``dF``, ``dF_tol``).
+    modalities_to_learn, factors_to_learn, lr_pA, lr_pB, lr_pD
+        As :class:`fa_core.Agent`, for :meth:`update_A`, :meth:`update_B` and
+        :meth:`update_D` (learning rates must be finite and non-negative).
+    save_belief_hist : bool
+        Keep each agent's first posterior (``qs_t0``), which :meth:`update_D`
+        learns from by default, as ``Agent.qs_hist[0]``. (The population keeps
+        no other history.)
     seed : int or numpy.random.SeedSequence, optional
         Seeds the per-agent random streams (tie-breaks, stochastic actions).
     n_threads : int, optional
@@ -122,7 +140,9 @@ class Population:
                  C=None, E=None, use_utility=True, use_states_info_gain=True,
                  use_param_info_gain=False, action_selection="deterministic",
                  sampling_mode="marginal", inference_params=None, seed=None,
-                 n_threads: int | None = None, streams=None):
+                 n_threads: int | None = None, streams=None, modalities_to_learn="all",
+                 lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0,
+                 save_belief_hist=False):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         n = _opt.check_int("n_agents", n_agents, 0, None)
@@ -134,7 +154,14 @@ class Population:
             ("use_param_info_gain", _bool_option("use_param_info_gain"), use_param_info_gain),
             ("action_selection", _OPTION_CHECKS["action_selection"], action_selection),
             ("sampling_mode", _OPTION_CHECKS["sampling_mode"], sampling_mode),
-            ("n_threads", _OPTION_CHECKS["n_threads"], n_threads))}
+            ("n_threads", _OPTION_CHECKS["n_threads"], n_threads),
+            ("lr_pA", _OPTION_CHECKS["lr_pA"], lr_pA),
+            ("lr_pB", _OPTION_CHECKS["lr_pB"], lr_pB),
+            ("lr_pD", _OPTION_CHECKS["lr_pD"], lr_pD))}
+        learn_mods = learn_indices(modalities_to_learn, model.num_modalities,
+                                   "modalities_to_learn")
+        learn_facs = learn_indices(factors_to_learn, model.num_factors, "factors_to_learn")
+        save_belief_hist = _opt.check_bool("save_belief_hist", save_belief_hist)
         gamma = _opt.check_precisions("gamma", gamma, n)
         alpha = _opt.check_precisions("alpha", alpha, n)
         lnC = None if C is None else self._ln_C(C, n, model)
@@ -151,6 +178,11 @@ class Population:
         d["_n"] = 0
         words = self._new_streams(n, streams)
         d["_lnC"] = d["_lnE"] = None
+        d["_learn_mods"], d["_learn_facs"] = learn_mods, learn_facs
+        d["_learned"] = None  # LearnedParams, from the first update_A / B / D on
+        d["_qs_t0"] = np.zeros((0, sum(model.num_states)), np.float32) if save_belief_hist \
+            else None
+        d["_has_qs_t0"] = np.zeros(0, np.uint8) if save_belief_hist else None
         self._alloc(n)
         d["_n"] = n
         # optional per-agent rows live in the same growable storage as the rest
@@ -179,6 +211,9 @@ class Population:
             old = self.__dict__.get("_" + name)
             if old is not None:
                 shapes[name] = (old.shape[1], np.float32)
+        if self.__dict__.get("_qs_t0") is not None:  # save_belief_hist
+            shapes["qs_t0"] = (sum(m.num_states), np.float32)
+            shapes["has_qs_t0"] = (None, np.uint8)
         for name, (width, dtype) in shapes.items():
             shape = (capacity,) if width is None else (capacity, width)
             new = np.zeros(shape, dtype=dtype)
@@ -186,6 +221,8 @@ class Population:
             if old is not None:
                 new[:self._n] = old[:self._n]
             self.__dict__["_" + name] = new
+        if self.__dict__.get("_learned") is not None:
+            self._learned.resize(capacity, self._n)
         self._capacity = capacity
 
     def _rows(self, name: str):
@@ -412,8 +449,10 @@ class Population:
     def _check_obs(self, obs) -> np.ndarray:
         return check_obs(self.model, self._n, obs)
 
-    def _run(self, stages: int, obs=None) -> None:
-        """One kernel call; the caller holds ``self._lock`` (the scratch is this population's)."""
+    def _run(self, stages: int, obs=None, replan=None) -> None:
+        """One kernel call; the caller holds ``self._lock`` (the scratch is this population's).
+
+        ``replan``: checked uint8 mask of the agents that evaluate policies (stage 2)."""
         d = self.__dict__
         m, n = d["_model"], d["_n"]
         if obs is None:  # stages that read no observation
@@ -422,9 +461,15 @@ class Population:
                 obs = d["_no_obs"] = np.zeros((max(n, 1), m.num_modalities), dtype=np.int32)
         # threads beyond the number of agents would get no work, only scratch
         threads = max(1, min(d["n_threads"], n))
+        shift = None
+        width = m.kmodel.scratch_size
+        if replan is not None:
+            shift = _policy_shift(m)
+            width = max(width, shift[3])
         scratch = d.get("_scratch")
-        if scratch is None or scratch.shape != (threads, m.kmodel.scratch_size):
-            scratch = d["_scratch"] = np.empty((threads, m.kmodel.scratch_size), dtype=np.float32)
+        if scratch is None or scratch.shape != (threads, width):
+            scratch = d["_scratch"] = np.empty((threads, width), dtype=np.float32)
+        learned = d["_learned"]
         use_param = d["use_param_info_gain"]
         num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
         rows = self._rows
@@ -434,7 +479,13 @@ class Population:
             rows("rng"), scratch, num_iter, dF, dF_tol, compute_vfe,
             d["use_utility"], d["use_states_info_gain"], use_param and m.has_pA,
             use_param and m.has_pB, m.has_H, d["sampling_mode"] == "full",
-            d["action_selection"] == "deterministic", threads)
+            d["action_selection"] == "deterministic", threads,
+            None if learned is None else learned.table(n), replan, shift)
+        if (stages & _INFER_STATES) and d["_qs_t0"] is not None:
+            first = d["_has_qs_t0"][:n] == 0  # save_belief_hist: the first posterior
+            if first.any():
+                d["_qs_t0"][:n][first] = rows("qs")[first]
+                d["_has_qs_t0"][:n][first] = 1
 
     def infer_states(self, obs) -> np.ndarray:
         """Update every agent's beliefs from one observation per agent.
@@ -464,8 +515,14 @@ class Population:
             self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
-    def infer_policies(self):
+    def infer_policies(self, replan=None):
         """Every agent's posterior over policies and negative expected free energies.
+
+        Parameters
+        ----------
+        replan : array of bool, (n_agents,), optional
+            Only these agents evaluate their policies; the others shift their
+            ``q_pi`` one step, as in :meth:`step`.
 
         Returns
         -------
@@ -486,7 +543,9 @@ class Population:
         ((4, 16), True)
         """
         with self._lock:
-            self._run(_INFER_POLICIES)
+            if replan is not None:
+                replan = _check_replan(replan, self._n)
+            self._run(_INFER_POLICIES, None, replan)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:
@@ -513,13 +572,37 @@ class Population:
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
-    def step(self, obs) -> np.ndarray:
+    def step(self, obs, replan=None) -> np.ndarray:
         """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one kernel call.
 
         Parameters
         ----------
         obs : array_like of int, shape (n_agents, n_modalities)
             One outcome index per agent and modality.
+        replan : array of bool, (n_agents,), optional
+            Intermittent planning: only agents where ``replan`` is True evaluate
+            their policies this step (default: all). Every agent still updates
+            its beliefs and selects an action; an agent not replanning acts on
+            its previous policy posterior shifted one step, and keeps its ``G``:
+
+            * ``policy_len`` 1: nothing is left of a one-step plan to shift, so
+              ``q_pi`` is kept as it was (the agent chooses again from the same
+              distribution over actions);
+            * ``policy_len`` > 1: the policies that began with the action just
+              taken (all factors) pass their probability to the policies that
+              start with their remaining steps: ``q'(p)`` is proportional to
+              the sum of ``q(p')`` over ``p'`` with ``p'[0]`` = the action taken
+              and ``p'[1:] == p[:-1]``, shared equally among the policies with
+              the same first ``policy_len - 1`` steps (they differ only in a
+              last step no earlier evaluation planned). If no such mass exists
+              (the action taken starts no policy with probability, or custom
+              policies whose remainders start none), the condition on the
+              action taken is dropped; if there is still none, ``q_pi`` is kept.
+              After ``policy_len - 1`` steps without replanning the plan is
+              used up and ``q_pi`` spreads out to uniform.
+
+            An agent with no previous action (new, or after :meth:`reset`) has
+            no plan to follow and evaluates its policies whatever the mask.
 
         Returns
         -------
@@ -540,7 +623,10 @@ class Population:
         (10, True)
         """
         with self._lock:
-            self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, self._check_obs(obs))
+            obs = self._check_obs(obs)
+            if replan is not None:
+                replan = _check_replan(replan, self._n)
+            self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
@@ -592,6 +678,175 @@ class Population:
         lo, hi = self.model.state_bounds[f]
         return self.qs[:, lo:hi]
 
+    # -- learning (Dirichlet counts per agent; fa_core.population_learning) --------------
+
+    modalities_to_learn = property(lambda self: list(self.__dict__["_learn_mods"]),
+                                   doc="Modalities update_A learns (fixed at construction).")
+    factors_to_learn = property(lambda self: list(self.__dict__["_learn_facs"]),
+                                doc="Factors update_B / update_D learn (fixed at construction).")
+
+    @property
+    def qs_t0(self):
+        """Each agent's first posterior (``save_belief_hist=True``; NaN rows: none yet), or None."""
+        d = self.__dict__
+        if d["_qs_t0"] is None:
+            return None
+        n = d["_n"]
+        out = d["_qs_t0"][:n].copy()
+        out[d["_has_qs_t0"][:n] == 0] = np.nan
+        return out
+
+    def _learn(self, kind: str, keys: list, lr: float, qs, qs_prev=None, obs=None,
+               actions=None, row=None) -> None:
+        """One learning kernel call over every agent (or only agent ``row``, for
+        ``pop[row].update_A`` and co.); the caller holds the lock and has checked the
+        inputs, given for those agents."""
+        d = self.__dict__
+        n, m = d["_n"], d["_model"]
+        learned = d["_learned"]
+        if learned is None:
+            learned = LearnedParams(m, self._capacity)
+        entries = learned.ensure(keys)  # may raise (counts outside the pattern): nothing changed
+        d["_learned"] = learned
+        threads = max(1, min(d["n_threads"], n))
+        if row is not None:
+            threads, sl = 1, slice(row, row + 1)
+            entries = [{k: (v[sl] if k in _LEARNED_ROWS and v is not None else v)
+                        for k, v in e.items()} for e in entries]
+        d["_learn_scratch"] = learned.scratch(entries, threads, d.get("_learn_scratch"))
+        ints = m._ints
+        _learning.population_learn({"A": 0, "B": 1, "D": 2}[kind], entries, qs, qs_prev, obs,
+                                   actions, lr, ints["s_off"], ints["ns"], d["_learn_scratch"],
+                                   threads)
+        learned.adopt(n, row)
+        d["_param_version"] = d.get("_param_version", 0) + 1  # pop[i] shows the new values
+
+    def update_A(self, obs) -> None:
+        """Dirichlet update of every agent's ``pA`` from ``obs`` and its current ``qs``.
+
+        As ``Agent.update_A`` for each agent: ``pA[m] += lr_pA * outer(obs[m], qs)``
+        where ``pA[m] > 0``, for ``m`` in ``modalities_to_learn``; the agent's ``A``
+        becomes its normalised ``pA`` (read by its later inference). ``pop[i].pA``
+        and ``pop[i].A`` show agent ``i``'s; ``pop[i].update_A(obs_i)`` learns for
+        agent ``i`` alone.
+
+        Parameters
+        ----------
+        obs : array of int, (n_agents, n_modalities)
+        """
+        self._update_A(obs, None)
+
+    def _update_A(self, obs, row) -> None:
+        with self._lock:
+            m = self.model
+            if not m.has_pA:
+                raise ValueError("update_A needs pA (Dirichlet parameters over A): build the "
+                                 "model with pA=")
+            obs = check_obs(m, self._n if row is None else 1, obs)
+            qs = self._rows("qs")
+            keys = [("A", mm) for mm in self._learn_mods]
+            self._learn("A", keys, self.lr_pA, qs if row is None else qs[row:row + 1], obs=obs,
+                        row=row)
+
+    def update_B(self, qs_prev) -> None:
+        """Dirichlet update of every agent's ``pB`` from ``qs_prev``, its last action and ``qs``.
+
+        As ``Agent.update_B`` for each agent: the slice of the action taken,
+        ``pB[f][..., a_f] += lr_pB * outer(qs[f], qs_prev[B_factor_list[f]])`` where it is
+        positive, for ``f`` in ``factors_to_learn``; ``B`` becomes the normalised ``pB``.
+        As with ``Agent``, call it after ``infer_states`` and before ``sample_action``
+        (after :meth:`step`, ``actions`` already holds the next action)::
+
+            qs_prev = pop.qs.copy()
+            pop.infer_states(obs)
+            pop.update_B(qs_prev)
+            pop.update_A(obs)
+            pop.infer_policies()
+            actions = pop.sample_action()
+
+        Parameters
+        ----------
+        qs_prev : array, (n_agents, sum(num_states))
+            Every agent's previous beliefs, factors concatenated (as ``pop.qs``; keep
+            a copy: ``qs_prev = pop.qs.copy()`` before the step).
+        """
+        self._update_B(qs_prev, None)
+
+    def _update_B(self, qs_prev, row) -> None:
+        with self._lock:
+            m = self.model
+            if not m.has_pB:
+                raise ValueError("update_B needs pB (Dirichlet parameters over B): build the "
+                                 "model with pB=")
+            sl = slice(None) if row is None else slice(row, row + 1)
+            n = self._n if row is None else 1
+            has = self._rows("has_action")[sl]
+            if n and not has.all():
+                i = int(np.argmin(has)) if row is None else row
+                raise ValueError(f"update_B needs an action: agent {i} has none (call "
+                                 "sample_action or step first)")
+            prev = np.ascontiguousarray(self._checked("qs", qs_prev, (n, sum(m.num_states)),
+                                                      np.dtype(np.float32)))
+            keys = [("B", f, u) for f in self._learn_facs for u in range(m.num_controls[f])]
+            self._learn("B", keys, self.lr_pB, self._rows("qs")[sl], qs_prev=prev,
+                        actions=self._rows("actions")[sl], row=row)
+
+    def update_D(self, qs_t0=None) -> None:
+        """Dirichlet update of every agent's ``pD`` from ``qs_t0``; ``D`` becomes the normalised ``pD``.
+
+        Parameters
+        ----------
+        qs_t0 : array, (n_agents, sum(num_states)), optional
+            Initial beliefs. Default: each agent's first posterior, kept with
+            ``save_belief_hist=True`` (as ``Agent.qs_hist[0]``).
+        """
+        self._update_D(qs_t0, None)
+
+    def _update_D(self, qs_t0, row) -> None:
+        with self._lock:
+            m = self.model
+            sl = slice(None) if row is None else slice(row, row + 1)
+            n = self._n if row is None else 1
+            if m.pD is None:
+                raise ValueError("update_D needs pD (Dirichlet parameters over D): build the "
+                                 "model with pD=")
+            if qs_t0 is None:
+                d = self.__dict__
+                if d["_qs_t0"] is None:
+                    raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
+                                     "infer_states call")
+                has = d["_has_qs_t0"][:self._n][sl]
+                if n and not has.all():
+                    i = int(np.argmin(has)) if row is None else row
+                    raise ValueError(f"update_D needs qs_t0: agent {i} has not inferred its "
+                                     "states yet")
+                q0 = np.ascontiguousarray(d["_qs_t0"][:self._n][sl])
+            else:
+                q0 = np.ascontiguousarray(self._checked("qs", qs_t0, (n, sum(m.num_states)),
+                                                        np.dtype(np.float32)))
+            keys = [("D", f) for f in self._learn_facs]
+            self._learn("D", keys, self.lr_pD, q0, row=row)
+
+    def memory_report(self):
+        """Bytes of the population by component (:class:`fa_core.memory.MemoryReport`):
+        the shared model, the learned counts and values of every agent (``private_params``,
+        with each learning agent's own model table), state arrays (``beliefs``), the first
+        posteriors of ``save_belief_hist`` (``history``) and the kernels' scratch."""
+        from fa_core.memory import MemoryReport
+        d = self.__dict__
+        learned = d["_learned"]
+        private = 0
+        if learned is not None:
+            private = learned.nbytes + sum(km.table_nbytes for km in learned.kmodels
+                                           if km is not None)
+        beliefs = sum(d["_" + k].nbytes for k in Population._ARRAYS + Population._OPTIONAL
+                      if d.get("_" + k) is not None)
+        history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
+        scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch") if d.get(k) is not None)
+        return MemoryReport(n_agents=self._n, shared_model=self.model.nbytes,
+                            private_params=private, beliefs=beliefs, history=history,
+                            scratch=scratch)
+
     # -- membership ----------------------------------------------------------------------
 
     def add(self, k: int = 1, streams=None) -> np.ndarray:
@@ -640,6 +895,11 @@ class Population:
                     arr[n:n + k] = arr[0]
             d["_n"] = n + k
             new = slice(n, n + k)
+            if d["_learned"] is not None:  # newcomers read the shared model until they learn
+                d["_learned"].fresh(new)
+                d["_param_version"] = d.get("_param_version", 0) + 1
+            if d["_has_qs_t0"] is not None:
+                d["_has_qs_t0"][new] = 0
             rows = self._rows
             rows("qs")[new] = self._uniform_qs()
             rows("q_pi")[new] = 1.0 / self.model.num_policies
@@ -678,11 +938,17 @@ class Population:
         with self._lock:
             n_new, moved = removal_moves(self._n, indices)
             arrays = [self.__dict__["_" + name]
-                      for name in Population._ARRAYS + Population._OPTIONAL]
+                      for name in Population._ARRAYS + Population._OPTIONAL + _HIST]
             arrays = [a for a in arrays if a is not None]
+            learned = self.__dict__["_learned"]
             for src, dst in moved.items():
                 for a in arrays:
                     a[dst] = a[src]
+                if learned is not None:
+                    learned.move(src, dst)
+            if learned is not None:
+                learned.drop(range(n_new, self._n))
+            self.__dict__["_param_version"] = self.__dict__.get("_param_version", 0) + 1
             self.__dict__["_n"] = n_new
         return moved
 
@@ -701,6 +967,19 @@ class Population:
             raise NotImplementedError("pop[i] is not available with per-agent C or E")
         return PopulationMember(self, i)
 
+    def _agent_model(self, i: int) -> GenerativeModel:
+        """Agent ``i``'s parameters as a model: the shared one, or built from its counts."""
+        learned = self.__dict__["_learned"]
+        if learned is None or not learned.own[i]:
+            return self.model
+        cache = self.__dict__.setdefault("_member_models", {})
+        key = (i, self.__dict__.get("_param_version", 0))
+        model = cache.get(key)
+        if model is None:
+            cache.clear()
+            model = cache[key] = learned.agent_model(i)
+        return model
+
     # -- persistence ---------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
@@ -713,6 +992,13 @@ class Population:
             for name in Population._ARRAYS + Population._OPTIONAL:
                 arr = self._rows(name)
                 state[name] = None if arr is None else arr.copy()
+            state["modalities_to_learn"] = list(d["_learn_mods"])
+            state["factors_to_learn"] = list(d["_learn_facs"])
+            for name in _HIST:
+                arr = self._rows(name)
+                state[name] = None if arr is None else arr.copy()
+            learned = d["_learned"]
+            state["learned"] = None if learned is None else learned.state(d["_n"])
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -721,9 +1007,16 @@ class Population:
 
     def _restore(self, state: dict) -> None:
         state = dict(state)
-        arrays = {name: state.pop(name) for name in Population._ARRAYS + Population._OPTIONAL}
+        for name, default in _POP_DEFAULTS.items():  # states saved before learning existed
+            state.setdefault(name, default)
+        arrays = {name: state.pop(name)
+                  for name in Population._ARRAYS + Population._OPTIONAL + _HIST}
+        learned = state.pop("learned")
         d = self.__dict__
         d["_model"] = state.pop("model")
+        d["_learn_mods"] = tuple(state.pop("modalities_to_learn"))
+        d["_learn_facs"] = tuple(state.pop("factors_to_learn"))
+        d["_learned"] = None
         d["_lock"] = threading.RLock()
         self._set_option("inference_params",
                          _opt.check_inference_params(state.pop("inference_params")))
@@ -731,7 +1024,7 @@ class Population:
             if name in _OPTION_CHECKS:
                 self._set_option(name, _OPTION_CHECKS[name](state.pop(name)))
         d.update(state)
-        for name in Population._OPTIONAL:  # _alloc takes their widths from these
+        for name in Population._OPTIONAL + _HIST:  # _alloc takes their widths from these
             d["_" + name] = arrays[name]
         n = d["_n"]
         d["_n"] = 0
@@ -740,6 +1033,9 @@ class Population:
         for name, arr in arrays.items():
             if arr is not None:
                 d["_" + name][:n] = arr
+        if learned is not None:
+            d["_learned"] = LearnedParams.restored(d["_model"], self._capacity, n, learned,
+                                                   d["_learn_mods"], d["_learn_facs"])
 
     def hibernate(self, *, compress: bool = False) -> bytes:
         """The whole population's state as checked bytes; see :meth:`wake`.
@@ -842,7 +1138,46 @@ _OPTION_CHECKS = {
     "use_states_info_gain": _bool_option("use_states_info_gain"),
     "use_param_info_gain": _bool_option("use_param_info_gain"),
     "inference_params": _opt.check_inference_params,
+    "lr_pA": lambda v: _opt.check_float("lr_pA", v, lo=0.0),
+    "lr_pB": lambda v: _opt.check_float("lr_pB", v, lo=0.0),
+    "lr_pD": lambda v: _opt.check_float("lr_pD", v, lo=0.0),
 }
+
+#: save_belief_hist's storage: each agent's first posterior and whether it has one
+_HIST = ("qs_t0", "has_qs_t0")
+
+_SHIFTS: "weakref.WeakKeyDictionary[GenerativeModel, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _policy_shift(model: GenerativeModel) -> tuple:
+    """The tables of ``_replan.shift_policy_posterior`` for ``model``'s policies (cached):
+    ``(head, tail, share, n_keys)``, see :meth:`Population.step`."""
+    shift = _SHIFTS.get(model)
+    if shift is None:
+        pol = np.stack(model.policies)  # (P, T, nf)
+        P = pol.shape[0]
+        if pol.shape[1] <= 1:
+            shift = (np.zeros(1, np.int32), np.zeros(1, np.int32), np.zeros(1, np.float32), 0)
+        else:
+            keys: dict[bytes, int] = {}
+            head = np.array([keys.setdefault(p[:-1].tobytes(), len(keys)) for p in pol],
+                            dtype=np.int32)
+            tail = np.array([keys.get(p[1:].tobytes(), -1) for p in pol], dtype=np.int32)
+            share = (1.0 / np.bincount(head, minlength=len(keys))[head]).astype(np.float32)
+            shift = (head, tail, share, len(keys))
+        assert shift[3] <= max(P, 1)
+        _SHIFTS[model] = shift
+    return shift
+
+
+def _check_replan(replan, n: int) -> np.ndarray:
+    """The replan mask as C-contiguous uint8 (n,), or a clear error."""
+    r = np.asarray(replan)
+    if r.dtype != np.bool_:
+        raise TypeError(f"replan must be a boolean array of shape ({n},), got dtype {r.dtype}")
+    if r.shape != (n,):
+        raise ValueError(f"replan must have shape (n_agents,) = ({n},), got {r.shape}")
+    return np.ascontiguousarray(r, dtype=np.uint8)
 
 
 class StateView(np.ndarray):
@@ -969,11 +1304,11 @@ class PopulationMember(Agent):
     ``np.random`` (as ``Agent``), not from the population's stream.
     """
 
-    __slots__ = ("_pop", "_row")
+    __slots__ = ("_pop", "_row", "_own_model")
 
     def __init__(self, pop: Population, i: int):  # noqa: D107 - no Agent.__init__: state is the row
         self._pop, self._row = pop, i
-        self._model = pop.model
+        self._own_model = None
         self._reuse = True
         self._pviews = self._pdirty = self._pi_ref = self._G_ref = None
         self._prev_actions = None
@@ -988,8 +1323,9 @@ class PopulationMember(Agent):
         self.use_utility = pop.use_utility
         self.use_states_info_gain = pop.use_states_info_gain
         self.use_param_info_gain = pop.use_param_info_gain
-        self.modalities_to_learn = self.factors_to_learn = "all"
-        self.lr_pA = self.lr_pB = self.lr_pD = 1.0
+        self.modalities_to_learn = list(pop.modalities_to_learn)
+        self.factors_to_learn = list(pop.factors_to_learn)
+        self.lr_pA, self.lr_pB, self.lr_pD = pop.lr_pA, pop.lr_pB, pop.lr_pD
         self.sophisticated, self.si_horizon = False, 3
         self.si_policy_prune_threshold = self.si_state_prune_threshold = 1 / 16
         self.si_prune_penalty = 512
@@ -997,6 +1333,17 @@ class PopulationMember(Agent):
         self.factorized = False
         self._hist_len = self._act_hist_len = None
         self.prev_obs, self.F = [], None
+
+    @property
+    def _model(self):
+        """Agent ``i``'s parameters (its learned counts, read when used), or a model this
+        member was given by an edit of its own."""
+        own = self._own_model
+        return own if own is not None else self._pop._agent_model(self._row)
+
+    @_model.setter
+    def _model(self, value):
+        self._own_model = value
 
     _qs_buf = _row_property("qs", "Flat beliefs: the population's row.")
     _q_pi = _row_property("q_pi", "Policy posterior: the population's row.")
@@ -1054,6 +1401,25 @@ class PopulationMember(Agent):
     def alpha(self, value):
         self._pop._rows("alpha")[self._row] = _opt.check_precision("alpha", value)
 
+    # learning goes to the population's rows for this agent (its counts, its model)
+    def update_A(self, obs):
+        """Dirichlet update of this agent's ``pA`` in its population; returns ``qA``."""
+        self._pop._update_A(np.asarray(obs).reshape(1, -1), self._row)
+        return self.pA
+
+    def update_B(self, qs_prev):
+        """Dirichlet update of this agent's ``pB`` in its population; returns ``qB``."""
+        prev = np.concatenate(self._factor_vectors(qs_prev, "qs_prev")).reshape(1, -1)
+        self._pop._update_B(prev, self._row)
+        return self.pB
+
+    def update_D(self, qs_t0=None):
+        """Dirichlet update of this agent's ``pD`` in its population; returns ``qD``."""
+        q0 = None if qs_t0 is None else \
+            np.concatenate(self._factor_vectors(qs_t0, "qs_t0")).reshape(1, -1)
+        self._pop._update_D(q0, self._row)
+        return self.pD
+
     def __reduce__(self):
         raise TypeError("a population member is a view; pickle the Population instead")
 
@@ -1086,6 +1452,10 @@ _POP_FIELDS = {"model", "inference_params", "use_utility", "use_states_info_gain
                "use_param_info_gain", "action_selection", "sampling_mode", "n_threads",
                "_seed_seq", "_n_seeded", "_n"} | set(Population._ARRAYS + Population._OPTIONAL)
 
+#: fields added with learning; states without them (saved before) get these values
+_POP_DEFAULTS = {"lr_pA": 1.0, "lr_pB": 1.0, "lr_pD": 1.0, "modalities_to_learn": "all",
+                 "factors_to_learn": "all", "qs_t0": None, "has_qs_t0": None, "learned": None}
+
 
 def check_population_state(state, model, what: str = "unpickled population") -> None:
     """Refuse a population state whose values a kernel could not run on safely:
@@ -1093,10 +1463,12 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
     ``num_controls``, finite non-negative beliefs, option values."""
     if type(state) is not dict:
         fail(what, "its state is not a mapping")
+    for name, default in _POP_DEFAULTS.items():
+        state.setdefault(name, default)
     missing = sorted(_POP_FIELDS - set(state))
     if missing:
         fail(what, f"fields {missing} are missing")
-    odd = sorted(str(k) for k in state if k not in _POP_FIELDS and (
+    odd = sorted(str(k) for k in state if k not in _POP_FIELDS and k not in _POP_DEFAULTS and (
         type(k) is not str or k.startswith("_") or hasattr(Population, k)))
     if odd:
         fail(what, f"fields {odd} are neither population state nor user attributes")
@@ -1135,6 +1507,22 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
     if type(state["_seed_seq"]) is not np.random.SeedSequence:
         fail(what, "its seed sequence is not a numpy SeedSequence")
     check_int(what, "the number of stream draws", state["_n_seeded"])
+    try:
+        state["modalities_to_learn"] = list(learn_indices(
+            state["modalities_to_learn"], model.num_modalities, "modalities_to_learn"))
+        state["factors_to_learn"] = list(learn_indices(
+            state["factors_to_learn"], model.num_factors, "factors_to_learn"))
+    except (TypeError, ValueError) as exc:
+        fail(what, str(exc))
+    if (state["qs_t0"] is None) != (state["has_qs_t0"] is None):
+        fail(what, "qs_t0 and has_qs_t0 must be given together")
+    if state["qs_t0"] is not None:
+        check_vector(what, "has_qs_t0", state["has_qs_t0"], (n,), (np.uint8,))
+        if (state["has_qs_t0"] > 1).any():
+            fail(what, "has_qs_t0 holds values other than 0 and 1")
+        check_vector(what, "qs_t0", state["qs_t0"], (n, S))
+    check_learned_state(state["learned"], model, n, state["modalities_to_learn"],
+                        state["factors_to_learn"], what)
 
 
 def check_checkpoint(model: GenerativeModel, blobs, members, seed_seq, n_seeded,

@@ -58,8 +58,9 @@ class Population:
     use_utility, use_states_info_gain, use_param_info_gain, action_selection,
     sampling_mode, inference_params
         As :class:`fa_core.Agent`.
-    seed : int or numpy.random.SeedSequence, optional
-        Seeds the per-agent random streams (tie-breaks, stochastic actions).
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the per-agent random streams (tie-breaks, stochastic actions); see
+        :func:`fa_core.options.seed_sequence`. A Generator gives 128 bits of entropy.
     n_threads : int, optional
         Threads for the agent loop; default all cores available to the process.
     streams : array of shape (n_agents,) uint64, optional
@@ -119,8 +120,7 @@ class Population:
         alpha = _opt.check_precisions("alpha", alpha, n)
         lnC = None if C is None else self._ln_C(C, n, model)
         lnE = None if E is None else self._ln_E(E, n, model)
-        seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
-                    else np.random.SeedSequence(seed))
+        seed_seq = _opt.seed_sequence(seed)
         d = self.__dict__
         d["_model"] = model
         d["_lock"] = threading.RLock()
@@ -172,13 +172,6 @@ class Population:
         """The writable storage of the first n_agents rows of a state array (or None)."""
         arr = self.__dict__.get("_" + name)
         return None if arr is None else arr[:self.__dict__["_n"]]
-
-    def __getattr__(self, name):
-        # public arrays are read-only views of the first n_agents rows of the storage
-        if name in Population._ARRAYS or name in Population._OPTIONAL:
-            arr = self.__dict__.get("_" + name)
-            return None if arr is None else _state_view(arr[:self.__dict__["_n"]], name)
-        raise AttributeError(name)
 
     def __setattr__(self, name, value):
         if name in Population._ARRAYS or name in Population._OPTIONAL:
@@ -575,9 +568,57 @@ class Population:
         pop._restore(state)
         return pop
 
+    def memory_report(self, include_scratch: bool = True):
+        """Bytes this population uses: the shared model, the agents' state arrays and
+        options (``beliefs``), its kernel scratch (:func:`fa_core.memory_report`).
+
+        Returns
+        -------
+        fa_core.MemoryReport
+        """
+        from fa_core.memory import memory_report
+        return memory_report(self, include_scratch=include_scratch)
+
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
                 f"n_threads={self.n_threads})")
+
+
+#: One line per state array, the docstring of its property.
+_STATE_DOCS = {
+    "qs": "Beliefs, ``(n_agents, sum(num_states))`` float32, factors concatenated "
+          "(:meth:`Population.qs_factor` gives one).",
+    "q_pi": "Policy posteriors, ``(n_agents, n_policies)`` float32.",
+    "G": "Expected free energies (negative), ``(n_agents, n_policies)`` float32.",
+    "actions": "Last actions, ``(n_agents, num_factors)`` int32.",
+    "has_action": "Whether ``actions`` holds a previous action (the next prior predicts from "
+                  "it) or not (the next prior is ``D``), ``(n_agents,)`` uint8.",
+    "curr_timestep": "Time step per agent, ``(n_agents,)`` int64.",
+    "rng": "Random-stream word per agent (SplitMix64), ``(n_agents,)`` uint64.",
+    "gamma": "Policy precision per agent, ``(n_agents,)`` float32.",
+    "alpha": "Action precision per agent, ``(n_agents,)`` float32.",
+    "lnC": "Per-agent log-preferences, one array per modality ``(n_agents, num_obs[m])`` "
+           "concatenated, or None when the model's ``C`` is shared.",
+    "lnE": "Per-agent log policy priors ``(n_agents, n_policies)``, or None when shared.",
+}
+
+
+def _state_property(name: str) -> property:
+    """A real attribute (seen by ``dir()`` and tab completion) for state array ``name``: a
+    read-only view of the first ``n_agents`` rows of its storage; assignment goes through
+    :meth:`Population.set` (``Population.__setattr__``)."""
+    def get(self):
+        arr = self.__dict__.get("_" + name)
+        return None if arr is None else _state_view(arr[:self.__dict__["_n"]], name)
+    get.__name__ = name
+    doc = _STATE_DOCS.get(name, f"Per-agent state array ``{name}``.")
+    return property(get, doc=doc + " Read-only view; set with ``pop." + name
+                    + " = values`` or :meth:`Population.set`.")
+
+
+for _name in Population._ARRAYS + Population._OPTIONAL:
+    setattr(Population, _name, _state_property(_name))
+del _name
 
 
 def _bool_option(name):

@@ -18,9 +18,10 @@
 #
 # Defaults: BASE = the previous landed commit (HEAD's first parent, i.e. the main branch
 # before the last merge), HEAD = HEAD. Environment: ASV_FACTOR (default 1.25: 25 % slower or
-# bigger fails), ASV_PUBLISH=1 also runs `asv publish` (HTML pages from the results now in
+# bigger fails), ASV_BENCH (a regular expression replacing the selection above, e.g.
+# 'FaCorePopulation\.time_step'), ASV_PUBLISH=1 also runs `asv publish` (HTML pages from the results now in
 # asv_bench/results/, view them with `asv preview`). Anything after `--` goes to asv
-# (e.g. `-- --quick` for a smoke test whose results are not saved, `-- -b population`).
+# (e.g. `-- --quick` for a smoke test whose results are not saved).
 #
 # Exit status: 0 no regression, 1 a regression above FACTOR (asv's "PERFORMANCE DECREASED"),
 # 2 a usage error, anything else an asv failure (a benchmark that fails to run, a build).
@@ -64,7 +65,7 @@ command -v asv > /dev/null \
     || { echo "asv_compare.sh: asv not found: pip install 'asv>=0.6,<0.7' (or .[bench])" >&2; exit 2; }
 
 # fa_core's own benchmarks whose larger values are worse: times, peak memory, byte counts
-bench='^(?!.*(Pymdp|Jax|JAX)).*\.(time_.*|peakmem_.*|track_.*bytes.*)$'
+bench="${ASV_BENCH:-^(?!.*(Pymdp|Jax|JAX)).*\.(time_.*|peakmem_.*|track_.*bytes.*)$}"
 
 cd "$repo/asv_bench"
 [[ -f "${ASV_MACHINE_FILE:-$HOME/.asv-machine.json}" ]] || asv machine --yes > /dev/null

@@ -151,16 +151,74 @@ class _Tally:
                 f"modalities) {f['mean_preference_per_step']:.3f} per agent-step")
 
 
+def _pymdp_measure(model: str, max_steps: int, timing_budget_s: float, queue) -> None:
+    """In a child process: the figures of :func:`pymdp_estimate`, put on ``queue``.
+
+    Messages: ``("version", str)``, ``("stepping", time.time())`` before the first pymdp
+    step (so a parent that stops waiting knows a step was under way), then
+    ``("done", dict)`` or ``("error", str)``.
+    """
+    try:
+        import warnings
+        from importlib.metadata import version
+
+        from pymdp.legacy.agent import Agent as PymdpAgent
+
+        from fa_core.memory import retained_bytes
+
+        try:
+            queue.put(("version", version("inferactively-pymdp")))
+        except Exception:  # installed from a checkout without metadata
+            queue.put(("version", "unknown"))
+        obs = [0] * len(builtin_models.get(model)["A"])
+
+        def stepped(arrays):
+            agent = PymdpAgent(**arrays)
+            agent.infer_states(obs)
+            agent.infer_policies()
+            agent.sample_action()
+            return agent
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pymdp's deprecation chatter is not the user's
+            model_bytes = retained_bytes(lambda: builtin_models.get(model))
+            shared = builtin_models.get(model)
+            queue.put(("stepping", time.time()))
+            t0 = time.perf_counter()
+            stepped(shared)  # pymdp's first-call costs (imports, caches) are not an agent's
+            first = time.perf_counter() - t0
+            per_agent = retained_bytes(lambda: stepped(shared), count=2)
+            own = retained_bytes(lambda: stepped(builtin_models.get(model)))
+            agent = stepped(shared)
+            spent, timed = 0.0, 0
+            while timed < max_steps and (timed == 0 or spent < timing_budget_s):
+                t0 = time.perf_counter()
+                agent.infer_states(obs)
+                agent.infer_policies()
+                agent.sample_action()
+                spent += time.perf_counter() - t0
+                timed += 1
+        queue.put(("done", {"bytes_per_agent": float(per_agent),
+                            "bytes_per_agent_own_model": float(own),
+                            "model_bytes": float(model_bytes), "first_step_seconds": first,
+                            "seconds_per_agent_step": spent / timed, "steps_timed": timed}))
+    except BaseException as exc:  # reported by the parent, which owns the terminal
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
 def pymdp_estimate(model: str, n_agents: int, steps: int, max_steps: int = 5,
-                   budget_s: float = 5.0) -> dict | None:
+                   budget_s: float = 30.0) -> dict | None:
     """What this run would cost with pymdp's numpy Agent (``pymdp.legacy.agent.Agent``).
 
-    Memory is measured with tracemalloc on pymdp agents built and stepped once: agents
-    given the same model arrays (pymdp keeps references to them, so this is its leanest
-    use: ``bytes_per_agent``, plus the model once) and an agent built from its own copy of
-    the model (``bytes_per_agent_own_model``). Time per agent-step is the mean of up to
-    ``max_steps`` further steps of one agent (fewer once they exceed ``budget_s``),
-    extrapolated to ``n_agents * steps`` agent-steps in one process.
+    Measured in a child process, stopped after ``budget_s`` seconds: pymdp takes about
+    100 s for one agent-step of ``four_factor``, so a measurement that does not finish
+    gives a lower bound instead. Memory is measured with tracemalloc on pymdp agents built
+    and stepped once: agents given the same model arrays (pymdp keeps references to them,
+    so this is its leanest use: ``bytes_per_agent``, plus the model once) and an agent
+    built from its own copy of the model (``bytes_per_agent_own_model``). Time per
+    agent-step is the mean of up to ``max_steps`` further steps of one agent (fewer once
+    they take a sixth of the budget), extrapolated to ``n_agents * steps`` agent-steps in
+    one process.
 
     Parameters
     ----------
@@ -169,62 +227,97 @@ def pymdp_estimate(model: str, n_agents: int, steps: int, max_steps: int = 5,
     n_agents, steps : int
         The run to extrapolate to.
     max_steps : int
-        Most pymdp steps timed (after the measured first one).
+        Most pymdp steps timed (after the measured ones).
     budget_s : float
-        Stop timing once this many seconds have been spent (at least one step is timed).
+        Seconds the measurement may take in all (the child process included).
 
     Returns
     -------
     dict or None
-        ``version``, ``bytes_per_agent``, ``bytes_per_agent_own_model``, ``model_bytes``,
-        ``seconds_per_agent_step``, ``steps_timed``, and the whole run extrapolated:
-        ``memory_bytes`` (shared arrays) and ``seconds``; None when pymdp is not installed.
+        ``version``, ``timed_out``, ``bytes_per_agent``, ``bytes_per_agent_own_model``,
+        ``model_bytes``, ``seconds_per_agent_step``, ``steps_timed``, and the whole run
+        extrapolated: ``memory_bytes`` (shared arrays) and ``seconds``. When
+        ``timed_out``, the memory figures are None and ``seconds_per_agent_step`` /
+        ``seconds`` are lower bounds (None if no step had started). None when pymdp is
+        not installed.
+
+    Raises
+    ------
+    RuntimeError
+        The measurement failed in the child process (its error in the message).
     """
-    try:
-        from importlib.metadata import version
-        from pymdp.legacy.agent import Agent as PymdpAgent
-    except ImportError:
+    import importlib.util
+    import multiprocessing
+    import queue as queue_module
+
+    if importlib.util.find_spec("pymdp") is None:
         return None
-    import warnings
-
-    from fa_core.memory import retained_bytes
-
-    n_mod = len(builtin_models.get(model)["A"])
-    obs = [0] * n_mod
-
-    def stepped(arrays):
-        agent = PymdpAgent(**arrays)
-        agent.infer_states(obs)
-        agent.infer_policies()
-        agent.sample_action()
-        return agent
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pymdp's deprecation chatter is not the user's
-        model_bytes = retained_bytes(lambda: builtin_models.get(model))
-        shared = builtin_models.get(model)
-        stepped(shared)  # pymdp's first-call costs (imports, caches) are not an agent's
-        per_agent = retained_bytes(lambda: stepped(shared), count=3)
-        own = retained_bytes(lambda: stepped(builtin_models.get(model)))
-        agent = stepped(shared)
-        spent, timed = 0.0, 0
-        while timed < max_steps and (timed == 0 or spent < budget_s):
-            t0 = time.perf_counter()
-            agent.infer_states(obs)
-            agent.infer_policies()
-            agent.sample_action()
-            spent += time.perf_counter() - t0
-            timed += 1
-    per_step = spent / timed
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process running OpenMP threads
+    messages = ctx.Queue()
+    child = ctx.Process(target=_pymdp_measure, daemon=True,
+                        args=(model, max_steps, budget_s / 6, messages))
+    deadline = time.monotonic() + budget_s
+    child.start()
+    got: dict = {}
     try:
-        ver = version("inferactively-pymdp")
-    except Exception:  # installed from a checkout without metadata
-        ver = "unknown"
-    return {"version": ver, "bytes_per_agent": float(per_agent),
-            "bytes_per_agent_own_model": float(own), "model_bytes": float(model_bytes),
-            "seconds_per_agent_step": per_step, "steps_timed": timed,
-            "memory_bytes": float(per_agent) * n_agents + model_bytes,
-            "seconds": per_step * n_agents * steps}
+        while "done" not in got and "error" not in got:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                kind, value = messages.get(timeout=min(remaining, 1.0))
+            except queue_module.Empty:
+                if not child.is_alive() and messages.empty():
+                    got["error"] = f"the measuring process ended (exit code {child.exitcode})"
+                continue
+            got[kind] = value
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join()
+    if "error" in got:
+        raise RuntimeError(f"pymdp measurement failed: {got['error']}")
+    out = {"version": got.get("version", "unknown"), "timed_out": "done" not in got,
+           "budget_s": float(budget_s)}
+    if "done" in got:
+        f = got["done"]
+        out.update(f)
+        out["memory_bytes"] = f["bytes_per_agent"] * n_agents + f["model_bytes"]
+        out["seconds"] = f["seconds_per_agent_step"] * n_agents * steps
+        return out
+    at_least = time.time() - got["stepping"] if "stepping" in got else None
+    out.update({"bytes_per_agent": None, "bytes_per_agent_own_model": None,
+                "model_bytes": None, "first_step_seconds": None,
+                "seconds_per_agent_step": at_least, "steps_timed": 0, "memory_bytes": None,
+                "seconds": None if at_least is None else at_least * n_agents * steps})
+    return out
+
+
+def _pymdp_sentences(pymdp: dict | None, n_agents: int, steps: int,
+                     agent_bytes: float | None, fa_seconds: float | None) -> str:
+    """The report's lines on :func:`pymdp_estimate`'s figures."""
+    if pymdp is None:
+        return "pymdp: not installed or not measured, no comparison"
+    head = f"pymdp {pymdp['version']} (numpy Agent, one process), the same run: "
+    if pymdp["timed_out"]:
+        if pymdp["seconds_per_agent_step"] is None:
+            return (head + f"not measured (pymdp did not load within the "
+                    f"{pymdp['budget_s']:.0f} s budget, --pymdp-budget)")
+        return (head + f"one agent-step takes more than {pymdp['seconds_per_agent_step']:.0f} s "
+                f"(stopped at the {pymdp['budget_s']:.0f} s budget, --pymdp-budget), so more "
+                f"than {_fmt_seconds(pymdp['seconds'])} for {n_agents * steps:,} agent-steps")
+    lines = [head + f"{_fmt_bytes(pymdp['bytes_per_agent'])} per agent sharing the model's "
+             f"arrays ({_fmt_bytes(pymdp['bytes_per_agent_own_model'])} with its own copy), "
+             f"{_fmt_bytes(pymdp['memory_bytes'])} in all; "
+             f"{pymdp['seconds_per_agent_step'] * 1e3:.2f} ms per agent-step, so about "
+             f"{_fmt_seconds(pymdp['seconds'])} for {n_agents * steps:,} agent-steps (timed on "
+             f"{pymdp['steps_timed']} step(s) of one agent)"]
+    if agent_bytes is not None and fa_seconds:
+        lines.append(f"fa_core against pymdp: "
+                     f"{pymdp['bytes_per_agent'] / (agent_bytes / n_agents):,.0f}x less memory "
+                     f"per agent, {pymdp['seconds'] / fa_seconds:,.0f}x faster "
+                     f"({_fmt_seconds(fa_seconds)} against {_fmt_seconds(pymdp['seconds'])})")
+    return "\n".join(lines)
 
 
 # -- Ray -------------------------------------------------------------------------------------
@@ -316,7 +409,8 @@ def _start_ray(workers: int | None, address: str | None) -> None:
 def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
              steps: int = DEFAULTS["steps"], seed: int = 0, threads: int | None = None,
              out=sys.stdout, workers: int | None = None, address: str | None = None, *,
-             progress: bool = False, compare_pymdp: bool = False) -> dict:
+             progress: bool = False, compare_pymdp: bool = False,
+             pymdp_budget_s: float = 30.0) -> dict:
     """Run a population of a builtin model for ``steps`` steps and report on ``out``.
 
     With ``workers`` or ``address`` the population is a
@@ -350,6 +444,8 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
     compare_pymdp : bool
         Also estimate the same run with pymdp's numpy Agent (:func:`pymdp_estimate`),
         when pymdp is installed.
+    pymdp_budget_s : float
+        Seconds the pymdp measurement may take.
 
     Returns
     -------
@@ -454,24 +550,13 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
 
     pymdp = None
     if compare_pymdp:
-        pymdp = pymdp_estimate(model, n_agents, steps)
-        if pymdp is None:
-            print("pymdp: not installed, no comparison (pip install inferactively-pymdp)",
-                  file=out)
-        else:
-            fa_seconds = elapsed * steps / max(steps - 1, 1) if rate is not None else None
-            print(f"pymdp {pymdp['version']} (numpy Agent, one process), the same run: "
-                  f"{_fmt_bytes(pymdp['bytes_per_agent'])} per agent sharing the model's "
-                  f"arrays ({_fmt_bytes(pymdp['bytes_per_agent_own_model'])} with its own "
-                  f"copy), {_fmt_bytes(pymdp['memory_bytes'])} in all; "
-                  f"{pymdp['seconds_per_agent_step'] * 1e3:.2f} ms per agent-step, so about "
-                  f"{_fmt_seconds(pymdp['seconds'])} for {n_agents * steps:,} agent-steps "
-                  f"(timed on {pymdp['steps_timed']} step(s) of one agent)", file=out)
-            if agent_bytes is not None and fa_seconds:
-                print(f"fa_core against pymdp: {pymdp['bytes_per_agent'] / (agent_bytes / n_agents):,.0f}x "
-                      f"less memory per agent, {pymdp['seconds'] / fa_seconds:,.0f}x faster "
-                      f"({_fmt_seconds(fa_seconds)} against {_fmt_seconds(pymdp['seconds'])})",
-                      file=out)
+        try:
+            pymdp = pymdp_estimate(model, n_agents, steps, budget_s=pymdp_budget_s)
+        except RuntimeError as exc:  # pymdp's own failure: the run itself is fine
+            log.warning("%s", exc)
+        print(_pymdp_sentences(pymdp, n_agents, steps, agent_bytes,
+                               elapsed * steps / max(steps - 1, 1) if rate is not None
+                               else None), file=out)
 
     return {"model": model, "agents": n_agents, "steps": steps, "seed": seed,
             "threads": threads, "workers": workers, "address": address,
@@ -596,7 +681,7 @@ def write_plot(result: dict, path: str) -> None:
     if result["bytes_per_agent"] is not None:
         labels.append("fa_core")
         values.append(result["bytes_per_agent"])
-    if result["pymdp"] is not None:
+    if result["pymdp"] is not None and result["pymdp"]["bytes_per_agent"] is not None:
         labels.append("pymdp")
         values.append(result["pymdp"]["bytes_per_agent"])
     if values:
@@ -627,6 +712,16 @@ def _int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
     return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def build_parser(prog: str = "fa-core") -> argparse.ArgumentParser:
@@ -665,6 +760,9 @@ def build_parser(prog: str = "fa-core") -> argparse.ArgumentParser:
                      help="write a PNG of the run to PATH (needs matplotlib: fa_core[plot])")
     sim.add_argument("--no-pymdp", dest="pymdp", action="store_false",
                      help="skip the estimate of the same run with pymdp's numpy Agent")
+    sim.add_argument("--pymdp-budget", type=_positive_float, default=30.0, metavar="SECONDS",
+                     help="most seconds the pymdp estimate may take; a slower pymdp step "
+                          "gives a lower bound (default: %(default)s)")
     sim.add_argument("--no-progress", dest="progress", action="store_false",
                      help="no progress bar on stderr")
     return parser
@@ -698,7 +796,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "fa-core") -> int:
                                "pip install 'fa_core[plot]'") from None
         result = simulate(args.model, args.agents, args.steps, args.seed, args.threads,
                           workers=args.workers, address=args.address, progress=args.progress,
-                          compare_pymdp=args.pymdp)
+                          compare_pymdp=args.pymdp, pymdp_budget_s=args.pymdp_budget)
         try:
             if args.json is not None:
                 text = json.dumps(summary_json(result), indent=2) + "\n"

@@ -50,7 +50,8 @@ def assert_one_line_error(proc, *words):
 
 def test_simulate_writes_json_and_png(tmp_path):
     proc = run_cli(["simulate", "--model", "grid10", "--agents", "2000", "--steps", "5",
-                    "--json", "out.json", "--plot", "out.png"], tmp_path)
+                    "--json", "out.json", "--plot", "out.png",
+                    "--pymdp-budget", "600"], tmp_path)  # a loaded machine is slow to load pymdp
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out.json").read_text())
     assert set(summary) == SUMMARY_KEYS
@@ -65,6 +66,7 @@ def test_simulate_writes_json_and_png(tmp_path):
     assert set(summary["behaviour"]) == {"found_food_fraction", "mean_steps_on_food"}
     assert 0 <= summary["behaviour"]["found_food_fraction"] <= 1
     pymdp = summary["pymdp"]  # pymdp is a test dependency: the comparison ran
+    assert pymdp["timed_out"] is False
     assert pymdp["bytes_per_agent"] > summary["memory_per_agent_bytes"]
     assert pymdp["bytes_per_agent_own_model"] > pymdp["bytes_per_agent"]
     assert pymdp["seconds"] == pytest.approx(pymdp["seconds_per_agent_step"] * 2000 * 5)
@@ -183,3 +185,21 @@ def test_no_print_in_library():
         offenders += [f"{name}:{node.lineno}" for node in ast.walk(tree)
                       if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
     assert offenders == []
+
+
+def test_pymdp_estimate_stops_at_its_budget():
+    """A pymdp measurement that cannot finish in its budget stops and says so (pymdp needs
+    about 100 s for one four_factor agent-step; a 0.05 s budget cannot even load pymdp)."""
+    out = cli.pymdp_estimate("four_factor", 10, 2, budget_s=0.05)
+    assert out["timed_out"] is True and out["budget_s"] == 0.05
+    assert out["bytes_per_agent"] is None and out["memory_bytes"] is None
+    text = cli._pymdp_sentences(out, 10, 2, 1000.0, 1.0)
+    assert "budget" in text and "--pymdp-budget" in text
+
+
+def test_pymdp_estimate_measures_a_small_model():
+    out = cli.pymdp_estimate("tmaze", 100, 3, max_steps=2, budget_s=120)
+    assert out["timed_out"] is False and out["steps_timed"] >= 1
+    assert out["bytes_per_agent_own_model"] > out["bytes_per_agent"] > 0
+    assert out["seconds"] == pytest.approx(out["seconds_per_agent_step"] * 300)
+    assert out["memory_bytes"] == pytest.approx(out["bytes_per_agent"] * 100 + out["model_bytes"])

@@ -2,7 +2,9 @@ r"""Build the compiled core of fa_core.
 
 Optimisation is -O3 with no -march=native or -ffast-math: wheels must run on
 any CPU of the target architecture, and the kernels rely on IEEE semantics
-(log of exact zeros plus epsilon, NaN checks done in Python beforehand).
+(log of exact zeros plus epsilon, NaN checks done in Python beforehand). The
+release build has no debug information (``-g0`` overrides the ``-g`` in
+CPython's own compiler flags); the checked build below keeps ``-g``.
 
 OpenMP is used when the compiler supports it (checked by building a tiny
 program) and defines ``FA_CORE_OPENMP=1``; otherwise the build is serial,
@@ -62,8 +64,10 @@ if sys.platform == "win32":
     libraries = []
 else:
     # -fno-wrapv undoes CPython's -fwrapv, under which gcc's UBSan ignores signed overflow
+    # -g0: the release build carries no debug information (CPython's own CFLAGS, which
+    # setuptools puts first, hold -g; the last -g option wins)
     compile_args = (["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv"] if CHECKED
-                    else ["-O3"])
+                    else ["-O3", "-g0"])
     # link libm explicitly: an extension that leaves expf / logf unversioned binds them
     # at load time to glibc's oldest versions, wrappers that set errno on every underflow
     libraries = ["m"]

@@ -100,9 +100,10 @@ class Agent:
         derived model that shares everything else). Without it, the model
         built from ``A``, ``B``, ... is interned: agents built from equal
         arrays share one model.
-    seed : int or numpy.random.Generator, optional
-        Randomness for stochastic action selection and tie-breaks. ``None``
-        (default) uses the global ``np.random`` as pymdp does.
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Randomness for stochastic action selection and tie-breaks: a Generator is used as
+        it is, an int or a SeedSequence seeds a new one (:func:`numpy.random.default_rng`).
+        ``None`` (default) uses the global ``np.random`` as pymdp does.
     sparse : {"auto", True, False}
         Storage of the model's matrices when built from arrays (see
         :class:`GenerativeModel`).

@@ -195,9 +195,9 @@ class ShardedPopulation:
     n_shards : int, optional
         Number of shards (Ray actors). Default: one per ``cpus_per_shard``
         CPUs of the cluster.
-    seed : int or numpy.random.SeedSequence, optional
-        As for :class:`Population`: the same seed gives the same run whatever
-        ``n_shards`` is.
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        As for :class:`Population` (:func:`fa_core.options.seed_sequence`): the same seed
+        gives the same run whatever ``n_shards`` is.
     cpus_per_shard : float
         CPUs Ray reserves for each shard; a shard steps its agents on
         ``max(1, int(cpus_per_shard))`` threads. Fractions let more shards
@@ -272,8 +272,7 @@ class ShardedPopulation:
                           RuntimeWarning, stacklevel=2)
 
         self.model = model
-        self._seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
-                          else np.random.SeedSequence(seed))
+        self._seed_seq = _opt.seed_sequence(seed)
         self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
         self._model_ref = ray.put(model)
         self._lost: list[int] = []
@@ -833,6 +832,18 @@ class ShardedPopulation:
         for actor in self._shards:
             ray.kill(actor)
         self._lost = list(range(self.n_shards))
+
+    def memory_report(self, include_scratch: bool = True):
+        """The sum of the shards' :meth:`Population.memory_report`, each made in its shard's
+        process (so ``shared_model`` counts the model once per shard process).
+
+        Returns
+        -------
+        fa_core.MemoryReport
+        """
+        from fa_core.memory import sum_reports
+        return sum_reports(self._gather_calls("call", [("memory_report", include_scratch)]
+                                              * self.n_shards))
 
     def compute_seconds(self) -> list[float]:
         """Seconds each shard has spent inside its population's calls (for overhead figures).

@@ -13,7 +13,7 @@ import numpy as np
 
 from fa_core.builtin_models import GRID_ACTIONS, TMAZE_REWARD_PROB, default_reward_locations
 
-__all__ = ["GridWorld", "TMaze"]
+__all__ = ["GridWorld", "ModelWorld", "TMaze"]
 
 
 def _as_actions(actions, n_agents: int, n_factors: int, num_controls: int) -> np.ndarray:
@@ -285,4 +285,95 @@ class TMaze:
         ([1, 2], [0, 1], [1, 0])
         """
         self.location = _as_actions(actions, self.n_agents, self.n_factors, self.num_controls)
+        return self._observe()
+
+
+class ModelWorld:
+    """Agents in the world a generative model describes: hidden states move under the
+    model's own ``B`` and the agents' actions, outcomes are drawn from its ``A``.
+
+    For models without a hand-written environment (``four_factor``); the agents are not
+    misspecified, so what they do shows the model's preferences at work.
+
+    Parameters
+    ----------
+    model : fa_core.GenerativeModel
+        The model whose ``A``, ``B``, ``C`` and ``D`` define the world (first states from ``D``).
+    n_agents : int
+        Number of independent agents.
+    seed : int or numpy.random.Generator, optional
+        Randomness of the states and outcomes.
+
+    Attributes
+    ----------
+    state : ndarray of int64, shape (n_agents, num_factors)
+        True hidden state per agent and factor.
+    utility : ndarray of float64, shape (n_agents,)
+        Sum over the steps so far of the preferences ``C[m][o]`` (the model's ``C``) of the
+        outcomes each agent observed, over all modalities: higher is better for the agent.
+    steps : int
+        Observations made since :meth:`reset` (the first one included).
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, Population, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.get("tmaze"))
+    >>> world = ModelWorld(gm, 4, seed=0)
+    >>> world.reset().shape
+    (4, 3)
+    """
+
+    def __init__(self, model, n_agents: int = 1, seed=None):
+        self.n_agents = int(n_agents)
+        if self.n_agents < 1:
+            raise ValueError(f"n_agents: must be at least 1, got {n_agents}")
+        self._A = [np.asarray(a, dtype=np.float64) for a in model.A]
+        self._B = [np.asarray(b, dtype=np.float64) for b in model.B]
+        self._D = [np.asarray(d, dtype=np.float64) for d in model.D]
+        self._C = [np.asarray(c, dtype=np.float64) for c in model.C]
+        self._a_deps = [list(d) for d in model.A_factor_list]
+        self._b_deps = [list(d) for d in model.B_factor_list]
+        self.num_controls = list(model.num_controls)
+        self.n_factors = len(self._B)
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.state = np.zeros((self.n_agents, self.n_factors), dtype=np.int64)
+        self.utility = np.zeros(self.n_agents)
+        self.steps = 0
+
+    def _draw(self, p: np.ndarray) -> np.ndarray:
+        """One index per column of ``p`` (outcomes x agents), by inverse CDF."""
+        cdf = np.cumsum(p, axis=0)
+        u = self._rng.random(p.shape[1]) * cdf[-1]
+        return np.minimum((cdf < u).sum(axis=0), p.shape[0] - 1)
+
+    def _observe(self) -> np.ndarray:
+        obs = np.stack([self._draw(a[(slice(None), *self.state[:, deps].T)])
+                        for a, deps in zip(self._A, self._a_deps)], axis=1).astype(np.int64)
+        for m, c in enumerate(self._C):
+            self.utility += c[obs[:, m]]
+        self.steps += 1
+        return obs
+
+    def reset(self) -> np.ndarray:
+        """Draw every agent's states from ``D``, clear the tallies, return observations."""
+        self.state = np.stack([self._draw(np.repeat(d[:, None], self.n_agents, axis=1))
+                               for d in self._D], axis=1).astype(np.int64)
+        self.utility[:] = 0.0
+        self.steps = 0
+        return self._observe()
+
+    def step(self, actions) -> np.ndarray:
+        """Move every agent's states under ``B`` and its actions ``(n_agents, num_factors)``;
+        return observations ``(n_agents, num_modalities)``."""
+        a = np.asarray(actions)
+        if a.shape != (self.n_agents, self.n_factors) or a.dtype.kind not in "iuf":
+            raise ValueError(f"actions: expected a numeric array of shape "
+                             f"({self.n_agents}, {self.n_factors}), got {np.shape(actions)}")
+        a = a.astype(np.int64)
+        if np.any(a < 0) or np.any(a >= np.asarray(self.num_controls)):
+            raise ValueError(f"actions: controls must lie in [0, num_controls) = "
+                             f"{self.num_controls} per factor")
+        self.state = np.stack(
+            [self._draw(b[(slice(None), *self.state[:, deps].T, a[:, f])])
+             for f, (b, deps) in enumerate(zip(self._B, self._b_deps))], axis=1).astype(np.int64)
         return self._observe()

@@ -38,7 +38,7 @@ import numpy as np
 from fa_core.scratch import scratch_nbytes
 from fa_core.sophisticated import _SI_MODELS
 
-__all__ = ["MemoryReport", "memory_report", "memory_report_many", "agent_nbytes"]
+__all__ = ["MemoryReport", "memory_report", "memory_report_many", "agent_nbytes", "sum_reports"]
 
 _HISTORY_SLOTS = ("qs_hist", "q_pi_hist", "_prev_actions")
 _SKIP = (type, types.ModuleType, types.FunctionType, types.CodeType, types.FrameType)
@@ -129,37 +129,72 @@ class MemoryReport:
         return "\n".join(lines)
 
 
-def memory_report(agent) -> MemoryReport:
-    """Bytes of one agent, by component.
+def memory_report(obj, include_scratch: bool = True) -> MemoryReport:
+    """Bytes of an agent, a list of agents or a population, by component.
 
-    The model counts as shared if anything else references it (another agent,
-    a variable, the model it was derived from).
+    One function for everything that holds agents:
+
+    * an :class:`~fa_core.Agent`: its model counts as shared if anything else references
+      it (another agent, a variable, the model it was derived from);
+    * an iterable of agents: :func:`memory_report_many` (each distinct model, and each
+      shared array, counted once);
+    * a :class:`~fa_core.Population`: the model counts as shared (every agent of the
+      population uses it), the state arrays (their allocated capacity) and options as
+      ``beliefs``, the population's kernel scratch as ``scratch``;
+    * a :class:`~fa_core.distributed.ShardedPopulation`: the sum of its shards' reports,
+      each made in the shard's process (each process holds its own copy of the model).
 
     Parameters
     ----------
-    agent : Agent
-        The agent to measure.
+    obj : Agent, iterable of Agent, Population or ShardedPopulation
+    include_scratch : bool
+        Count scratch memory (the calling thread's pool for agents; the population's own
+        buffer for populations).
 
     Returns
     -------
-    report : MemoryReport
-        Shared model, private parameters, beliefs, history and pooled scratch.
+    MemoryReport
+        ``per_agent`` is the average each agent owns (shared model and scratch excluded).
+
+    Raises
+    ------
+    TypeError
+        ``obj`` is none of these (or a list holds something other than agents).
 
     Examples
     --------
-    >>> from fa_core import Agent, GenerativeModel, builtin_models
-    >>> gm = GenerativeModel(**builtin_models.tmaze())
-    >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
-    >>> from fa_core import memory_report
-    >>> report = memory_report(agents[0])
-    >>> report.n_agents, report.private_params
-    (1, 0)
-    >>> agents[0].C[1][1] = 5.0                        # an edit: this agent's own model
-    >>> _ = agents[0].infer_states([0, 0, 1])
-    >>> memory_report(agents[0]).private_params > 0
-    True
+    >>> from fa_core import Agent, GenerativeModel, Population, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.get("tmaze"))
+    >>> memory_report(Population(gm, 100)).n_agents
+    100
+    >>> memory_report([Agent(model=gm) for _ in range(3)]).n_agents
+    3
     """
-    return memory_report_many([agent])
+    from fa_core.agent import Agent
+    from fa_core.population import Population
+
+    if isinstance(obj, Population):
+        return obj.memory_report(include_scratch=include_scratch)
+    if type(obj).__name__ == "ShardedPopulation" and hasattr(obj, "memory_report"):
+        return obj.memory_report(include_scratch=include_scratch)
+    if isinstance(obj, Agent):
+        return memory_report_many([obj], include_scratch)
+    if isinstance(obj, (str, bytes, dict)) or not hasattr(obj, "__iter__"):
+        raise TypeError(f"memory_report: expected an Agent, a list of agents, a Population or "
+                        f"a ShardedPopulation, got {type(obj).__name__}")
+    agents = list(obj)
+    bad = next((a for a in agents if not isinstance(a, Agent)), None)
+    if bad is not None:
+        raise TypeError(f"memory_report: a list must hold Agents only, got a "
+                        f"{type(bad).__name__} in it (report on a Population by itself)")
+    return memory_report_many(agents, include_scratch)
+
+
+def sum_reports(reports: Iterable[MemoryReport]) -> MemoryReport:
+    """The component-wise sum of reports on disjoint sets of agents (e.g. shards)."""
+    reports = list(reports)
+    fields = ("n_agents", "shared_model", "private_params", "beliefs", "history", "scratch")
+    return MemoryReport(**{f: sum(getattr(r, f) for r in reports) for f in fields})
 
 
 def agent_nbytes(agent) -> int:

@@ -82,6 +82,63 @@ def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -
     return v
 
 
+def seed_sequence(seed: Any, name: str = "seed") -> np.random.SeedSequence:
+    """The :class:`numpy.random.SeedSequence` a population draws its agents' streams from.
+
+    One convention for :class:`~fa_core.Population` and
+    :class:`~fa_core.distributed.ShardedPopulation` (:class:`~fa_core.Agent` takes the same
+    kinds of seed and passes them to :func:`numpy.random.default_rng`).
+
+    Parameters
+    ----------
+    seed : None, int, sequence of int, numpy.random.SeedSequence or numpy.random.Generator
+        ``None``: fresh entropy from the operating system. An int (or a sequence of
+        ints), non-negative: that entropy, so the same seed gives the same agents. A
+        ``SeedSequence``: used as it is. A ``Generator``: 128 bits drawn from it become the
+        entropy, so a seeded generator gives a reproducible population (and advances).
+    name : str
+        The argument's name in error messages.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+
+    Raises
+    ------
+    OptionTypeError
+        A seed of another type (a float, a bool, a string, ...).
+    ValueError
+        A negative integer.
+
+    Examples
+    --------
+    >>> seed_sequence(0).entropy
+    0
+    >>> g = np.random.default_rng(0)
+    >>> seed_sequence(g).entropy == seed_sequence(np.random.default_rng(0)).entropy
+    True
+    """
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(int.from_bytes(seed.bytes(16), "little"))
+    if isinstance(seed, _BOOL_TYPES):
+        raise OptionTypeError(f"{name} must be an int, a SeedSequence or a Generator, got bool")
+    if isinstance(seed, _INT_TYPES):
+        if seed < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {seed}")
+        return np.random.SeedSequence(int(seed))
+    if isinstance(seed, (list, tuple, np.ndarray)) and len(seed) > 0 and all(
+            isinstance(v, _INT_TYPES) and not isinstance(v, _BOOL_TYPES) and v >= 0
+            for v in np.asarray(seed, dtype=object).ravel()):
+        return np.random.SeedSequence([int(v) for v in np.asarray(seed, dtype=object).ravel()])
+    raise OptionTypeError(f"{name} must be None, a non-negative int (or a sequence of them), "
+                          f"a numpy SeedSequence or a numpy Generator, got "
+                          f"{type(seed).__name__} {seed!r}")
+
+
 def check_bool(name: str, v: Any) -> bool:
     """``v`` as a ``bool``: True / False (or numpy booleans, or the integers 0 and 1)."""
     if isinstance(v, _BOOL_TYPES) or (isinstance(v, _INT_TYPES) and v in (0, 1)):

@@ -81,8 +81,9 @@ class Population:
         Keep each agent's first posterior (``qs_t0``), which :meth:`update_D`
         learns from by default, as ``Agent.qs_hist[0]``. (The population keeps
         no other history.)
-    seed : int or numpy.random.SeedSequence, optional
-        Seeds the per-agent random streams (tie-breaks, stochastic actions).
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Seeds the per-agent random streams (tie-breaks, stochastic actions); see
+        :func:`fa_core.options.seed_sequence`. A Generator gives 128 bits of entropy.
     n_threads : int, optional
         Threads for the agent loop; default all cores available to the process.
     streams : array of shape (n_agents,) uint64, optional
@@ -166,8 +167,7 @@ class Population:
         alpha = _opt.check_precisions("alpha", alpha, n)
         lnC = None if C is None else self._ln_C(C, n, model)
         lnE = None if E is None else self._ln_E(E, n, model)
-        seed_seq = (seed if isinstance(seed, np.random.SeedSequence)
-                    else np.random.SeedSequence(seed))
+        seed_seq = _opt.seed_sequence(seed)
         d = self.__dict__
         d["_model"] = model
         d["_lock"] = threading.RLock()
@@ -229,13 +229,6 @@ class Population:
         """The writable storage of the first n_agents rows of a state array (or None)."""
         arr = self.__dict__.get("_" + name)
         return None if arr is None else arr[:self.__dict__["_n"]]
-
-    def __getattr__(self, name):
-        # public arrays are read-only views of the first n_agents rows of the storage
-        if name in Population._ARRAYS or name in Population._OPTIONAL:
-            arr = self.__dict__.get("_" + name)
-            return None if arr is None else _state_view(arr[:self.__dict__["_n"]], name)
-        raise AttributeError(name)
 
     def __setattr__(self, name, value):
         if name in Population._ARRAYS or name in Population._OPTIONAL:
@@ -827,11 +820,30 @@ class Population:
             keys = [("D", f) for f in self._learn_facs]
             self._learn("D", keys, self.lr_pD, q0, row=row)
 
-    def memory_report(self):
-        """Bytes of the population by component (:class:`fa_core.memory.MemoryReport`):
-        the shared model, the learned counts and values of every agent (``private_params``,
-        with each learning agent's own model table), state arrays (``beliefs``), the first
-        posteriors of ``save_belief_hist`` (``history``) and the kernels' scratch."""
+    def memory_report(self, include_scratch: bool = True):
+        """Bytes of the population by component (also :func:`fa_core.memory_report`).
+
+        Parameters
+        ----------
+        include_scratch : bool
+            Count the kernels' scratch buffers.
+
+        Returns
+        -------
+        fa_core.MemoryReport
+            The shared model, the learned counts and values of every agent
+            (``private_params``, with each learning agent's own model table),
+            state arrays (``beliefs``), the first posteriors of
+            ``save_belief_hist`` (``history``) and the kernels' scratch.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> report = Population(gm, 100).memory_report()
+        >>> report.n_agents, report.private_params
+        (100, 0)
+        """
         from fa_core.memory import MemoryReport
         d = self.__dict__
         learned = d["_learned"]
@@ -842,7 +854,8 @@ class Population:
         beliefs = sum(d["_" + k].nbytes for k in Population._ARRAYS + Population._OPTIONAL
                       if d.get("_" + k) is not None)
         history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
-        scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch") if d.get(k) is not None)
+        scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch")
+                      if include_scratch and d.get(k) is not None)
         return MemoryReport(n_agents=self._n, shared_model=self.model.nbytes,
                             private_params=private, beliefs=beliefs, history=history,
                             scratch=scratch)
@@ -1123,6 +1136,43 @@ class Population:
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
                 f"n_threads={self.n_threads})")
+
+
+#: One line per state array, the docstring of its property.
+_STATE_DOCS = {
+    "qs": "Beliefs, ``(n_agents, sum(num_states))`` float32, factors concatenated "
+          "(:meth:`Population.qs_factor` gives one).",
+    "q_pi": "Policy posteriors, ``(n_agents, n_policies)`` float32.",
+    "G": "Expected free energies (negative), ``(n_agents, n_policies)`` float32.",
+    "actions": "Last actions, ``(n_agents, num_factors)`` int32.",
+    "has_action": "Whether ``actions`` holds a previous action (the next prior predicts from "
+                  "it) or not (the next prior is ``D``), ``(n_agents,)`` uint8.",
+    "curr_timestep": "Time step per agent, ``(n_agents,)`` int64.",
+    "rng": "Random-stream word per agent (SplitMix64), ``(n_agents,)`` uint64.",
+    "gamma": "Policy precision per agent, ``(n_agents,)`` float32.",
+    "alpha": "Action precision per agent, ``(n_agents,)`` float32.",
+    "lnC": "Per-agent log-preferences, one array per modality ``(n_agents, num_obs[m])`` "
+           "concatenated, or None when the model's ``C`` is shared.",
+    "lnE": "Per-agent log policy priors ``(n_agents, n_policies)``, or None when shared.",
+}
+
+
+def _state_property(name: str) -> property:
+    """A real attribute (seen by ``dir()`` and tab completion) for state array ``name``: a
+    read-only view of the first ``n_agents`` rows of its storage; assignment goes through
+    :meth:`Population.set` (``Population.__setattr__``)."""
+    def get(self):
+        arr = self.__dict__.get("_" + name)
+        return None if arr is None else _state_view(arr[:self.__dict__["_n"]], name)
+    get.__name__ = name
+    doc = _STATE_DOCS.get(name, f"Per-agent state array ``{name}``.")
+    return property(get, doc=doc + " Read-only view; set with ``pop." + name
+                    + " = values`` or :meth:`Population.set`.")
+
+
+for _name in Population._ARRAYS + Population._OPTIONAL:
+    setattr(Population, _name, _state_property(_name))
+del _name
 
 
 def _bool_option(name):

@@ -278,3 +278,23 @@ def test_simulate_on_ray_matches_single_process():
         two["population"].shutdown()
     with pytest.raises(SystemExit):
         main(["simulate", "--workers", "0"])
+
+
+def test_generator_seed_and_memory_report_follow_population():
+    """One convention: a Generator seeds a sharded population as it seeds one Population,
+    and fa_core.memory_report sums the shards' reports."""
+    gm = fa_core.GenerativeModel(**builtin_models.get("grid10"))
+    one = Population(gm, N_AGENTS, seed=np.random.default_rng(4), n_threads=1)
+    sp = ShardedPopulation(gm, N_AGENTS, seed=np.random.default_rng(4), n_shards=2)
+    try:
+        np.testing.assert_array_equal(sp.gather("rng"), one.rng)
+        report = fa_core.memory_report(sp)
+        assert report == sp.memory_report()
+        assert report.n_agents == N_AGENTS
+        parts = [fa_core.memory_report(Population(gm, k, n_threads=1)) for k in sp.shard_sizes]
+        # the same arrays, shard by shard (small objects such as seed entropy may differ)
+        assert report.beliefs == pytest.approx(sum(p.beliefs for p in parts), rel=0.01)
+        # one model per shard process (unpickled there, so at least the driver's model each)
+        assert report.shared_model >= sum(p.shared_model for p in parts)
+    finally:
+        sp.shutdown()

@@ -837,9 +837,24 @@ class ShardedPopulation:
         """The sum of the shards' :meth:`Population.memory_report`, each made in its shard's
         process (so ``shared_model`` counts the model once per shard process).
 
+        Parameters
+        ----------
+        include_scratch : bool
+            Count each shard's kernel scratch.
+
         Returns
         -------
         fa_core.MemoryReport
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> pop = ShardedPopulation(gm, 10, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> pop.memory_report().n_agents
+        10
+        >>> pop.shutdown()
         """
         from fa_core.memory import sum_reports
         return sum_reports(self._gather_calls("call", [("memory_report", include_scratch)]

@@ -355,7 +355,21 @@ class ModelWorld:
         return obs
 
     def reset(self) -> np.ndarray:
-        """Draw every agent's states from ``D``, clear the tallies, return observations."""
+        """Draw every agent's states from ``D``, clear the tallies, return observations.
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, num_modalities)
+            Each agent's first outcome indices.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> world = ModelWorld(GenerativeModel(**builtin_models.get("tmaze")), 4, seed=0)
+        >>> obs = world.reset()
+        >>> obs.shape, world.steps
+        ((4, 3), 1)
+        """
         self.state = np.stack([self._draw(np.repeat(d[:, None], self.n_agents, axis=1))
                                for d in self._D], axis=1).astype(np.int64)
         self.utility[:] = 0.0
@@ -363,8 +377,27 @@ class ModelWorld:
         return self._observe()
 
     def step(self, actions) -> np.ndarray:
-        """Move every agent's states under ``B`` and its actions ``(n_agents, num_factors)``;
-        return observations ``(n_agents, num_modalities)``."""
+        """Move every agent's states under ``B`` and its actions; return the new outcomes.
+
+        Parameters
+        ----------
+        actions : array_like of int, shape (n_agents, num_factors)
+            One control index per agent and factor (as ``Population.step`` returns).
+
+        Returns
+        -------
+        obs : ndarray of int64, shape (n_agents, num_modalities)
+            Each agent's outcome indices.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.get("tmaze"))
+        >>> world, pop = ModelWorld(gm, 4, seed=0), Population(gm, 4, seed=0)
+        >>> obs = world.step(pop.step(world.reset()))
+        >>> obs.shape, world.steps
+        ((4, 3), 2)
+        """
         a = np.asarray(actions)
         if a.shape != (self.n_agents, self.n_factors) or a.dtype.kind not in "iuf":
             raise ValueError(f"actions: expected a numeric array of shape "

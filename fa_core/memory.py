@@ -191,7 +191,26 @@ def memory_report(obj, include_scratch: bool = True) -> MemoryReport:
 
 
 def sum_reports(reports: Iterable[MemoryReport]) -> MemoryReport:
-    """The component-wise sum of reports on disjoint sets of agents (e.g. shards)."""
+    """The component-wise sum of reports on disjoint sets of agents (e.g. shards).
+
+    Parameters
+    ----------
+    reports : iterable of MemoryReport
+        Reports on sets of agents that share nothing (each model is counted in each).
+
+    Returns
+    -------
+    MemoryReport
+        Every field summed.
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, Population, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.get("tmaze"))
+    >>> total = sum_reports([Population(gm, 3).memory_report(), Population(gm, 5).memory_report()])
+    >>> total.n_agents
+    8
+    """
     reports = list(reports)
     fields = ("n_agents", "shared_model", "private_params", "beliefs", "history", "scratch")
     return MemoryReport(**{f: sum(getattr(r, f) for r in reports) for f in fields})

@@ -726,6 +726,22 @@ class Population:
         Parameters
         ----------
         obs : array of int, (n_agents, n_modalities)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> spec = builtin_models.tmaze()
+        >>> counts = lambda arrays: [np.asarray(x, dtype=float) * 10 + (x > 0) for x in arrays]
+        >>> gm = GenerativeModel(**spec, pA=counts(spec["A"]), pB=counts(spec["B"]),
+        ...                      pD=counts(spec["D"]))
+        >>> pop = Population(gm, 4, seed=0, save_belief_hist=True)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.infer_states(obs)
+        >>> before = pop[0].pA[0].sum()
+        >>> pop.update_A(obs)
+        >>> bool(pop[0].pA[0].sum() > before), bool(pop[1].pA[0].sum() > before)
+        (True, True)
         """
         self._update_A(obs, None)
 
@@ -762,6 +778,24 @@ class Population:
         qs_prev : array, (n_agents, sum(num_states))
             Every agent's previous beliefs, factors concatenated (as ``pop.qs``; keep
             a copy: ``qs_prev = pop.qs.copy()`` before the step).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> spec = builtin_models.tmaze()
+        >>> counts = lambda arrays: [np.asarray(x, dtype=float) * 10 + (x > 0) for x in arrays]
+        >>> gm = GenerativeModel(**spec, pA=counts(spec["A"]), pB=counts(spec["B"]),
+        ...                      pD=counts(spec["D"]))
+        >>> pop = Population(gm, 4, seed=0, save_belief_hist=True)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.step(obs)                      # a first action
+        >>> qs_prev = pop.qs.copy()
+        >>> _ = pop.infer_states(obs)
+        >>> before = pop[0].pB[0].sum()
+        >>> pop.update_B(qs_prev)
+        >>> bool(pop[0].pB[0].sum() > before)
+        True
         """
         self._update_B(qs_prev, None)
 
@@ -792,6 +826,21 @@ class Population:
         qs_t0 : array, (n_agents, sum(num_states)), optional
             Initial beliefs. Default: each agent's first posterior, kept with
             ``save_belief_hist=True`` (as ``Agent.qs_hist[0]``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> spec = builtin_models.tmaze()
+        >>> counts = lambda arrays: [np.asarray(x, dtype=float) * 10 + (x > 0) for x in arrays]
+        >>> gm = GenerativeModel(**spec, pA=counts(spec["A"]), pB=counts(spec["B"]),
+        ...                      pD=counts(spec["D"]))
+        >>> pop = Population(gm, 4, seed=0, save_belief_hist=True)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.step(obs)
+        >>> pop.update_D()                          # from each agent's first posterior
+        >>> np.allclose(pop[0].D[0], pop[0].pD[0] / pop[0].pD[0].sum())
+        True
         """
         self._update_D(qs_t0, None)
 

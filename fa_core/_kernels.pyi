@@ -8,6 +8,9 @@ from fa_core._policies import action_marginals as action_marginals, infer_polici
 from fa_core._selection import select_highest as select_highest, tie_rtol as tie_rtol
 from fa_core._states import infer_states as infer_states, predict_states as predict_states
 
+__all__ = ["CHECKED_BUILD", "KModel", "action_marginals", "infer_policies", "infer_states",
+           "load_observation", "population_stages", "predict_states", "select_highest", "tie_rtol"]
+
 _F32 = npt.NDArray[np.float32]
 _I32 = npt.NDArray[np.int32]
 

@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from importlib.metadata import version
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -234,7 +234,8 @@ def header() -> list[str]:
     if hasattr(os, "getloadavg"):
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
-        f"pymdp {version('inferactively-pymdp')} (legacy numpy Agent) vs fa_core {fa_core.__version__}; "
+        f"pymdp {version('inferactively-pymdp')} (legacy numpy Agent) "
+        f"vs fa_core {fa_core.__version__}; "
         f"Python {platform.python_version()}, numpy {np.__version__}",
         f"{cpu}, {os.cpu_count()} cores, load average {load}; "
         f"{datetime.datetime.now().isoformat(timespec='minutes')}",
@@ -282,7 +283,8 @@ def report(results: list[dict], quick: bool) -> str:
             got = r["pymdp"][call] / r["fa_core"][call]
             label = "full step" if call == "step" else call
             verdict = "met" if got >= target else "NOT met"
-            lines.append(f"- {model} {label}: {fmt_ratio(got)} (target >= {target:,.0f}x): {verdict}")
+            lines.append(f"- {model} {label}: {fmt_ratio(got)} "
+                         f"(target >= {target:,.0f}x): {verdict}")
     return "\n".join(lines)
 
 

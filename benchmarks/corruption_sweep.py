@@ -135,7 +135,7 @@ def main() -> None:
         jobs[k].append(("flip", bytes(b)))
     for k in kinds:
         jobs[k] += [("truncate", blobs[k][:n]) for n in range(len(blobs[k]))]
-    print(f"blob sizes: " + ", ".join(f"{k} {len(v)} B" for k, v in blobs.items()))
+    print("blob sizes: " + ", ".join(f"{k} {len(v)} B" for k, v in blobs.items()))
     table = {}
     crafted = {}
     if args.crafted:
@@ -172,9 +172,10 @@ def main() -> None:
         for o, c in counts.items():
             total[o] = total.get(o, 0) + c
     n = sum(v[0] for v in table.values())
+    other = {k: v for k, v in total.items() if k not in ("crash", "silent-wrong", "clear")}
     print(f"{'total':28s} n={n:5d}  crashes={total.get('crash', 0)}  "
           f"silent wrong={total.get('silent-wrong', 0)}  clear errors={total.get('clear', 0)}  "
-          f"other={ {k: v for k, v in total.items() if k not in ('crash', 'silent-wrong', 'clear')} }")
+          f"other={other}")
     print(json.dumps(total))
 
 

@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     sample_bytes, sample_agents = traced(build_sample)
     report = memory_report_many(sample_agents)
     fa_traced = sample_bytes / sample
-    hib_bytes, blobs = traced(lambda: [hibernate(a) for a in sample_agents])
+    # the agents bound as an argument: the name is deleted below, once they are hibernated
+    hib_bytes, blobs = traced(lambda agents=sample_agents: [hibernate(a) for a in agents])
     del sample_agents
     gc.collect()
     hib_traced = hib_bytes / sample  # blobs, bytes objects and list slots, agents freed

@@ -14,9 +14,10 @@ the non-zeros of ``A`` / ``B`` (so the model keeps their sparsity pattern):
 
 Memory per learning agent: for fa_core, what tracemalloc sees allocated by the
 population's learned rows and per-agent models in its first two learning steps
-(the first learns A, the second B too), divided by N, and ``Population.memory_report()``'s private parameters per agent;
-for pymdp, tracemalloc of building one agent from its own model copy and taking
-one learning step.
+(the first learns A, the second B too), divided by N, and
+``Population.memory_report()``'s private parameters per agent; for pymdp,
+tracemalloc of building one agent from its own model copy and taking one
+learning step.
 
 Run from the repository root after building the extension::
 

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     print("| model | si_horizon | pymdp | fa_core | pymdp / fa_core | repeats (pymdp, fa_core) |")
     print("|---|---|---|---|---|---|")
     for name, h, t_ref, t_fa, ratio, reps in rows:
-        print(f"| {name} | {h} | {fmt(t_ref)} | {fmt(t_fa)} | {ratio:.0f}x | {reps[0]}, {reps[1]} |")
+        print(f"| {name} | {h} | {fmt(t_ref)} | {fmt(t_fa)} | {ratio:.0f}x "
+              f"| {reps[0]}, {reps[1]} |")
     if TARGET_HORIZON in args.horizons:
         verdict = "met" if not missed else f"MISSED for {missed}"
         print(f"\nTarget: at least {TARGET_RATIO:.0f}x at si_horizon={TARGET_HORIZON}: {verdict}")

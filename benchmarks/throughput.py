@@ -265,7 +265,7 @@ def fmt_bytes(x: float | None) -> str:
 
 def load() -> str:
     try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         return "load average unavailable"
 
@@ -312,7 +312,7 @@ def main(argv=None) -> None:
 
         print(f"jax {jax.__version__} on {jax.devices()[0].platform}, "
               f"x64={'on' if jax.config.jax_enable_x64 else 'off (float32)'}")
-    print("agent-steps/s: median of %d repeats; vs JAX at equal batch size" % args.repeats)
+    print(f"agent-steps/s: median of {args.repeats} repeats; vs JAX at equal batch size")
     rows, notes = [], []
     header = ("model", "N", "implementation", "agent-steps/s", "mem/agent", "vs numpy", "vs JAX")
     for label, name, kwargs, n in CASES:

@@ -9,5 +9,5 @@ from fa_core.memory import MemoryReport, memory_report, memory_report_many
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "AgentPool", "CorruptStateError", "GenerativeModel", "MemoryReport", "Population",
-           "memory_report", "memory_report_many", "__version__"]
+__all__ = ["Agent", "AgentPool", "CorruptStateError", "GenerativeModel", "MemoryReport",
+           "Population", "memory_report", "memory_report_many", "__version__"]

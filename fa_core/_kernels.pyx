@@ -38,6 +38,10 @@ from fa_core._policies import action_marginals, infer_policies
 from fa_core._selection import select_highest, tie_rtol
 from fa_core._states import infer_states, predict_states
 
+# the entry points re-exported from the stage modules, and the driver
+__all__ = ["CHECKED_BUILD", "KModel", "action_marginals", "infer_policies", "infer_states",
+           "load_observation", "population_stages", "predict_states", "select_highest", "tie_rtol"]
+
 # True in the debugging build of setup.py's FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
 CHECKED_BUILD = bool(FA_CORE_CHECKED)
 
@@ -116,16 +120,15 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
         a.has_action[i] = 1
 
 
-
 cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
     """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
     cdef const ModelC* m = a.m
-    cdef int b, follow = 0
+    cdef int b, j, follow = 0
     for b in range(nb):
         if a.models != NULL and a.models[i0 + b] != 0:  # its own model: one at a time
-            for b in range(nb):
-                c_agent_stages(a, i0 + b, stages, sc)
+            for j in range(nb):
+                c_agent_stages(a, i0 + j, stages, sc)
             return
         if a.replan != NULL and not a.replan[i0 + b] and a.has_action[i0 + b]:
             follow = 1  # an agent following its plan: policies one agent at a time
@@ -151,7 +154,6 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
     if stages & 4:
         for b in range(nb):
             c_agent_stages(a, i0 + b, 4, sc)
-
 
 
 def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1] q_pi,

@@ -5,18 +5,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I32 = npt.NDArray[np.int32]
+_F32 = npt.NDArray[np.float32]
+_F64 = npt.NDArray[np.float64]
+_I32 = npt.NDArray[np.int32]
 
 def dirichlet_add(
-    counts: F64, a: F64, b: F64, lr: float, stride: int, offset: int,
+    counts: _F64, a: _F64, b: _F64, lr: float, stride: int, offset: int,
 ) -> None: ...
 def pack_counts(
-    p: F64, indptr: I32 | None, idx: I32 | None, val: F32,
-    logval: F32 | None, col_H: F32 | None, wval: F32 | None, work: F64,
+    p: _F64, indptr: _I32 | None, idx: _I32 | None, val: _F32,
+    logval: _F32 | None, col_H: _F32 | None, wval: _F32 | None, work: _F64,
 ) -> int: ...
 def population_learn(
-    kind: int, mats: list[dict[str, Any]], qs: F32, qs_prev: F32 | None, obs: I32 | None,
-    actions: I32 | None, lr: float, s_off: I32, ns: I32, scratch: F64, n_threads: int,
+    kind: int, mats: list[dict[str, Any]], qs: _F32, qs_prev: _F32 | None, obs: _I32 | None,
+    actions: _I32 | None, lr: float, s_off: _I32, ns: _I32, scratch: _F64, n_threads: int,
+    update: bool = ...,
 ) -> None: ...

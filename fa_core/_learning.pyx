@@ -31,7 +31,6 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cython.parallel cimport prange, threadid
 from libc.math cimport log, INFINITY
 
-import numpy as np
 cimport numpy as cnp
 
 from fa_core._learning cimport joint_of_factors, dirichlet_update, normalise_counts
@@ -318,7 +317,7 @@ def population_learn(int kind, list mats, const float[:, ::1] qs, object qs_prev
         if n_threads < 1:
             n_threads = 1
         for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=16):
-            c_learn_agent(tab, n_mats, kind, update, i, &qs[0, 0], prev_p, obs_p, act_p, lr, &s_off[0],
-                          &ns[0], nf, nm, &scratch[threadid(), 0])
+            c_learn_agent(tab, n_mats, kind, update, i, &qs[0, 0], prev_p, obs_p, act_p, lr,
+                          &s_off[0], &ns[0], nf, nm, &scratch[threadid(), 0])
     finally:
         PyMem_Free(tab)

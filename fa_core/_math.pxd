@@ -185,7 +185,7 @@ cdef inline double dot4(const float* a, const float* x, int n) noexcept nogil:
 
 
 cdef inline double gather_dot(const float* a, const float* x, const int* idx,
-                             int n) noexcept nogil:
+                              int n) noexcept nogil:
     """sum over the listed k of a[k] * x[k], in four independent double sums (a single
     running sum would make every addition wait for the previous one)."""
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
@@ -365,7 +365,7 @@ cdef inline double mat_quad(const Mat* M, const float* y, const float* x) noexce
 # ---------------------------------------------------------------------------
 
 cdef inline void predict_states(const ModelC* m, const float* qs, const int* action,
-                           float* out, float* joint) noexcept nogil:
+                                float* out, float* joint) noexcept nogil:
     """out[f] = B[f][..., action[f]] @ joint(qs[B_factor_list[f]]) for every factor."""
     cdef int f, nd
     cdef const int* dep
@@ -380,7 +380,7 @@ cdef inline void predict_states(const ModelC* m, const float* qs, const int* act
 
 
 cdef inline void log_prior(const ModelC* m, const float* qs, const int* action,
-                      float* logprior, float* joint) noexcept nogil:
+                           float* logprior, float* joint) noexcept nogil:
     cdef int i
     predict_states(m, qs, action, logprior, joint)
     for i in range(m.S):
@@ -388,7 +388,7 @@ cdef inline void log_prior(const ModelC* m, const float* qs, const int* action,
 
 
 cdef inline void log_likelihood(const ModelC* m, const int* obs, const float* obs_distr,
-                           int distr, float* ll_all, float* tmp) noexcept nogil:
+                                int distr, float* ll_all, float* tmp) noexcept nogil:
     """Log likelihoods over parent joint states, summed within each modality group.
 
     ``tmp`` needs max_K floats.
@@ -472,7 +472,7 @@ cdef inline double contract_except(const ModelC* m, const float* t, const int* d
 
 
 cdef inline double add_marginals(const ModelC* m, const float* t, const int* dep, int nd,
-                          const float* qs, float* qL, float* work, int first) noexcept nogil:
+                                 const float* qs, float* qL, float* work, int first) noexcept nogil:
     """Add to ``qL`` (flat over factors) the contraction of ``t`` over all axes but each one.
 
     ``t`` has axes ``dep`` (C order). Divide and conquer: the leading half of the
@@ -550,7 +550,7 @@ cdef inline int vfe_order_differs(const ModelC* m, int g) noexcept nogil:
 
 
 cdef inline double all_marginals(const ModelC* m, const float* ll_all, const float* qs, float* qL,
-                          float* work) noexcept nogil:
+                                 float* work) noexcept nogil:
     """qL[f] = sum over groups of E_q[log likelihood] over all factors but f.
 
     Returns the expected log likelihood of the groups with sorted parents.
@@ -567,7 +567,7 @@ cdef inline double all_marginals(const ModelC* m, const float* ll_all, const flo
 
 
 cdef inline void marginals_bl(const ModelC* m, const float* ll, const float* qs, float* qL,
-                       double* ell, float* pre) noexcept nogil:
+                              double* ell, float* pre) noexcept nogil:
     """:func:`all_marginals` for BL agents (every group's parents sorted).
 
     For each joint state the product of the other parents' marginals comes from
@@ -580,7 +580,6 @@ cdef inline void marginals_bl(const ModelC* m, const float* ll, const float* qs,
     cdef const float* q
     cdef float* suf
     cdef float* out
-    cdef float w
     memset(qL, 0, m.S * BL * sizeof(float))
     for b in range(BL):
         ell[b] = 0.0
@@ -718,7 +717,7 @@ cdef inline double expected_utility(const real_a* qo, const real_b* lnC, int str
 
 
 cdef inline double utility(const ModelC* m, int mm, int t, const float* qo,
-                          const float* lnC) noexcept nogil:
+                           const float* lnC) noexcept nogil:
     """Expected log preference of predicted outcomes ``qo`` of modality ``mm`` at step ``t``."""
     return expected_utility(qo, lnC + m.lnC_off[mm] + t, m.T, m.no[mm])
 
@@ -758,7 +757,7 @@ cdef inline void scan_pruned(const float* qx, int K, int* idx, Pruned* pr) noexc
 
 
 cdef inline double info_gain(const ModelC* m, int mm, const float* qx, int K, const float* qo,
-                      int* idx, Pruned* pr, float* qo_p) noexcept nogil:
+                             int* idx, Pruned* pr, float* qo_p) noexcept nogil:
     """State information gain of modality ``mm`` as spm_MDP_G: joint states ``qx``
     at or below exp(-16) are left out of both terms.
 
@@ -772,7 +771,7 @@ cdef inline double info_gain(const ModelC* m, int mm, const float* qx, int K, co
     cdef const Mat* A = &m.mats[m.a_mat[mm]]
     cdef const float* H = m.a_H[mm]
     cdef const float* qop = qo
-    cdef int k, o, j
+    cdef int k, o
     cdef double sig = gather_dot(H, qx, idx, pr.nk)
     if pr.mass != 0.0:
         qop = qo_p

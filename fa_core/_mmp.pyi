@@ -4,11 +4,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
-I32 = npt.NDArray[np.int32]
+_F32 = npt.NDArray[np.float32]
+_F64 = npt.NDArray[np.float64]
+_I32 = npt.NDArray[np.int32]
 
+@disjoint_base  # a cdef class: its C layout cannot be combined with another's
 class MMPModel:
     """C view of the dense float32 arrays MMP reads; built by fa_core.mmp only."""
 
@@ -18,10 +20,10 @@ class MMPModel:
     @property
     def nbytes(self) -> int: ...
 
-def infer_states(model: MMPModel, lh: F32, past_len: int, infer_len: int, future_cutoff: int,
-                 acts: I32, prior: F32, q: F32, F: F32, num_iter: int, tau: float, fut_w: float,
-                 fs: F32, ds: F64, lnlh: F64, xn: F32 | None = ...,
-                 vn: F32 | None = ...) -> None: ...
-def infer_policies(model: MMPModel, q: F32, t0: int, use_utility: bool,
-                   use_states_info_gain: bool, F: F32, lnE: F32, gamma: float, G: F32,
-                   q_pi: F32, fs: F32, ds: F64) -> None: ...
+def infer_states(model: MMPModel, lh: _F32, past_len: int, infer_len: int, future_cutoff: int,
+                 acts: _I32, prior: _F32, q: _F32, F: _F32, num_iter: int, tau: float, fut_w: float,
+                 fs: _F32, ds: _F64, lnlh: _F64, xn: _F32 | None = ...,
+                 vn: _F32 | None = ...) -> None: ...
+def infer_policies(model: MMPModel, q: _F32, t0: int, use_utility: bool,
+                   use_states_info_gain: bool, F: _F32, lnE: _F32, gamma: float, G: _F32,
+                   q_pi: _F32, fs: _F32, ds: _F64) -> None: ...

@@ -23,7 +23,6 @@ cimport numpy as cnp
 cnp.import_array()
 
 
-
 cdef struct MC:
     int nf
     int S
@@ -109,17 +108,19 @@ cdef inline int index_of(const int* dep, int nd, int f) noexcept nogil:
     return -1
 
 
-cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len, int infer_len, int future_cutoff,
-                  const int* acts, const float* prior, float* q, int num_iter, double tau,
-                  double fut_w, float* fs, double* ds, float* xn, float* vn) noexcept nogil:
+cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len, int infer_len,
+                  int future_cutoff, const int* acts, const float* prior, float* q, int num_iter,
+                  double tau, double fut_w, float* fs, double* ds, float* xn,
+                  float* vn) noexcept nogil:
     """One policy's marginal message passing (pymdp ``run_mmp_factorized``); returns F.
 
-    ``lh``: past_len blocks of likelihood terms (``lnlh``: their logs + 1e-16); ``acts``: (infer_len - 1, nf)
-    actions leading out of each step; ``prior``: flat beliefs before the window;
-    ``q``: (infer_len, S) beliefs, written. Scratch: ``fs`` max(max_K, max_ns)
-    floats, ``ds`` 7 * max_ns + max_ns * max_ns doubles. ``xn`` / ``vn``: NULL, or
-    (num_iter, infer_len, S) records of each iteration's beliefs and prediction errors
-    (pymdp's ``_run_mmp_testing`` outputs, for checks against SPM).
+    ``lh``: past_len blocks of likelihood terms (``lnlh``: their logs + 1e-16);
+    ``acts``: (infer_len - 1, nf) actions leading out of each step; ``prior``: flat
+    beliefs before the window; ``q``: (infer_len, S) beliefs, written. Scratch:
+    ``fs`` max(max_K, max_ns) floats, ``ds`` 7 * max_ns + max_ns * max_ns doubles.
+    ``xn`` / ``vn``: NULL, or (num_iter, infer_len, S) records of each iteration's
+    beliefs and prediction errors (pymdp's ``_run_mmp_testing`` outputs, for checks
+    against SPM).
     """
     cdef int n = m.max_ns
     cdef double* lnA = ds
@@ -211,7 +212,8 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
                                     e += <double>m.c_val[j] * tmp[m.c_row[j]]
                                 fut[v] += log(e + EPS_D)
                         else:
-                            # marginalise B[i][..., u] over f's co-parents, then spm_norm its transpose
+                            # marginalise B[i][..., u] over f's co-parents, then spm_norm its
+                            # transpose
                             dep = m.b_dep + m.b_dep_off[i]
                             nd = m.b_dep_off[i + 1] - m.b_dep_off[i]
                             Bm = m.B + m.b_off[i] + <long long>u * ns_i * m.b_K[i]
@@ -369,7 +371,7 @@ def infer_states(MMPModel model, const float[::1] lh, int past_len, int infer_le
                  float[:, :, ::1] q, float[::1] F, int num_iter, double tau, double fut_w,
                  float[::1] fs, double[::1] ds, double[::1] lnlh,
                  float[:, :, :, ::1] xn=None, float[:, :, :, ::1] vn=None):
-    """Marginal message passing for every policy, in place on ``q`` (n_pol, >= infer_len, S) and ``F``.
+    """Marginal message passing for every policy, in place on ``q`` (n_pol, >= infer_len, S), ``F``.
 
     ``acts[p]`` holds the actions out of each window step under policy ``p``
     (past actions, then the policy's); ``prior`` has one row per policy or
@@ -385,8 +387,9 @@ def infer_states(MMPModel model, const float[::1] lh, int past_len, int infer_le
         for i in range(<long long>past_len * m.lh_stride):
             lnlh[i] = log(<double>lh[i] + EPS_D)
         for p in range(n_pol):
-            F[p] = <float>c_mmp(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff, &acts[p, 0, 0],
-                                &prior[0 if shared else p, 0], &q[p, 0, 0], num_iter, tau, fut_w,
+            F[p] = <float>c_mmp(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff,
+                                &acts[p, 0, 0], &prior[0 if shared else p, 0], &q[p, 0, 0],
+                                num_iter, tau, fut_w,
                                 &fs[0], &ds[0], &xn[p, 0, 0, 0] if rec else NULL,
                                 &vn[p, 0, 0, 0] if rec else NULL)
 

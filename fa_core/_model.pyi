@@ -4,10 +4,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
-F32 = npt.NDArray[np.float32]
-I32 = npt.NDArray[np.int32]
+_F32 = npt.NDArray[np.float32]
+_I32 = npt.NDArray[np.int32]
 
+@disjoint_base  # a cdef class: its C layout cannot be combined with another's
 class KModel:
     """C view of a validated generative model; built by GenerativeModel only."""
 
@@ -41,4 +43,4 @@ class KModel:
     @property
     def nbytes(self) -> int: ...
 
-def load_observation(model: KModel, observation: Any, out: I32) -> None: ...
+def load_observation(model: KModel, observation: Any, out: _I32) -> None: ...

@@ -20,7 +20,7 @@ from libc.string cimport memcpy
 import numpy as np
 cimport numpy as cnp
 
-from fa_core._model cimport BLOCK_MAX_K, MAX_ND, Mat, ModelC
+from fa_core._model cimport BLOCK_MAX_K, MAX_ND, Mat
 from fa_core._policies cimport infer_policies_block_scratch, infer_policies_scratch
 from fa_core._selection cimport sample_action_scratch
 from fa_core._states cimport evidence_scratch, infer_states_block_scratch
@@ -57,7 +57,8 @@ cdef class KModel:
         self.c.a_K = self._ints(ints, "a_K"); self.c.a_mat = self._ints(ints, "a_mat")
         self.c.wa_mat = self._ints(ints, "wa_mat")
         self.c.a_ntail = self._ints(ints, "a_ntail"); self.c.a_Khead = self._ints(ints, "a_Khead")
-        self.c.a_red_off = self._ints(ints, "a_red_off"); self.c.red_stride = int(ints["red_stride"])
+        self.c.a_red_off = self._ints(ints, "a_red_off")
+        self.c.red_stride = int(ints["red_stride"])
         self.c.b_dep = self._ints(ints, "b_dep"); self.c.b_dep_off = self._ints(ints, "b_dep_off")
         self.c.b_K = self._ints(ints, "b_K"); self.c.b_mat = self._ints(ints, "b_mat")
         self.c.wb_mat = self._ints(ints, "wb_mat")
@@ -260,4 +261,3 @@ def load_observation(KModel model, object observation, int[::1] out):
                              f"{model.c.no[m]} outcomes (0..{model.c.no[m] - 1})")
     for m in range(nm):
         out[m] = observation[m]
-

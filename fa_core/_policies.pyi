@@ -5,11 +5,11 @@ import numpy.typing as npt
 
 from fa_core._model import KModel
 
-F32 = npt.NDArray[np.float32]
-I32 = npt.NDArray[np.int32]
+_F32 = npt.NDArray[np.float32]
+_I32 = npt.NDArray[np.int32]
 
 def infer_policies(
-    model: KModel, qs: F32, gamma: float, use_utility: bool, use_states_info_gain: bool,
-    use_pA: bool, use_pB: bool, use_I: bool, G: F32, q_pi: F32, scratch: F32,
+    model: KModel, qs: _F32, gamma: float, use_utility: bool, use_states_info_gain: bool,
+    use_pA: bool, use_pB: bool, use_I: bool, G: _F32, q_pi: _F32, scratch: _F32,
 ) -> None: ...
-def action_marginals(model: KModel, q_pi: F32, marg: F32) -> None: ...
+def action_marginals(model: KModel, q_pi: _F32, marg: _F32) -> None: ...

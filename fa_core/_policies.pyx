@@ -19,7 +19,7 @@ from fa_core._model cimport BL, KModel, Mat, ModelC, scratch_check
 
 
 cdef inline void reduce_tail(const ModelC* m, int mm, const float* cur, float* red,
-                      float* tail_joint) noexcept nogil:
+                             float* tail_joint) noexcept nogil:
     """Contract A[mm] and its column entropies over the modality's invariant tail.
 
     Writes the (no, Kh) block, then Kh entropies, then the smallest joint
@@ -41,13 +41,13 @@ cdef inline void reduce_tail(const ModelC* m, int mm, const float* cur, float* r
     else:
         for o in range(m.no[mm]):
             for h in range(Kh):
-                red[o * Kh + h] = <float>dot4(A.val + <long long>o * A.cols + h * Kt, tail_joint, Kt)
+                red[o * Kh + h] = <float>dot4(A.val + <long long>o * A.cols + h * Kt, tail_joint,
+                                              Kt)
     for h in range(Kh):
         H[h] = <float>dot4(m.a_H[mm] + h * Kt, tail_joint, Kt)
     for i in range(nd - nt, nd):
         mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
     H[Kh] = mn
-
 
 
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
@@ -94,7 +94,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
         # invariant factors are predicted alike by every policy: roll out policy 0
         for t in range(m.T):
             predict_states(m, qs_pi + t * m.S, m.policies + t * m.nf,
-                             qs_pi + (t + 1) * m.S, joint)
+                           qs_pi + (t + 1) * m.S, joint)
             for mm in range(m.nm):
                 if m.a_ntail[mm] > 0:
                     reduce_tail(m, mm, qs_pi + (t + 1) * m.S,
@@ -185,7 +185,6 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     softmax(q_pi, m.n_pol)
 
 
-
 cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const float* gamma,
                                  int use_utility, int use_sig, const float* lnC, int lnC_stride,
                                  const float* lnE, int lnE_stride, float* G, float* q_pi,
@@ -267,7 +266,6 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
         softmax(q_pi + b * m.n_pol, m.n_pol)
 
 
-
 cdef void c_action_marginals(const ModelC* m, const float* q_pi, float* marg) noexcept nogil:
     """Per-factor marginal of q_pi over each policy's first action, normalised."""
     cdef int p, f, i
@@ -282,7 +280,6 @@ cdef void c_action_marginals(const ModelC* m, const float* q_pi, float* marg) no
             tot += marg[m.nc_off[f] + i]
         for i in range(m.nc[f]):
             marg[m.nc_off[f] + i] = <float>(marg[m.nc_off[f] + i] / tot)
-
 
 
 def infer_policies(KModel model, const float[::1] qs, double gamma, bint use_utility,
@@ -300,4 +297,3 @@ def action_marginals(KModel model, const float[::1] q_pi, float[::1] marg):
     """Normalised marginal over each factor's first action, flat over factors."""
     with nogil:
         c_action_marginals(&model.c, &q_pi[0], &marg[0])
-

@@ -83,7 +83,6 @@ def select_highest(const float[::1] x, const int[::1] sizes, int[::1] out, doubl
         off += n
 
 
-
 cdef inline unsigned long long splitmix64(unsigned long long* state) noexcept nogil:
     """SplitMix64: one 64-bit word of state per agent, so streams are independent of threads."""
     cdef unsigned long long z
@@ -159,4 +158,3 @@ cdef void c_sample_action(const ModelC* m, const float* q_pi, int full, int dete
         for f in range(m.nf):
             action[f] = c_select(marg + m.nc_off[f], m.nc[f], deterministic, alpha, rtol, rng,
                                  tmp)
-

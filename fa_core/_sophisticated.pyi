@@ -4,7 +4,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
+@disjoint_base  # a cdef class: its C layout cannot be combined with another's
 class SIModel:
     """Dense float32 copy of a model with one-step policies; built by fa_core.sophisticated."""
 

@@ -8,8 +8,8 @@ loops that iterate it, and the Python entry points ``infer_states`` and
 
 from libc.string cimport memcpy
 
-from fa_core._math cimport (EPS, agent_evidence, all_marginals, fpi_sweep, fpi_sweep_bl, free_energy,
-                            free_energy_bl, log_likelihood, log_prior, marginals_bl,
+from fa_core._math cimport (EPS, agent_evidence, all_marginals, fpi_sweep, fpi_sweep_bl,
+                            free_energy, free_energy_bl, log_likelihood, log_prior, marginals_bl,
                             predict_states as c_predict_states, softmax)
 from fa_core._model cimport BL, MAX_ND, KModel, ModelC, scratch_check
 from libc.math cimport logf

@@ -55,8 +55,8 @@ def unframe(blob, magic: bytes, version: int, known_flags: int, what: str, verif
 
     The payload is inflated if it was deflated (to exactly the raw length the
     header gives). With ``verify=False`` only the header and the length are
-    checked and the payload returned is None. Raises :class:`CorruptStateError` naming ``what`` and the
-    check that failed, and TypeError if ``blob`` is not bytes-like.
+    checked and the payload returned is None. Raises :class:`CorruptStateError` naming
+    ``what`` and the check that failed, and TypeError if ``blob`` is not bytes-like.
     """
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise TypeError(f"{what} must be bytes, got {type(blob).__name__}")

@@ -11,7 +11,8 @@ reference document, so figures from :mod:`fa_core` and pymdp are comparable.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 

@@ -27,7 +27,8 @@ def _as_actions(actions, n_agents: int, n_factors: int, num_controls: int) -> np
         a = a[:, None]
     if a.ndim != 2 or a.shape[0] != n_agents or a.shape[1] not in (1, n_factors):
         raise ValueError(
-            f"actions: expected shape ({n_agents},) or ({n_agents}, {n_factors}), got {np.shape(actions)}"
+            f"actions: expected shape ({n_agents},) or ({n_agents}, {n_factors}), "
+            f"got {np.shape(actions)}"
         )
     if a.dtype.kind not in "iuf" or (a.dtype.kind == "f" and not np.all(a == np.round(a))):
         raise ValueError("actions: must be whole numbers (control indices)")
@@ -40,7 +41,7 @@ def _as_actions(actions, n_agents: int, n_factors: int, num_controls: int) -> np
 
 
 class GridWorld:
-    """Foragers on a ``size`` x ``size`` grid, matching :func:`~fa_core.builtin_models.grid_forager`.
+    """Foragers on a ``size`` x ``size`` grid, as :func:`~fa_core.builtin_models.grid_forager`.
 
     Parameters
     ----------
@@ -98,7 +99,8 @@ class GridWorld:
         self.food = np.zeros(n, dtype=bool)
         for r, c in reward_locations:
             if not (0 <= r < self.size and 0 <= c < self.size):
-                raise ValueError(f"reward_locations: cell ({r}, {c}) is outside a {size}x{size} grid")
+                raise ValueError(
+                    f"reward_locations: cell ({r}, {c}) is outside a {size}x{size} grid")
             self.food[r * self.size + c] = True
         self._free_cells = np.flatnonzero(~self.food)
         if self._free_cells.size == 0:

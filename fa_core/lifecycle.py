@@ -31,7 +31,8 @@ import pickle
 import struct
 from collections import OrderedDict
 from collections.abc import MutableMapping
-from typing import Any, Hashable, Iterator
+from typing import Any
+from collections.abc import Hashable, Iterator
 
 import numpy as np
 
@@ -108,7 +109,8 @@ def agent_setstate(agent: Agent, state: dict, what: str = "unpickled agent") -> 
     try:
         check_agent(agent, what)
     except AttributeError as exc:
-        raise CorruptStateError(f"corrupt or truncated {what}: a field is missing ({exc})") from None
+        raise CorruptStateError(
+            f"corrupt or truncated {what}: a field is missing ({exc})") from None
     agent._set_qs_buffer(qs_buf)
     if extra:
         agent.__dict__.update(extra)
@@ -158,7 +160,8 @@ class _ModelRefUnpickler(pickle.Unpickler):
         return model
 
 
-def dumps(obj: Any, *, include_models: bool = False, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+def dumps(obj: Any, *, include_models: bool = False,
+          protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
     """Pickle ``obj`` (agents, lists of agents, ...) with models left out.
 
     Every :class:`GenerativeModel` inside is written as its content key only,
@@ -287,7 +290,7 @@ def _fresh(value):
     return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _slot_plan(cls: type) -> tuple[tuple[str, object], ...]:
     """Every slot of ``cls`` but the derived ones, with its default (``_COMPACT`` for
     the binary-encoded slots, ``_MISSING`` for slots an Agent does not have)."""

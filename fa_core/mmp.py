@@ -24,7 +24,7 @@ from fa_core.scratch import scratch
 DEFAULT_PARAMS = {"num_iter": 10, "grad_descent": True, "tau": 0.25}
 _EPS = 1e-16
 # compiled arrays per GenerativeModel and form: agents sharing a model share them
-_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def check_params(inference_params, inference_horizon) -> dict:
@@ -38,7 +38,8 @@ def check_params(inference_params, inference_horizon) -> dict:
     params = dict(DEFAULT_PARAMS)
     if inference_params is not None:
         if not isinstance(inference_params, dict):
-            raise TypeError(f"inference_params must be a dict, got {type(inference_params).__name__}")
+            raise TypeError("inference_params must be a dict, "
+                            f"got {type(inference_params).__name__}")
         unknown = set(inference_params) - set(DEFAULT_PARAMS) - {"factorized"}
         if unknown:
             raise ValueError(f"inference_params has unknown keys {sorted(unknown)}; MMP takes "
@@ -111,7 +112,8 @@ def _compile(B, B_factor_list, ns, terms, f_terms, A=None, A_factor_list=None, l
     A2 = [np.asarray(a, np.float32).reshape(a.shape[0], -1) for a in A]
     aH = [(a64 * np.log(a64 + math.exp(-16))).sum(axis=0) for a64 in
           (np.asarray(a, np.float64).reshape(a.shape[0], -1) for a in A)]
-    d.update({"nm": len(A2), "no": [a.shape[0] for a in A2], "max_no": max([1] + [a.shape[0] for a in A2]),
+    d.update({"nm": len(A2), "no": [a.shape[0] for a in A2],
+              "max_no": max([1] + [a.shape[0] for a in A2]),
               "A": np.concatenate([a.ravel() for a in A2]) if A2 else np.zeros(1, np.float32),
               "a_off": off([a.size for a in A2])[:-1],
               "aH": np.concatenate(aH) if aH else np.zeros(1, np.float32),
@@ -298,7 +300,10 @@ class MMPState:
                 scratch(self._km.n_ds + len(self._pol), "mmp_ds", np.float64))
 
     def infer_policies(self, gamma, use_utility, use_sig, G, q_pi) -> None:
-        """G over the current step and policy_len future steps; q_pi = softmax(gamma G - F + lnE)."""
+        """G over the current step and policy_len future steps.
+
+        q_pi = softmax(gamma G - F + lnE).
+        """
         if self.F is None:
             raise ValueError("infer_policies with inference_algo='MMP' needs infer_states first")
         _mmp.infer_policies(self._km, self.q, self.past_len - 1, bool(use_utility), bool(use_sig),
@@ -519,12 +524,13 @@ def agent_infer_states(agent, observation, distr_obs, record: bool = False):
     m = agent._model
     if distr:
         edges = np.concatenate([[0], np.cumsum(m.num_obs)])
-        item = (True, None, [obs_distr[edges[i]:edges[i + 1]].copy() for i in range(len(m.num_obs))])
+        item = (True, None,
+                [obs_distr[edges[i]:edges[i + 1]].copy() for i in range(len(m.num_obs))])
     else:
         item = (False, obs[:m.num_modalities].copy(), None)
     reuse = agent._reuse and st.q.shape[1] == st.horizon + m.policy_len
-    out = st.q if reuse else np.empty((len(m.policies), st.horizon + m.policy_len, sum(m.num_states)),
-                                      np.float32)
+    shape = (len(m.policies), st.horizon + m.policy_len, sum(m.num_states))
+    out = st.q if reuse else np.empty(shape, np.float32)
     saved = (list(st.obs_win), st.lh.copy(), st.n_obs)
     st.push_observation(item)
     try:

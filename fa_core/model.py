@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -154,7 +155,8 @@ def _check_factor_list(lst: Any, n_items: int, n_factors: int, name: str) -> lis
 # Kernel layout of one matrix
 # ---------------------------------------------------------------------------
 
-def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool, like: dict | None = None) -> dict:
+def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool,
+              like: dict | None = None) -> dict:
     """Pack a (rows, cols) float64 matrix for the kernels, dense or CSC.
 
     ``like`` is the spec of a matrix this one may share a sparsity pattern with
@@ -237,8 +239,8 @@ def _backwards_induction(H: list[np.ndarray], B: list[np.ndarray], B_factor_list
     for f, h in enumerate(H):
         if list(B_factor_list[f]) != [f]:
             # pymdp refuses several parents, and with one other parent g reads B[g] instead
-            raise ValueError("H: inductive inference needs B_factor_list[f] == [f] for every factor "
-                             f"(factor {f} has {list(B_factor_list[f])})")
+            raise ValueError("H: inductive inference needs B_factor_list[f] == [f] for every "
+                             f"factor (factor {f} has {list(B_factor_list[f])})")
         b = np.any(B[f] > threshold, axis=-1).astype(np.float64)  # b[next, prev]
         I = np.zeros((depth, h.shape[0]))
         I[0] = h
@@ -299,7 +301,8 @@ class GenerativeModel:
     >>> from fa_core import Agent, GenerativeModel, builtin_models
     >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
     >>> gm
-    GenerativeModel(num_states=[4, 2], num_obs=[4, 3, 2], num_controls=[4, 1], policies=16, nbytes=1668)
+    GenerativeModel(num_states=[4, 2], num_obs=[4, 3, 2], num_controls=[4, 1], policies=16,
+                    nbytes=1668)
     >>> agents = [Agent(model=gm, seed=i) for i in range(3)]     # all three share gm
     >>> agents[0].model is agents[2].model is gm
     True
@@ -700,7 +703,7 @@ class GenerativeModel:
 
     # -- deriving and sharing models -----------------------------------------------------
 
-    def replace(self, *, renormalise: bool = True, **changes) -> "GenerativeModel":
+    def replace(self, *, renormalise: bool = True, **changes) -> GenerativeModel:
         """A new model with some components changed; this one is left as it is.
 
         Every component not changed is shared with this model, not copied.
@@ -761,7 +764,7 @@ class GenerativeModel:
         new._pack()
         return new
 
-    def derived(self, *, renormalise: bool = True, **changes) -> "GenerativeModel":
+    def derived(self, *, renormalise: bool = True, **changes) -> GenerativeModel:
         """:meth:`replace`, interned: equal changes to one model give one shared model.
 
         This is what ``Agent(model=gm, C=...)`` uses, so a thousand agents
@@ -795,7 +798,7 @@ class GenerativeModel:
             _DERIVED[key] = model
         return model
 
-    def with_counts(self, pA=None, pB=None, pB_controls=None) -> "GenerativeModel":
+    def with_counts(self, pA=None, pB=None, pB_controls=None) -> GenerativeModel:
         """A model whose Dirichlet counts changed (learning), rebuilding only what changed.
 
         Parameters
@@ -866,7 +869,7 @@ class GenerativeModel:
         return new
 
     @classmethod
-    def interned(cls, **kwargs) -> "GenerativeModel":
+    def interned(cls, **kwargs) -> GenerativeModel:
         """The live model built from equal arguments, or a new one (then remembered).
 
         Models are keyed by a hash of their arguments' contents and held
@@ -940,10 +943,10 @@ class GenerativeModel:
     def __reduce__(self):
         return _unpickle_model, (self.content_key(), self.__getstate__())
 
-    def __copy__(self) -> "GenerativeModel":
+    def __copy__(self) -> GenerativeModel:
         return self  # immutable: a copy would only cost memory
 
-    def __deepcopy__(self, memo) -> "GenerativeModel":
+    def __deepcopy__(self, memo) -> GenerativeModel:
         return self
 
     def __repr__(self) -> str:
@@ -952,15 +955,15 @@ class GenerativeModel:
                 f"nbytes={self.nbytes})")
 
 
-_INTERNED: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
-_DERIVED: "weakref.WeakValueDictionary[tuple, GenerativeModel]" = weakref.WeakValueDictionary()
+_INTERNED: weakref.WeakValueDictionary[bytes, GenerativeModel] = weakref.WeakValueDictionary()
+_DERIVED: weakref.WeakValueDictionary[tuple, GenerativeModel] = weakref.WeakValueDictionary()
 
 
 #: content key -> a live model with that key, for unpickling and waking; and
 #: id(model) -> (content key, weak reference) for every keyed model (kept outside
 #: the model because replace() copies the model's __dict__ into derived models)
-_BY_CONTENT: "weakref.WeakValueDictionary[bytes, GenerativeModel]" = weakref.WeakValueDictionary()
-_KEYED: "dict[int, tuple[bytes, weakref.ref]]" = {}
+_BY_CONTENT: weakref.WeakValueDictionary[bytes, GenerativeModel] = weakref.WeakValueDictionary()
+_KEYED: dict[int, tuple[bytes, weakref.ref]] = {}
 
 
 def _remember_key(model: GenerativeModel, key: bytes) -> None:
@@ -969,7 +972,7 @@ def _remember_key(model: GenerativeModel, key: bytes) -> None:
     _BY_CONTENT.setdefault(key, model)
 
 
-def model_by_key(key: bytes) -> "GenerativeModel | None":
+def model_by_key(key: bytes) -> GenerativeModel | None:
     """The live model whose :meth:`GenerativeModel.content_key` is ``key``, or None.
 
     Finds models that have computed their key (pickled, hibernated, or
@@ -987,7 +990,7 @@ def model_by_key(key: bytes) -> "GenerativeModel | None":
     return model
 
 
-def resolve_model(key: bytes, model: "GenerativeModel | None", owner: str) -> "GenerativeModel":
+def resolve_model(key: bytes, model: GenerativeModel | None, owner: str) -> GenerativeModel:
     """``model``, checked to have content key ``key``, or the live model with that key.
 
     ``owner`` names what is being restored ("agent", "population") in the messages.
@@ -1066,6 +1069,7 @@ def _unpack(spec: dict) -> np.ndarray:
     """The (rows, cols) float32 matrix a spec holds."""
     if spec["sparse"]:
         dense = np.zeros((spec["rows"], spec["cols"]), dtype=np.float32)
-        dense[spec["idx"], np.repeat(np.arange(spec["cols"]), np.diff(spec["indptr"]))] = spec["val"]
+        col_of = np.repeat(np.arange(spec["cols"]), np.diff(spec["indptr"]))
+        dense[spec["idx"], col_of] = spec["val"]
         return dense
     return spec["val"].reshape(spec["rows"], spec["cols"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def check_policy_count(n_policies: int, policy_len: int, num_factors: int,
     >>> check_policy_count(MAX_POLICIES + 1, 1, 1)
     Traceback (most recent call last):
     ...
-    ValueError: the policy set would have 100,001 policies, more than fa_core.policies.MAX_POLICIES = 100,000: ...
+    ValueError: the policy set would have 100,001 policies, more than ...
     """
     if n_policies > MAX_POLICIES:
         raise ValueError(f"{what} would have {n_policies:,} policies, more than "
@@ -189,7 +189,8 @@ def validate_policies(policies, num_controls: Sequence[int]) -> list[np.ndarray]
             raise ValueError(f"policies[{i}] has no time steps (shape {arr.shape}); "
                              f"policy_len must be >= 1")
         if out and arr.shape != out[0].shape:
-            raise ValueError(f"policies[{i}] has shape {arr.shape}, unlike policies[0] {out[0].shape}")
+            raise ValueError(
+                f"policies[{i}] has shape {arr.shape}, unlike policies[0] {out[0].shape}")
         if np.any(arr < 0) or np.any(arr >= np.asarray(num_controls)):
             raise ValueError(f"policies[{i}] has an action outside 0..num_controls-1 "
                              f"(num_controls = {list(num_controls)})")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from fa_core import _learning
-from fa_core.model import GenerativeModel, _normalise, _spm_wnorm
+from fa_core.model import GenerativeModel
 
 _PARAM = {"A": "pA", "B": "pB", "D": "pD"}
 _ROWS = ("counts", "val", "logval", "wval", "col_H")  # an entry's per-agent arrays
@@ -206,7 +206,7 @@ class LearnedParams:
 
     @classmethod
     def restored(cls, model: GenerativeModel, capacity: int, n: int, state: dict,
-                 mods, facs) -> "LearnedParams":
+                 mods, facs) -> LearnedParams:
         """The store ``state`` (from :meth:`state`, checked by :func:`check_learned_state`)
         describes, for ``n`` agents."""
         lp = cls(model, capacity)

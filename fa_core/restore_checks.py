@@ -35,7 +35,8 @@ def _is_int(v) -> bool:
 
 
 def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    return (isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_)))
 
 
 def check_int(what, name, v, lo=0, hi=None, none_ok=False) -> None:
@@ -224,7 +225,8 @@ def check_mmp_record(state, model, inference_horizon, what: str = "hibernated ag
     does not fit ``model`` and ``inference_horizon``."""
     keys = {"horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
             "past_len", "n_obs", "obs_win", "q", "infer_len", "F", "prior"}
-    optional = {"prior64"}  # the prior as set, float64 (latest_belief); rebuilt from prior if absent
+    # the prior as set, float64 (latest_belief); rebuilt from prior if absent
+    optional = {"prior64"}
     if type(state) is not dict or not keys <= set(state) or set(state) - keys - optional:
         fail(what, f"its MMP window must have the fields {sorted(keys)}")
     H, T = state["horizon"], model.policy_len

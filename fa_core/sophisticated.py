@@ -30,14 +30,14 @@ from fa_core import _sophisticated
 from fa_core.scratch import scratch
 
 # one dense copy per model, dropped with the model
-_SI_MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SI_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 _F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
-                  si_prune_penalty, *, policy_len=1, E=None, use_utility=True, use_states_info_gain=True,
-                  use_param_info_gain=False) -> None:
+                  si_prune_penalty, *, policy_len=1, E=None, use_utility=True,
+                  use_states_info_gain=True, use_param_info_gain=False) -> None:
     """Raise ValueError / TypeError for options the search cannot run with.
 
     Warns (UserWarning) about options the search does not read, as pymdp

@@ -9,7 +9,7 @@ with every column (axis 0) summing to one.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -127,7 +127,8 @@ def random_model(rng: np.random.Generator, num_states: Sequence[int], num_obs: S
                 B_factor_list=B_factor_list, A_deps=a_deps, B_deps=b_deps)
 
 
-def dirichlet_counts(rng: np.random.Generator, arrays: np.ndarray, scale: float = 4.0) -> np.ndarray:
+def dirichlet_counts(rng: np.random.Generator, arrays: np.ndarray,
+                     scale: float = 4.0) -> np.ndarray:
     """Positive Dirichlet pseudo-counts with the zero pattern of ``arrays``.
 
     Used as ``pA``/``pB``/``pD``: counts are ``scale * p + U(0.1, 1)`` where

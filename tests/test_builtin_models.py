@@ -130,7 +130,8 @@ def test_agents_accept_models(name, which, request):
     assert len(agent.policies) == n_policies
     qs = agent.infer_states([0] * len(num_obs))
     assert [q.shape for q in qs] == [(s,) for s in num_states]
-    # pymdp needs seconds for the 81 four-factor policies; its acceptance of the model is shown above.
+    # pymdp needs seconds for the 81 four-factor policies; its acceptance of the model is shown
+    # above.
     if not (which == "RefAgent" and name == "four_factor"):
         q_pi, _ = agent.infer_policies()
         assert q_pi.shape == (n_policies,)

@@ -51,7 +51,8 @@ def rst_code(page: pathlib.Path) -> str:
 
 
 def test_checker_catches_an_unbound_name():
-    assert unbound_names("import ray\npop = ShardedPopulation(gm, 10)") == ["ShardedPopulation", "gm"]
+    snippet = "import ray\npop = ShardedPopulation(gm, 10)"
+    assert unbound_names(snippet) == ["ShardedPopulation", "gm"]
     assert unbound_names("from x import gm\nfor t in range(3):\n    y = gm(t)") == []
 
 

@@ -184,15 +184,15 @@ def test_histories_grow_as_pymdps(RefAgent, FaAgent):
     assert len(fa.q_pi_hist) == len(ref.q_pi_hist) == 5
     np.testing.assert_array_equal(np.stack(fa.prev_actions), np.stack(ref.prev_actions))
     bounded = FaAgent(A=arrays()["A"], B=arrays()["B"], action_hist_len=10)
-    for t in range(30):
+    for _ in range(30):
         bounded.infer_states([0, 0])
         bounded.sample_action()
     assert len(bounded.prev_actions) == 10
 
 
 def test_sample_action_test_returns_pymdps_distribution(RefAgent, FaAgent):
-    for kw in (dict(), dict(action_selection="stochastic", alpha=2.0),
-               dict(sampling_mode="full"), dict(sampling_mode="full", action_selection="stochastic")):
+    for kw in (dict(), dict(action_selection="stochastic", alpha=2.0), dict(sampling_mode="full"),
+               dict(sampling_mode="full", action_selection="stochastic")):
         ref, fa, _ = pair(RefAgent, FaAgent, **kw)
         for x in (ref, fa):
             x.infer_states([0, 1])

@@ -570,7 +570,7 @@ def test_property_constructors_and_steps(ns, no, seed, defect, gamma, alpha, num
         ag = None
     _STATS[ag is not None] = _STATS.get(ag is not None, 0) + 1
     if ag is not None:
-        for t in range(3):
+        for _t in range(3):
             obs = [int(rng.integers(0, k)) for k in no]
             obs[0] += obs_shift * no[0]
             try:
@@ -595,7 +595,7 @@ def test_property_constructors_and_steps(ns, no, seed, defect, gamma, alpha, num
                          inference_params={"num_iter": num_iter})
     except BAD:
         return
-    for t in range(2):
+    for _t in range(2):
         obs = np.array([[int(rng.integers(0, k)) for k in no] for _ in range(3)])
         obs[:, 0] += obs_shift * no[0]
         try:

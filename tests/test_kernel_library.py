@@ -90,7 +90,7 @@ def test_joint_of_and_its_block_twin(case):
 def test_mat_vec_and_its_block_twin(case):
     rng, gm, d = case
     lay = probes.layout(gm.kmodel)
-    for i, (rows, cols, sparse, onehot) in enumerate(lay["mats"]):
+    for i, (rows, cols, _sparse, _onehot) in enumerate(lay["mats"]):
         x = rng.dirichlet(np.ones(cols), size=BL).astype(np.float32)
         one, blk = probes.mat_vec_pair(gm.kmodel, i, x)
         assert one.shape == (BL, rows)
@@ -169,7 +169,6 @@ def test_state_info_gain_and_its_block_twin(case, peaked):
 
 def test_fixed_point_iteration_and_its_block_twin(blocked_case):
     rng, gm, d = blocked_case
-    lay = probes.layout(gm.kmodel)
     qs = _beliefs(rng, d["num_states"])
     action = np.array([[rng.integers(n) for n in d["num_controls"]] for _ in range(BL)],
                       np.int32)

@@ -314,7 +314,7 @@ def test_float16_error_bounds(hist):
     model = fa_core.GenerativeModel(**_model_kwargs("random2f"))
     agent = fa_core.Agent(model=model, save_belief_hist=hist)
     sizes = model.num_states
-    for trial in range(200):
+    for _trial in range(200):
         # beliefs from tiny to large entries, including float16 subnormals and underflow
         parts = [rng.dirichlet(np.full(n, 0.05)) for n in sizes]
         agent.qs = parts

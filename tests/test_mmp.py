@@ -311,7 +311,8 @@ def test_learning_A_B_refused(FaAgent):
     """pymdp's update_A / update_B read MMP's per-policy qs as per-factor beliefs."""
     model = make_model(84, [3], [3], [2], None, None)
     rng = np.random.default_rng(0)
-    agent = FaAgent(**agent_kwargs(model, inference_algo="MMP", pA=dirichlet_counts(rng, model["A"]),
+    agent = FaAgent(**agent_kwargs(model, inference_algo="MMP",
+                                   pA=dirichlet_counts(rng, model["A"]),
                                    pB=dirichlet_counts(rng, model["B"])))
     agent.infer_states([0])
     with pytest.raises(NotImplementedError, match="update_A"):
@@ -326,7 +327,7 @@ def test_vanilla_agent_has_no_window(FaAgent):
     with pytest.raises(NotImplementedError, match="MMP"):
         agent.get_future_qs()
     with pytest.raises(AttributeError):
-        agent.latest_belief
+        _ = agent.latest_belief
 
 
 # --- MATLAB SPM ---------------------------------------------------------------
@@ -405,7 +406,8 @@ def test_factorized_default_differs_from_spm_as_pymdp(RefAgent, FaAgent):
     A, B = mc["A"][0], mc["B"][0]
     kw = dict(A=A, B=B, inference_algo="MMP", inference_horizon=3, use_BMA=False,
               policy_sep_prior=True)
-    ref, fa, spm = RefAgent(**kw), FaAgent(**kw), FaAgent(**kw, inference_params={"factorized": False})
+    ref, fa = RefAgent(**kw), FaAgent(**kw)
+    spm = FaAgent(**kw, inference_params={"factorized": False})
     for o in (2, 3, 1):
         out = [x.infer_states([o]) for x in (ref, fa, spm)]
         for x in (ref, fa, spm):

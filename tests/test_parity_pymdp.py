@@ -418,7 +418,7 @@ def test_sparse_model_episode(RefAgent, FaAgent):
         use_param_info_gain=True))
     obs = env.observe()
     qs_prev = None
-    for t in range(20):
+    for _t in range(20):
         pair.infer_states(obs)
         assert_obj_close(pair.fa.update_A(obs), pair.ref.update_A(obs), "qA",
                          rtol=1e-5, atol=1e-4)

@@ -46,7 +46,7 @@ def _run_pair(gm, n, steps, n_threads, seed=0, learn=("A", "B"), **opts):
     agents = [Agent(model=gm, seed=i, save_belief_hist=True, **opts) for i in range(n)]
     rng = np.random.default_rng(seed + 100)
     prev = None
-    for t in range(steps):
+    for _t in range(steps):
         obs = _obs(rng, gm, n)
         pop.infer_states(obs)
         for i, a in enumerate(agents):
@@ -149,7 +149,7 @@ def test_learning_against_pymdp(RefAgent):
                      save_belief_hist=True) for _ in range(n)]
     rng = np.random.default_rng(8)
     prev = None
-    for t in range(4):
+    for _t in range(4):
         obs = _obs(rng, gm, n)
         pop.infer_states(obs)
         if prev is not None:

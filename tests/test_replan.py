@@ -64,7 +64,7 @@ def test_replan_all_is_an_ordinary_step(policy_len, n_threads, num_states):
     a = Population(gm, 19, seed=1, n_threads=n_threads)
     b = Population(gm, 19, seed=1, n_threads=n_threads)
     rng = np.random.default_rng(2)
-    for t in range(4):
+    for _t in range(4):
         obs = _obs(rng, gm, 19)
         a.step(obs)
         b.step(obs, replan=np.ones(19, bool))
@@ -136,7 +136,7 @@ def test_deterministic_agents_follow_their_plan():
     pop.step(obs)
     best = np.stack(gm.policies)[np.argmax(pop.q_pi, axis=1)]  # (n, T, nf)
     taken = [pop.actions.copy()]
-    for t in range(2):
+    for _t in range(2):
         pop.step(obs, replan=np.zeros(6, bool))
         taken.append(pop.actions.copy())
     np.testing.assert_array_equal(np.stack(taken, axis=1), best)
@@ -166,7 +166,7 @@ def test_infer_policies_takes_the_mask_as_step_does():
     gm = _model(3, 2)
     a, b = Population(gm, 9, seed=2), Population(gm, 9, seed=2)
     rng = np.random.default_rng(3)
-    for t in range(3):
+    for _t in range(3):
         obs = _obs(rng, gm, 9)
         mask = rng.random(9) < 0.5
         a.step(obs, replan=mask)

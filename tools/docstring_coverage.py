@@ -36,7 +36,8 @@ def public_names(modname: str) -> list[str]:
     mod = importlib.import_module(f"fa_core.{modname}")
     if hasattr(mod, "__all__"):
         return list(mod.__all__)
-    exported = [n for n in fa_core.__all__ if getattr(getattr(fa_core, n), "__module__", None) == mod.__name__]
+    exported = [n for n in fa_core.__all__
+                if getattr(getattr(fa_core, n), "__module__", None) == mod.__name__]
     # a module neither lists nor re-exports anything (policies): its public functions
     return exported or [n for n, v in vars(mod).items() if not n.startswith("_")
                         and inspect.isfunction(v) and v.__module__ == mod.__name__]

@@ -72,7 +72,8 @@ def script(notebook: str, subject: bool, log: str) -> str:
             line = re.sub(r"\bpymdp\.(?!legacy\b)", "pymdp.legacy.", line)
             line = re.sub(r"from pymdp import", "from pymdp.legacy import", line)
             if subject:
-                line = line.replace("from pymdp.legacy.agent import Agent", "from fa_core import Agent")
+                line = line.replace("from pymdp.legacy.agent import Agent",
+                                    "from fa_core import Agent")
             lines.append(line)
     module = "fa_core" if subject else "pymdp.legacy.agent"
     return PRELUDE.format(module=module, log=log) + "\n".join(lines) + "\n"
@@ -101,7 +102,7 @@ def compare(ref, sub) -> str:
     if len(ref) != len(sub):
         return f"different call counts: pymdp {len(ref)}, fa_core {len(sub)}"
     worst = 0.0
-    for i, ((name_r, out_r), (name_s, out_s)) in enumerate(zip(ref, sub)):
+    for i, ((name_r, out_r), (_name_s, out_s)) in enumerate(zip(ref, sub)):
         for a, b in zip(_leaves(out_r), _leaves(out_s)):
             if a.shape != b.shape:
                 return f"call {i} ({name_r}): shapes differ"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,19 +27,19 @@ MODELS = ["tmaze", "grid10", "grid30", "four_factor"]
 PYMDP_STEPPED_MODELS = ["tmaze", "grid10", "grid30"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_kwargs(name: str) -> dict:
     """The builtin model ``name`` as pymdp-layout keyword arguments (shared: do not modify)."""
     return builtin_models.get(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generative_model(name: str) -> fa_core.GenerativeModel:
     """One :class:`fa_core.GenerativeModel` of ``name`` for all agents of this process."""
     return fa_core.GenerativeModel(**model_kwargs(name))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def learning_kwargs(name: str) -> dict:
     """``model_kwargs(name)`` plus Dirichlet counts ``pA`` and ``pB`` (copies of A and B)."""
     kwargs = dict(model_kwargs(name))
@@ -48,7 +48,7 @@ def learning_kwargs(name: str) -> dict:
     return kwargs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def observations(name: str, n: int = 64, seed: int = 0) -> tuple:
     """Observations of a random walk through the model's generative process.
 

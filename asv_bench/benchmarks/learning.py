@@ -8,7 +8,7 @@ import fa_core
 from .common import MODELS, learning_kwargs, observations, prime, pymdp_agent
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _learning_model(name):
     return fa_core.GenerativeModel(**learning_kwargs(name))
 

@@ -9,7 +9,7 @@ import pickle
 
 import fa_core
 
-from .common import MODELS, fa_agent, observations, prime, pymdp_agent, step
+from .common import MODELS, fa_agent, observations, prime, pymdp_agent
 
 
 class _LifecycleBenchmarks:

@@ -42,7 +42,7 @@ def load_observation(model: KModel, observation: Any, out: I32) -> None: ...
 def infer_states(
     model: KModel, qs: F32, qs_prev: F32, action: I32, has_action: int, obs: I32,
     obs_distr: F32, distr: bool, num_iter: int, dF: float, dF_tol: float,
-    compute_vfe: bool, scratch: F32,
+    compute_vfe: bool, scratch: F32, prior: F32 | None = None,
 ) -> int: ...
 def infer_policies(
     model: KModel, qs: F32, gamma: float, use_utility: bool, use_states_info_gain: bool,
@@ -60,7 +60,7 @@ def population_stages(
     lnC: F32 | None, lnE: F32 | None, rng: npt.NDArray[np.uint64], scratch: F32,
     num_iter: int, dF: float, dF_tol: float, compute_vfe: bool, use_utility: bool,
     use_states_info_gain: bool, use_pA: bool, use_pB: bool, use_I: bool, full: bool,
-    deterministic: bool, n_threads: int,
+    deterministic: bool, n_threads: int, prior: F32 | None = None,
 ) -> None: ...
 def dirichlet_add(
     counts: npt.NDArray[np.float64], a: npt.NDArray[np.float64], b: npt.NDArray[np.float64],

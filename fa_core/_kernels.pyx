@@ -1261,22 +1261,31 @@ def load_observation(KModel model, object observation, int[::1] out):
 def infer_states(KModel model, float[::1] qs, float[::1] qs_prev, int[::1] action,
                  int has_action, int[::1] obs, float[::1] obs_distr, bint distr,
                  int num_iter, double dF, double dF_tol, bint compute_vfe,
-                 float[::1] scratch):
+                 float[::1] scratch, object prior=None):
     """Posterior over hidden states, written into ``qs``.
 
-    The prior is ``log D`` when ``has_action`` is false, else the prediction of
+    The prior is ``prior`` (S probabilities, every factor's concatenated) when
+    given, else ``log D`` when ``has_action`` is false, else the prediction of
     ``qs_prev`` through ``B[..., action]``. ``qs`` and ``qs_prev`` may alias.
     Returns the number of fixed-point iterations run.
     """
     cdef const ModelC* m = &model.c
     cdef float* ll_all = &scratch[0]
-    cdef int nll = 0, mm, it
+    cdef int nll = 0, mm, it, i
+    cdef const float[::1] pv
     for mm in range(m.nm):
         nll += m.a_K[mm]
     cdef float* logprior = ll_all + nll
     cdef float* rest = logprior + m.S
+    if prior is not None:
+        pv = prior
+        if pv.shape[0] != m.S:
+            raise ValueError(f"prior must hold {m.S} values, got {pv.shape[0]}")
     with nogil:
-        if has_action:
+        if prior is not None:
+            for i in range(m.S):
+                logprior[i] = logf(pv[i] + EPS)
+        elif has_action:
             c_log_prior(m, &qs_prev[0], &action[0], logprior, rest)
         else:
             memcpy(logprior, m.logD, m.S * sizeof(float))
@@ -1468,6 +1477,7 @@ cdef struct PopArgs:
     const float* alpha      # per agent
     const float* lnC        # per agent (n, lnC_size) or NULL (the model's)
     const float* lnE        # per agent (n, P) or NULL (the model's)
+    const float* prior      # per agent (n, S) prior probabilities, or NULL (D / prediction)
     unsigned long long* rng
     float* scratch          # (threads, scratch_size)
     long long scratch_size
@@ -1489,7 +1499,11 @@ cdef inline void c_agent_evidence(const PopArgs* a, Py_ssize_t i, float* ll_all,
                                   float* logprior, float* tmp) noexcept nogil:
     """Agent ``i``'s summed log likelihoods (m.nll floats) and log prior (S floats)."""
     cdef const ModelC* m = a.m
-    if a.has_action[i]:
+    cdef int k
+    if a.prior != NULL:
+        for k in range(m.S):
+            logprior[k] = logf(a.prior[i * m.S + k] + EPS)
+    elif a.has_action[i]:
         c_log_prior(m, a.qs + i * m.S, a.action + i * m.nf, logprior, tmp)
     else:
         memcpy(logprior, m.logD, m.S * sizeof(float))
@@ -1717,21 +1731,30 @@ def population_stages(KModel model, int stages, float[:, ::1] qs, float[:, ::1] 
                       float[:, ::1] scratch, int num_iter, double dF, double dF_tol,
                       bint compute_vfe, bint use_utility, bint use_states_info_gain,
                       bint use_pA, bint use_pB, bint use_I, bint full, bint deterministic,
-                      int n_threads):
+                      int n_threads, object prior=None):
     """Run ``stages`` (bit mask: 1 infer_states, 2 infer_policies, 4 sample_action)
     for every agent of a population, in parallel over agents.
 
     All arrays are (n_agents, ...) and C-contiguous; shapes were checked by
     :class:`fa_core.population.Population`. ``scratch`` has one row per thread.
     Each agent draws only from its own ``rng`` word, so results do not depend
-    on the number of threads.
+    on the number of threads. ``prior`` (n_agents, S) float32, when given, is
+    every agent's prior over states for stage 1 instead of ``D`` / the
+    prediction from ``qs`` and ``action``.
     """
     cdef PopArgs a
     cdef Py_ssize_t i, n = qs.shape[0]
     cdef float[:, ::1] lnC_v
     cdef float[:, ::1] lnE_v
+    cdef const float[:, ::1] prior_v
     if n == 0:
         return
+    a.prior = NULL
+    if prior is not None:
+        prior_v = prior
+        if prior_v.shape[0] != n or prior_v.shape[1] != model.c.S:
+            raise ValueError(f"prior must have shape ({n}, {model.c.S})")
+        a.prior = &prior_v[0, 0]
     a.m = &model.c
     a.qs = &qs[0, 0]; a.q_pi = &q_pi[0, 0]; a.G = &G[0, 0]
     a.action = &action[0, 0]; a.has_action = &has_action[0]

@@ -15,7 +15,6 @@ updates the Dirichlet counts in JAX and registers the learnt model.
 from __future__ import annotations
 
 import math
-import warnings
 from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,6 +36,11 @@ SUPPORTED_ALGOS = ("fpi",)
 _PYMDP_ALGOS = ("fpi", "ovf", "mmp", "vmp", "exact")
 #: the largest policy set accepted (as fa_core.policies.MAX_POLICIES)
 MAX_POLICIES = 100_000
+
+
+_DISTR_MSG = ("categorical_obs=True / preprocess_fn are not supported by fa_core.jax: pymdp JAX "
+              "scores an observation distribution by its expected log likelihood, which the "
+              "kernels do not compute; supported: outcome indices (categorical_obs=False)")
 
 
 class NotDifferentiableError(TypeError):
@@ -371,13 +375,10 @@ class Agent(eqx.Module):
         else:
             self.I = [jnp.zeros((B_, 1, n)) for n in self.num_states]
 
-        self.categorical_obs = bool(categorical_obs)
-        self.preprocess_fn = preprocess_fn
-        if preprocess_fn is not None and not categorical_obs:
-            warnings.warn(
-                "preprocess_fn is set while categorical_obs=False. If your preprocess_fn returns "
-                "categorical distributions, set categorical_obs=True so that learning/planning can "
-                "interpret observations correctly.", UserWarning, stacklevel=2)
+        if categorical_obs or preprocess_fn is not None:
+            raise NotImplementedError(_DISTR_MSG)
+        self.categorical_obs = False
+        self.preprocess_fn = None
         self._validate()
         self.model_id = self._register(A, B)
 
@@ -562,34 +563,22 @@ class Agent(eqx.Module):
             raise ValueError(f"`empirical_prior` has {len(empirical_prior)} factor(s), expected "
                              f"{self.num_factors}")
         n = self.batch_size
-        distr = (preprocess_fn is not None or self.preprocess_fn is not None
-                 or self.categorical_obs)
-        if distr:
-            o_vec = (preprocess_fn or self.process_obs)(observations)
-            cols = []
-            for m, o in enumerate(o_vec):
-                o = jnp.asarray(o, jnp.float32)
-                if o.ndim == 1:
-                    o = jnp.broadcast_to(o, (n,) + o.shape)
-                o = o.reshape(n, -1, self.num_obs[m])[:, -1]  # the current time step
-                cols.append(o)
-            obs = jnp.concatenate(cols, axis=1)
-        else:
-            cols = []
-            for m, o in enumerate(observations):
-                o = jnp.asarray(o)
-                if o.ndim == 0:
-                    o = jnp.broadcast_to(o, (n,))
-                o = o.reshape(n, -1)[:, -1]
-                # pymdp one-hot encodes: an index outside the modality gives no evidence
-                cols.append(o.astype(jnp.int32))
-            obs = jnp.stack(cols, axis=1)
-            valid = jnp.all((obs >= 0) & (obs < jnp.asarray(self.num_obs, jnp.int32)))
-            obs = eqx.error_if(obs, ~valid, "observation index out of range of num_obs")
+        if preprocess_fn is not None:
+            raise NotImplementedError(_DISTR_MSG)
+        cols = []
+        for m, o in enumerate(observations):
+            o = jnp.asarray(o)
+            if o.ndim == 0:
+                o = jnp.broadcast_to(o, (n,))
+            cols.append(o.reshape(n, -1)[:, -1].astype(jnp.int32))  # the current time step
+        obs = jnp.stack(cols, axis=1)
+        # the kernels index A by outcome: refuse what pymdp's one-hot would turn into zeros
+        valid = jnp.all((obs >= 0) & (obs < jnp.asarray(self.num_obs, jnp.int32)))
+        obs = eqx.error_if(obs, ~valid, "observation index out of range of num_obs")
         prior = jnp.concatenate([self._rows(p, 1).reshape(n, -1).astype(jnp.float32)
                                  for p in empirical_prior], axis=1)
         S = sum(self.num_states)
-        qs = _callback(partial(host.infer_states, self.num_iter, distr),
+        qs = _callback(partial(host.infer_states, self.num_iter),
                        jax.ShapeDtypeStruct(prior.shape[:-1] + (S,), jnp.float32),
                        self.model_id, obs, prior, name="infer_states")
         out = [x[:, None, :] for x in jnp.split(qs, np.cumsum(self.num_states)[:-1], axis=-1)]
@@ -795,12 +784,7 @@ class Agent(eqx.Module):
             lr = jnp.broadcast_to(jnp.asarray(lr_pA, jnp.float32), (n,))
             obs = []
             for m, o in enumerate(observations):
-                o = jnp.asarray(o)
-                if self.categorical_obs:
-                    o = o.reshape(n, -1, self.num_obs[m])
-                else:
-                    o = nn.one_hot(o.reshape(n, -1), self.num_obs[m])
-                obs.append(o)
+                obs.append(nn.one_hot(jnp.asarray(o).reshape(n, -1), self.num_obs[m]))
             fn = partial(update_A_row, A_deps=self.A_dependencies)
             pA, A = vmap(lambda p, o, q, r: fn(p, o, q, lr=r))(
                 [_full(p, n) for p in pA], obs, list(beliefs_A), lr)

@@ -140,40 +140,32 @@ def _put(out, rows, value):
         out[rows] = value
 
 
-def infer_states(num_iter: int, distr: bool, ids, obs, prior) -> np.ndarray:
+def infer_states(num_iter: int, ids, obs, prior) -> np.ndarray:
     """Fixed-point iteration (exactly ``num_iter`` sweeps) for every row.
 
-    ``obs`` is (n, num_modalities) int32, or (n, sum(num_obs)) float32 with
-    ``distr``; ``prior`` (n, S) float32 probabilities. Returns qs (n, S).
+    ``obs`` is (n, num_modalities) int32 outcome indices, ``prior`` (n, S)
+    float32 probabilities. Returns qs (n, S).
     """
     lead = np.shape(ids)  # (vmapped axes..., batch_size)
     ids = np.asarray(ids).reshape(-1)
     n = ids.shape[0]
     prior = np.ascontiguousarray(prior, dtype=np.float32).reshape(n, -1)
-    obs = np.ascontiguousarray(obs, dtype=np.float32 if distr else np.int32).reshape(n, -1)
+    obs = np.ascontiguousarray(obs, dtype=np.int32).reshape(n, -1)
     qs = np.empty_like(prior)
     for m, rows in _groups(ids):
         k = m.kmodel
         p, o = _take(prior, rows), _take(obs, rows)
         nr = p.shape[0]
         q = np.empty((nr, p.shape[1]), dtype=np.float32)
-        if distr:  # the population kernel reads outcome indices only
-            scratch = np.empty(k.scratch_size, dtype=np.float32)
-            act = np.zeros(m.num_factors, dtype=np.int32)
-            no_obs = np.zeros(m.num_modalities, dtype=np.int32)
-            for i in range(nr):
-                _kernels.infer_states(k, q[i], q[i], act, 0, no_obs, o[i], True, num_iter,
-                                      1.0, 0.0, False, scratch, p[i])
-        else:
-            threads = _n_threads(nr)
-            P = m.num_policies
-            _kernels.population_stages(
-                k, 1, q, np.empty((nr, P), np.float32), np.empty((nr, P), np.float32),
-                np.zeros((nr, m.num_factors), np.int32), np.zeros(nr, np.uint8), o,
-                np.ones(nr, np.float32), np.ones(nr, np.float32), None, None,
-                np.zeros(nr, np.uint64), np.empty((threads, k.scratch_size), np.float32),
-                num_iter, 1.0, 0.0, False, True, True, False, False, False, False, True,
-                threads, p)
+        threads = _n_threads(nr)
+        P = m.num_policies
+        _kernels.population_stages(
+            k, 1, q, np.empty((nr, P), np.float32), np.empty((nr, P), np.float32),
+            np.zeros((nr, m.num_factors), np.int32), np.zeros(nr, np.uint8), o,
+            np.ones(nr, np.float32), np.ones(nr, np.float32), None, None,
+            np.zeros(nr, np.uint64), np.empty((threads, k.scratch_size), np.float32),
+            num_iter, 1.0, 0.0, False, True, True, False, False, False, False, True,
+            threads, p)
         _put(qs, rows, q)
     return qs.reshape(lead + (-1,))
 

@@ -57,26 +57,28 @@ def test_steps_match_pymdp(batch_size, selection, mode):
     A, B, C, kw = random_model(batch_size * 10 + len(selection) + len(mode))
     ref, sub = both(A, B, C=C, policy_len=2, gamma=3.0, alpha=2.0, batch_size=batch_size,
                     action_selection=selection, sampling_mode=mode, num_iter=5, **kw)
+
+    @eqx.filter_jit  # one compilation per agent for all steps (pymdp's eager path is slow)
+    def step(agent, obs, prior, keys):
+        qs = agent.infer_states(obs, prior)
+        q_pi, G = agent.infer_policies(qs)
+        act = agent.sample_action(q_pi, rng_key=keys)
+        return qs, q_pi, G, act, agent.update_empirical_prior(act, qs)
+
     prior_r, prior_s = ref.D, sub.D
     key = jr.PRNGKey(7)
     for t in range(3):
         key, ko, ks = jr.split(key, 3)
         obs = random_obs(ko, ref)
-        qs_r = ref.infer_states(obs, prior_r)
-        qs_s = sub.infer_states(obs, prior_s)
+        keys = jr.split(ks, batch_size)
+        qs_r, q_pi_r, G_r, act_r, prior_r = step(ref, obs, prior_r, keys)
+        qs_s, q_pi_s, G_s, act_s, prior_s = step(sub, obs, prior_s, keys)
         for a, b in zip(qs_r, qs_s):
             close(a, b)
-        q_pi_r, G_r = ref.infer_policies(qs_r)
-        q_pi_s, G_s = sub.infer_policies(qs_s)
         close(q_pi_r, q_pi_s)
         close(G_r, G_s, atol=1e-4, rtol=RTOL_G)
-        keys = jr.split(ks, batch_size)
-        act_r = ref.sample_action(q_pi_r, rng_key=keys)
-        act_s = sub.sample_action(q_pi_s, rng_key=keys)
         assert act_s.shape == (batch_size, ref.num_factors)
         np.testing.assert_array_equal(act_r, act_s)
-        prior_r = ref.update_empirical_prior(act_r, qs_r)
-        prior_s = sub.update_empirical_prior(act_s, qs_s)
         for a, b in zip(prior_r, prior_s):
             close(a, b)
 

@@ -784,7 +784,7 @@ class Agent(eqx.Module):
             lr = jnp.broadcast_to(jnp.asarray(lr_pA, jnp.float32), (n,))
             obs = []
             for m, o in enumerate(observations):
-                obs.append(nn.one_hot(jnp.asarray(o).reshape(n, -1), self.num_obs[m]))
+                obs.append(nn.one_hot(jnp.asarray(o).reshape(n, -1).astype(jnp.int32), self.num_obs[m]))
             fn = partial(update_A_row, A_deps=self.A_dependencies)
             pA, A = vmap(lambda p, o, q, r: fn(p, o, q, lr=r))(
                 [_full(p, n) for p in pA], obs, list(beliefs_A), lr)
@@ -795,7 +795,7 @@ class Agent(eqx.Module):
                 valid = jnp.all(acts >= 0, axis=-1).astype(jnp.float32)  # (n, T-1)
                 qn = [q[:, 1:] * valid[..., None] for q in seq]
                 qp = [q[:, :-1] * valid[..., None] for q in seq]
-                u1h = [nn.one_hot(acts[..., f], nc) for f, nc in enumerate(self.num_controls)]
+                u1h = [nn.one_hot(acts[..., f].astype(jnp.int32), nc) for f, nc in enumerate(self.num_controls)]
                 lrB = jnp.broadcast_to(jnp.asarray(lr_pB, jnp.float32), (n,))
                 fn = partial(update_B_row, B_deps=self.B_dependencies)
                 pB_full = [_full(p, n) for p in pB]

@@ -314,3 +314,18 @@ def test_multi_action_helpers_match_pymdp():
     multi = ref.decode_multi_actions(act)
     np.testing.assert_array_equal(multi, sub.decode_multi_actions(act))
     np.testing.assert_array_equal(ref.encode_multi_actions(multi), sub.encode_multi_actions(multi))
+
+
+def test_prediction_paths_agree(monkeypatch):
+    """Small models predict with matrix products, large ones per row in the kernel: same numbers."""
+    A, B, C, kw = random_model(71)
+    sub = Agent(A, B, batch_size=40, **kw)
+    ids = np.asarray(sub.model_id)
+    rng = np.random.default_rng(0)
+    qs = np.concatenate([rng.dirichlet(np.ones(n), 40) for n in sub.num_states], 1)
+    qs = qs.astype(np.float32)
+    act = np.stack([rng.integers(-1, n + 1, 40) for n in sub.num_controls], 1).astype(np.int32)
+    dense = host.predict_states(ids, qs, act)
+    monkeypatch.setattr(host, "DENSE_PREDICT_MAX", 0)
+    monkeypatch.setattr(host, "_dense", {})
+    close(dense, host.predict_states(ids, qs, act), atol=1e-6)

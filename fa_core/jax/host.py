@@ -17,6 +17,7 @@ model (least recently registered or used first out).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -86,6 +87,7 @@ def _id_for(A, B, spec) -> int:
             old, m = _models.popitem(last=False)
             _bytes -= m.kmodel.nbytes
             del _ids_by_key[_keys_by_id.pop(old)]
+            _dense.pop(old, None)
     return mid
 
 
@@ -119,14 +121,15 @@ def register(spec, n_rows: int, *arrays) -> np.ndarray:
     return out
 
 
-def _groups(ids: np.ndarray):
-    """(model, rows or None for all) for each distinct id in ``ids``."""
+def _groups(ids: np.ndarray, with_ids: bool = False):
+    """(model, rows or None for all) for each distinct id in ``ids`` (id first if asked)."""
     first = ids[0]
     if (ids == first).all():
-        yield model(first), None
+        yield (int(first), model(first), None) if with_ids else (model(first), None)
         return
     for mid in np.unique(ids):
-        yield model(mid), np.flatnonzero(ids == mid)
+        rows = np.flatnonzero(ids == mid)
+        yield (int(mid), model(mid), rows) if with_ids else (model(mid), rows)
 
 
 def _take(x, rows):
@@ -206,6 +209,39 @@ def infer_policies(use_utility: bool, use_states_info_gain: bool, ids, qs, lnC, 
     return q_pi.reshape(lead + (P,)), G.reshape(lead + (P,))
 
 
+#: models whose transition matrices hold at most this many entries predict the next prior
+#: with one float32 matrix product per factor and distinct action (instead of a kernel
+#: call per row); larger ones keep the kernel's per-row (sparse-aware) product
+DENSE_PREDICT_MAX = 1 << 16
+_dense: dict[int, list | None] = {}
+
+
+def _dense_B(mid: int, m: GenerativeModel):
+    """``B`` as float32 ``(ns_f, prod(parents), nc_f)`` arrays when small, else None."""
+    if mid not in _dense:
+        if sum(math.prod(b.shape) for b in m.B) > DENSE_PREDICT_MAX:
+            _dense[mid] = None
+        else:
+            _dense[mid] = [np.ascontiguousarray(b, dtype=np.float32).reshape(
+                b.shape[0], -1, b.shape[-1]) for b in m.B]
+    return _dense[mid]
+
+
+def _predict_dense(m: GenerativeModel, dense, qs, action, out) -> None:
+    edges = np.concatenate([[0], np.cumsum(m.num_states)])
+    for f, Bf in enumerate(dense):
+        joint = None
+        for d in m.B_factor_list[f]:
+            q = qs[:, edges[d]:edges[d + 1]]
+            joint = q if joint is None else (joint[:, :, None] * q[:, None, :]).reshape(
+                q.shape[0], -1)
+        dst = out[:, edges[f]:edges[f + 1]]
+        u = action[:, f]
+        for val in np.unique(u):
+            sel = u == val
+            dst[sel] = joint[sel] @ Bf[:, :, val].T
+
+
 def predict_states(ids, qs, action) -> np.ndarray:
     """``B[f][..., action[f]]`` applied to ``qs`` for every row: (n, S) float32."""
     lead = np.shape(ids)
@@ -214,12 +250,18 @@ def predict_states(ids, qs, action) -> np.ndarray:
     qs = np.ascontiguousarray(qs, dtype=np.float32).reshape(n, -1)
     action = np.ascontiguousarray(action, dtype=np.int32).reshape(n, -1)
     out = np.empty_like(qs)
-    for m, rows in _groups(ids):
+    for mid, m, rows in _groups(ids, with_ids=True):
         k = m.kmodel
         # as a jnp gather would index B: negative actions from the end, others clamped
         # (rows with invalid actions are discarded by the caller's select, never read)
         nc = m.num_controls_i32
         action = np.clip(np.where(action < 0, action + nc, action), 0, nc - 1).astype(np.int32)
+        dense = _dense_B(mid, m)
+        if dense is not None:
+            sub = np.empty((n if rows is None else len(rows), qs.shape[1]), np.float32)
+            _predict_dense(m, dense, _take(qs, rows), _take(action, rows), sub)
+            _put(out, rows, sub)
+            continue
         scratch = np.empty(k.scratch_size, dtype=np.float32)
         idx = range(n) if rows is None else rows
         for i in idx:

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import jax.tree_util as jtu
 from jax import lax, nn, vmap
 
 from fa_core.jax import host
@@ -282,7 +281,6 @@ class Agent(eqx.Module):
         self.num_controls = [int(b.shape[-1]) for b in B]
 
         # leading axis of 1 (shared) or batch_size: pymdp's rules, without broadcasting
-        bad_C = C is not None
         C = None if C is None else [jnp.asarray(getattr(c, "data", c)) for c in C]
         D = None if D is None else [jnp.asarray(getattr(d, "data", d)) for d in D]
         for m, a in enumerate(A):
@@ -299,7 +297,6 @@ class Agent(eqx.Module):
             if pB is not None:
                 pB[f] = _lead(pB[f], batch_size, core, f"pB[{f}]")
         self.num_obs = [int(a.shape[1]) for a in A]
-        del bad_C
 
         self.num_iter = num_iter
         self.inference_algo = algo

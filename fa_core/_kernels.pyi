@@ -26,4 +26,5 @@ def population_stages(
     models: npt.NDArray[np.uintp] | None = None,
     replan: npt.NDArray[np.uint8] | None = None,
     shift: tuple[_I32, _I32, _F32, int] | None = None,
+    prior: _F32 | None = None,
 ) -> None: ...

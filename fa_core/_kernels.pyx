@@ -25,7 +25,9 @@ loops run without bounds checks and cannot fail.
 
 from cython.parallel cimport prange, threadid
 
-from fa_core._math cimport agent_evidence
+from libc.math cimport logf
+
+from fa_core._math cimport EPS, agent_evidence, log_likelihood
 from fa_core._model cimport BL, FA_CORE_CHECKED, ModelC
 from fa_core._model cimport KModel as KModelC
 from fa_core._policies cimport c_infer_policies, c_infer_policies_block
@@ -83,6 +85,7 @@ cdef struct PopArgs:
     const int* shift_tail
     const float* shift_share
     int shift_keys
+    const float* prior              # per agent (n, S) prior probabilities, or NULL (D / prediction)
 
 
 cdef inline const ModelC* model_of(const PopArgs* a, Py_ssize_t i) noexcept nogil:
@@ -98,9 +101,15 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
     cdef float* qs = a.qs + i * m.S
     cdef float* ll_all = sc
     cdef float* logprior = sc + m.nll
+    cdef int k
     if stages & 1:
-        agent_evidence(m, a.has_action[i], qs, a.action + i * m.nf, a.obs + i * m.nm, ll_all,
-                       logprior, logprior + m.S)
+        if a.prior != NULL:  # given by the caller (fa_core.jax's empirical prior)
+            for k in range(m.S):
+                logprior[k] = logf(a.prior[i * m.S + k] + EPS)
+            log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
+        else:
+            agent_evidence(m, a.has_action[i], qs, a.action + i * m.nf, a.obs + i * m.nm,
+                           ll_all, logprior, logprior + m.S)
         c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
                        logprior + m.S)
     if (stages & 2) and a.replan != NULL and not a.replan[i] and a.has_action[i]:
@@ -133,7 +142,7 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
         if a.replan != NULL and not a.replan[i0 + b] and a.has_action[i0 + b]:
             follow = 1  # an agent following its plan: policies one agent at a time
     if stages & 1:
-        if m.fpi_blocked:
+        if m.fpi_blocked and a.prior == NULL:  # the block kernel predicts its own priors
             c_infer_states_block(m, a.qs + i0 * m.S, a.action + i0 * m.nf, a.has_action + i0,
                                  a.obs + i0 * m.nm, nb, a.num_iter, a.dF, a.dF_tol,
                                  a.compute_vfe, sc)
@@ -163,7 +172,8 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
                       float[:, ::1] scratch, int num_iter, double dF, double dF_tol,
                       bint compute_vfe, bint use_utility, bint use_states_info_gain,
                       bint use_pA, bint use_pB, bint use_I, bint full, bint deterministic,
-                      int n_threads, object models=None, object replan=None, object shift=None):
+                      int n_threads, object models=None, object replan=None, object shift=None,
+                      object prior=None):
     """Run ``stages`` (bit mask: 1 infer_states, 2 infer_policies, 4 sample_action)
     for every agent of a population, in parallel over agents.
 
@@ -178,6 +188,8 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     (n_agents,)): agents with 0 and a previous action shift their ``q_pi`` one
     step instead of evaluating policies (``shift`` = (head, tail, share, n_keys),
     see ``_replan.shift_policy_posterior``; scratch rows must hold n_keys floats).
+    ``prior`` (optional, float32 (n_agents, S)): every agent's prior over states for
+    stage 1 instead of ``D`` / the prediction from ``qs`` and ``action``.
     """
     cdef PopArgs a
     cdef Py_ssize_t i, n = qs.shape[0]
@@ -188,6 +200,7 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     cdef const int[::1] head_v
     cdef const int[::1] tail_v
     cdef const float[::1] share_v
+    cdef const float[:, ::1] prior_v
     if n == 0:
         return
     a.m = &model.c
@@ -207,7 +220,12 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     a.use_utility = use_utility; a.use_sig = use_states_info_gain
     a.use_pA = use_pA; a.use_pB = use_pB; a.use_I = use_I and model.c.has_I
     a.full = full; a.deterministic = deterministic
-    a.models = NULL; a.replan = NULL
+    a.models = NULL; a.replan = NULL; a.prior = NULL
+    if prior is not None:
+        prior_v = prior
+        if prior_v.shape[0] != n or prior_v.shape[1] != model.c.S:
+            raise ValueError(f"prior must have shape ({n}, {model.c.S})")
+        a.prior = &prior_v[0, 0]
     a.shift_head = a.shift_tail = NULL; a.shift_share = NULL; a.shift_keys = 0
     if models is not None:
         models_v = models

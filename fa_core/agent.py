@@ -90,8 +90,10 @@ class Agent:
         Learning rates.
     save_belief_hist : bool
         Keep ``qs_hist`` and ``q_pi_hist``.
-    sophisticated, si_horizon, si_policy_prune_threshold, si_state_prune_threshold, si_prune_penalty : optional
-        Sophisticated inference (tree search), as pymdp.
+    sophisticated, si_horizon : optional
+        Sophisticated inference (tree search) and its depth, as pymdp.
+    si_policy_prune_threshold, si_state_prune_threshold, si_prune_penalty : optional
+        The tree search's pruning, as pymdp.
     ii_depth, ii_threshold : optional
         Inductive inference, as pymdp.
     model : GenerativeModel, optional
@@ -155,7 +157,8 @@ class Agent:
     # Slots keep an awake agent small: it owns its beliefs, policy posterior,
     # action and options; model and scratch are shared. ``__dict__`` is kept so
     # users can still attach their own attributes (allocated only if they do).
-    __slots__ = ("_model", "_qs_buf", "_qs", "_reuse", "_q_pi", "_G", "_act_i", "_action", "_prev_actions",
+    __slots__ = ("_model", "_qs_buf", "_qs", "_reuse", "_q_pi", "_G", "_act_i", "_action",
+                 "_prev_actions",
                  "_rng", "_randint", "_fpi", "_hist_len", "_act_hist_len", "qs_hist", "q_pi_hist",
                  "prev_obs", "F", "curr_timestep", "inference_params", "inference_algo",
                  "inference_horizon", "gamma", "alpha", "action_selection", "sampling_mode",
@@ -264,7 +267,8 @@ class Agent:
         self.si_prune_penalty = si_prune_penalty
         if policy_sep_prior and use_BMA:
             warnings.warn("Inconsistent choice of `policy_sep_prior` and `use_BMA`. You have set "
-                          "`policy_sep_prior` to True, so we are setting `use_BMA` to False")
+                          "`policy_sep_prior` to True, so we are setting `use_BMA` to False",
+                          stacklevel=2)
             use_BMA = False
         self.edge_handling_params = {"use_BMA": use_BMA, "policy_sep_prior": policy_sep_prior}
         self.factorized = A_factor_list is not None or B_factor_list is not None
@@ -274,7 +278,8 @@ class Agent:
             self._rng = np.random
             self._randint = np.random.randint
         else:
-            self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+            self._rng = (seed if isinstance(seed, np.random.Generator)
+                         else np.random.default_rng(seed))
             self._randint = self._rng.integers
 
         m = model
@@ -442,7 +447,8 @@ class Agent:
         if type(qs) is weakref.ref:
             qs = qs()
         if qs is None:  # read, not returned by a call: a write into it must reach the agent
-            qs = param_view(self, "qs", [self._qs_buf[lo:hi] for lo, hi in self._model.state_bounds])
+            qs = param_view(self, "qs",
+                            [self._qs_buf[lo:hi] for lo, hi in self._model.state_bounds])
             self._qs = weakref.ref(qs)
         return qs
 
@@ -602,8 +608,8 @@ class Agent:
                                  f"got {len(parts)}")
             for m, p in enumerate(parts):
                 if p.shape != (self._model.num_obs[m],):
-                    raise ValueError(f"observation[{m}] must have shape ({self._model.num_obs[m]},), "
-                                     f"got {p.shape}")
+                    raise ValueError(f"observation[{m}] must have shape "
+                                     f"({self._model.num_obs[m]},), got {p.shape}")
                 if np.any(p < 0):
                     raise ValueError(f"observation[{m}] has negative probabilities")
             obs_distr[:self._model.kmodel.sum_obs] = np.concatenate(parts)
@@ -1019,7 +1025,7 @@ class Agent:
         array([3., 0.])
         >>> _ = agent.infer_states([3, 0, 1])
         >>> qB = agent.update_B(qs_prev)
-        >>> qB[0][:, 0, 3].tolist()                     # centre -> cue under action 3: one more count
+        >>> qB[0][:, 0, 3].tolist()      # centre -> cue under action 3: one more count
         [0.0, 0.0, 0.0, 11.0]
         """
         self._sync()
@@ -1130,7 +1136,7 @@ class Agent:
         return hibernate(self, lossy=lossy, prune=prune, compress=compress)
 
     @classmethod
-    def wake(cls, blob: bytes, model: GenerativeModel | None = None) -> "Agent":
+    def wake(cls, blob: bytes, model: GenerativeModel | None = None) -> Agent:
         """The agent :meth:`hibernate` stored in ``blob``.
 
         Parameters

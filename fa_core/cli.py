@@ -21,7 +21,7 @@ import socket
 import sys
 import time
 import tracemalloc
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

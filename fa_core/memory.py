@@ -31,7 +31,7 @@ import gc
 import sys
 import types
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -114,7 +114,8 @@ class MemoryReport:
         >>> agents = [Agent(model=gm, seed=i) for i in range(10)]
         >>> from fa_core import memory_report_many
         >>> sorted(memory_report_many(agents).as_dict())
-        ['beliefs', 'history', 'n_agents', 'per_agent', 'private_params', 'scratch', 'shared_model', 'total']
+        ['beliefs', 'history', 'n_agents', 'per_agent', 'private_params', 'scratch',
+         'shared_model', 'total']
         """
         return {**asdict(self), "per_agent": self.per_agent, "total": self.total}
 
@@ -278,7 +279,7 @@ def memory_report_many(agents: Iterable, include_scratch: bool = True) -> Memory
         walk.add_agent(i, agent)
     owner = walk.owners(len(agents))
     totals = {"model": [0, 0], "beliefs": 0, "history": 0}
-    for oid, obj in walk.nodes.items():
+    for oid, _obj in walk.nodes.items():
         size, kind = walk.size[oid], walk.kind[oid]
         if kind == "model":
             totals["model"][owner[oid] != _SHARED] += size

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -299,7 +299,7 @@ class Population:
         >>> pop.set("actions", [9, 0], rows=0)
         Traceback (most recent call last):
         ...
-        ValueError: Population.actions: action ... for factor 0 is outside 0..3 (num_controls = [4, 1])
+        ValueError: Population.actions: action ... for factor 0 is outside 0..3 ...
         """
         if name not in Population._ARRAYS and name not in Population._OPTIONAL:
             raise ValueError(f"set() takes one of {list(Population._ARRAYS + Population._OPTIONAL)}"
@@ -566,7 +566,7 @@ class Population:
         return self.actions
 
     def step(self, obs, replan=None) -> np.ndarray:
-        """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one kernel call.
+        """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one call.
 
         Parameters
         ----------
@@ -624,7 +624,7 @@ class Population:
         return self.actions
 
     def reset(self) -> None:
-        """Uniform beliefs, no previous action (the next prior is ``D``) and time 0, for every agent.
+        """Uniform beliefs, no previous action (the next prior is ``D``) and time 0, for all.
 
         Examples
         --------
@@ -819,7 +819,7 @@ class Population:
                         actions=self._rows("actions")[sl], row=row)
 
     def update_D(self, qs_t0=None) -> None:
-        """Dirichlet update of every agent's ``pD`` from ``qs_t0``; ``D`` becomes the normalised ``pD``.
+        """Dirichlet update of every agent's ``pD`` from ``qs_t0``; ``D`` becomes normalised ``pD``.
 
         Parameters
         ----------
@@ -1134,7 +1134,7 @@ class Population:
         return frame(_POP_MAGIC, _POP_VERSION, 0, model.content_key(), body, compress)
 
     @staticmethod
-    def wake(blob: bytes, model: GenerativeModel | None = None) -> "Population":
+    def wake(blob: bytes, model: GenerativeModel | None = None) -> Population:
         """A population restored exactly from :meth:`hibernate` bytes.
 
         Never unpickles: the blob's checksum, length and version are checked,
@@ -1245,7 +1245,7 @@ _OPTION_CHECKS = {
 #: save_belief_hist's storage: each agent's first posterior and whether it has one
 _HIST = ("qs_t0", "has_qs_t0")
 
-_SHIFTS: "weakref.WeakKeyDictionary[GenerativeModel, tuple]" = weakref.WeakKeyDictionary()
+_SHIFTS: weakref.WeakKeyDictionary[GenerativeModel, tuple] = weakref.WeakKeyDictionary()
 
 
 def _policy_shift(model: GenerativeModel) -> tuple:

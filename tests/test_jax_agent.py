@@ -67,7 +67,7 @@ def test_steps_match_pymdp(batch_size, selection, mode):
 
     prior_r, prior_s = ref.D, sub.D
     key = jr.PRNGKey(7)
-    for t in range(3):
+    for _t in range(3):
         key, ko, ks = jr.split(key, 3)
         obs = random_obs(ko, ref)
         keys = jr.split(ks, batch_size)
@@ -107,7 +107,7 @@ def test_learning_A_and_B_matches_pymdp():
     qs_r = [jnp.broadcast_to(d[:, None], (2, 1, d.shape[-1])) for d in ref.D]
     qs_s = qs_r
     action = jnp.zeros((2, ref.num_factors), jnp.int32)
-    for t in range(3):
+    for _t in range(3):
         key, ko = jr.split(key)
         obs = random_obs(ko, ref)
         new_r = ref.infer_states(obs, ref.update_empirical_prior(action, qs_r))

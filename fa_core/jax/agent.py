@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import equinox as eqx
@@ -134,13 +135,13 @@ class Agent(eqx.Module):
     C: list
     D: list
     E: jax.Array
-    _pA: Optional[list]
-    _pB: Optional[list]
+    _pA: list | None
+    _pB: list | None
     gamma: jax.Array
     alpha: jax.Array
     inductive_threshold: jax.Array
     inductive_epsilon: jax.Array
-    H: Optional[list]
+    H: list | None
     I: list
     model_id: jax.Array  # (batch_size,) int32: the compiled model of each row
 
@@ -148,7 +149,7 @@ class Agent(eqx.Module):
     A_dependencies: list = eqx.field(static=True)
     B_dependencies: list = eqx.field(static=True)
     B_action_dependencies: list = eqx.field(static=True)
-    action_maps: Optional[list] = eqx.field(static=True)
+    action_maps: list | None = eqx.field(static=True)
     batch_size: int = eqx.field(static=True)
     num_iter: int = eqx.field(static=True)
     num_obs: list = eqx.field(static=True)
@@ -156,17 +157,17 @@ class Agent(eqx.Module):
     num_states: list = eqx.field(static=True)
     num_factors: int = eqx.field(static=True)
     num_controls: list = eqx.field(static=True)
-    num_controls_multi: Optional[list] = eqx.field(static=True)
+    num_controls_multi: list | None = eqx.field(static=True)
     control_fac_idx: list = eqx.field(static=True)
     policy_len: int = eqx.field(static=True)
-    inference_horizon: Optional[int] = eqx.field(static=True)
+    inference_horizon: int | None = eqx.field(static=True)
     inductive_depth: int = eqx.field(static=True)
     use_utility: bool = eqx.field(static=True)
     use_states_info_gain: bool = eqx.field(static=True)
     use_param_info_gain: bool = eqx.field(static=True)
     use_inductive: bool = eqx.field(static=True)
     categorical_obs: bool = eqx.field(static=True)
-    preprocess_fn: Optional[Callable] = eqx.field(static=True)
+    preprocess_fn: Callable | None = eqx.field(static=True)
     action_selection: str = eqx.field(static=True)
     sampling_mode: str = eqx.field(static=True)
     inference_algo: str = eqx.field(static=True)
@@ -206,11 +207,11 @@ class Agent(eqx.Module):
         use_param_info_gain: bool = False,
         use_inductive: bool = False,
         categorical_obs: bool = False,
-        preprocess_fn: Optional[Callable] = None,
+        preprocess_fn: Callable | None = None,
         action_selection: str = "deterministic",
         sampling_mode: str = "full",
         inference_algo: str = "fpi",
-        inference_horizon: Optional[int] = None,
+        inference_horizon: int | None = None,
         num_iter: int = 16,
         batch_size: int = 1,
         learning_mode: str = "online",
@@ -563,7 +564,7 @@ class Agent(eqx.Module):
         if preprocess_fn is not None:
             raise NotImplementedError(_DISTR_MSG)
         cols = []
-        for m, o in enumerate(observations):
+        for _m, o in enumerate(observations):
             o = jnp.asarray(o)
             if o.ndim == 0:
                 o = jnp.broadcast_to(o, (n,))
@@ -781,7 +782,8 @@ class Agent(eqx.Module):
             lr = jnp.broadcast_to(jnp.asarray(lr_pA, jnp.float32), (n,))
             obs = []
             for m, o in enumerate(observations):
-                obs.append(nn.one_hot(jnp.asarray(o).reshape(n, -1).astype(jnp.int32), self.num_obs[m]))
+                o = jnp.asarray(o).reshape(n, -1).astype(jnp.int32)
+                obs.append(nn.one_hot(o, self.num_obs[m]))
             fn = partial(update_A_row, A_deps=self.A_dependencies)
             pA, A = vmap(lambda p, o, q, r: fn(p, o, q, lr=r))(
                 [_full(p, n) for p in pA], obs, list(beliefs_A), lr)
@@ -792,7 +794,8 @@ class Agent(eqx.Module):
                 valid = jnp.all(acts >= 0, axis=-1).astype(jnp.float32)  # (n, T-1)
                 qn = [q[:, 1:] * valid[..., None] for q in seq]
                 qp = [q[:, :-1] * valid[..., None] for q in seq]
-                u1h = [nn.one_hot(acts[..., f].astype(jnp.int32), nc) for f, nc in enumerate(self.num_controls)]
+                u1h = [nn.one_hot(acts[..., f].astype(jnp.int32), nc)
+                       for f, nc in enumerate(self.num_controls)]
                 lrB = jnp.broadcast_to(jnp.asarray(lr_pB, jnp.float32), (n,))
                 fn = partial(update_B_row, B_deps=self.B_dependencies)
                 pB_full = [_full(p, n) for p in pB]

@@ -31,7 +31,7 @@ from fa_core.model import GenerativeModel
 MAX_REGISTRY_BYTES = 2 << 30
 
 _lock = threading.Lock()
-_models: "OrderedDict[int, GenerativeModel]" = OrderedDict()
+_models: OrderedDict[int, GenerativeModel] = OrderedDict()
 _ids_by_key: dict[bytes, int] = {}
 _keys_by_id: dict[int, bytes] = {}
 _bytes = 0

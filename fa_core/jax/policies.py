@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import jax
@@ -78,7 +78,8 @@ class Policies:
 
 
 def product_policies(num_controls: Sequence[int], policy_len: int) -> tuple:
-    """Every sequence of ``policy_len`` actions, in pymdp's order (last factor, last step fastest)."""
+    """Every sequence of ``policy_len`` actions, in pymdp's order (last factor and last step
+    fastest)."""
     nf = len(num_controls)
     flat = itertools.product(*[range(n) for n in list(num_controls) * policy_len])
     return tuple(tuple(tuple(f[t * nf:(t + 1) * nf]) for t in range(policy_len)) for f in flat)

@@ -43,7 +43,7 @@ sys.path.insert(0, HERE)
 
 import fa_core  # noqa: E402
 from fa_core import builtin_models  # noqa: E402
-from throughput import World, fmt_bytes, fmt_rate, timed_steps  # noqa: E402
+from throughput import fmt_bytes, fmt_rate, run_jax_agent  # noqa: E402
 
 #: (builtin model, batch size, quick batch size)
 CASES = [("tmaze", 10_000, 1_000), ("grid10", 1_000, 100), ("grid30", 100, 20)]
@@ -67,38 +67,14 @@ def make_agent(cls, d: dict, n: int, batched: bool):
 
 
 def bench(agent, d: dict, n: int, args) -> tuple[float, float, int]:
-    import equinox as eqx
-    import jax
-    import jax.numpy as jnp
-    import jax.random as jr
-    import jax.tree_util as jtu
-
-    @eqx.filter_jit
-    def jstep(agent, prior, obs, key):
-        qs = agent.infer_states(obs, prior)
-        q_pi, neg_efe = agent.infer_policies(qs)
-        keys = jr.split(key, agent.batch_size + 1)
-        action = agent.sample_action(q_pi, rng_key=keys[1:])
-        return agent.update_empirical_prior(action, qs), action, qs, q_pi, neg_efe, keys[0]
-
-    carry = {"prior": agent.D, "key": jr.PRNGKey(0), "out": None}
-
-    def step(obs):
-        out = jstep(agent, carry["prior"], [jnp.asarray(o, dtype=jnp.int32) for o in obs.T],
-                    carry["key"])
-        jax.block_until_ready(out)
-        carry["prior"], carry["key"], carry["out"] = out[0], out[5], out
-        return np.asarray(out[1])
-
-    world = World(d, n, 1)
-    step(world.observe())  # compile
-    rate, k = timed_steps(step, world.observe(), world, args.min_seconds, 100, args.repeats)
-    state = carry["out"][2:5]  # qs, q_pi, neg_efe
-    nbytes = sum(x.nbytes for x in jtu.tree_leaves((agent, state)) if hasattr(x, "nbytes"))
+    """:func:`throughput.run_jax_agent`, plus fa_core.jax's compiled models (shared by the
+    batch)."""
+    rate, per_agent, k = run_jax_agent(agent, d, n, args)
     if hasattr(agent, "model_id"):
         from fa_core.jax import host
-        nbytes += sum(host.model(i).kmodel.nbytes for i in set(np.asarray(agent.model_id).tolist()))
-    return rate * n, nbytes / n, k
+        ids = set(np.asarray(agent.model_id).tolist())
+        per_agent += sum(host.model(i).kmodel.nbytes for i in ids) / n
+    return rate, per_agent, k
 
 
 def main(argv=None) -> None:

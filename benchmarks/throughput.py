@@ -201,11 +201,7 @@ def jax_model_bytes_per_agent(d: dict) -> int:
 
 
 def bench_jax(d: dict, n: int, args) -> tuple[float, float, int]:
-    import equinox as eqx
-    import jax
     import jax.numpy as jnp
-    import jax.random as jr
-    import jax.tree_util as jtu
     from pymdp.agent import Agent as JaxAgent
 
     def batched(x):
@@ -220,6 +216,19 @@ def bench_jax(d: dict, n: int, args) -> tuple[float, float, int]:
         control_fac_idx=gm.control_fac_idx, policy_len=gm.policy_len, batch_size=n,
         gamma=16.0, alpha=16.0, num_iter=10, action_selection="deterministic",
         sampling_mode="marginal", inference_algo="fpi")
+
+    return run_jax_agent(agent, d, n, args)
+
+
+def run_jax_agent(agent, d: dict, n: int, args) -> tuple[float, float, int]:
+    """Step a pymdp-1.0-API agent (pymdp's JAX Agent or fa_core.jax.Agent) of batch ``n`` in
+    one jit-compiled step per call; agent-steps/s, bytes per agent of its arrays and state,
+    repeats."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+    import jax.tree_util as jtu
 
     @eqx.filter_jit
     def jstep(agent, prior, obs, key):

@@ -85,3 +85,16 @@ html_static_path = []
 html_show_sourcelink = False
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]  # included README sections start below the top heading
+
+# -- asv: the benchmark history pages, when `asv publish` has built them ----------------------
+# They are built from stored results (benchmarks/README.md, "Continuous benchmarking"), which a
+# fresh clone does not have; when present they are copied to <site>/asv/ and the Benchmarks
+# page links them (the "asv" tag), otherwise that page says how to build them.
+ASV_HTML = os.path.join(ROOT, "asv_bench", "html")
+if os.path.isfile(os.path.join(ASV_HTML, "index.html")):
+    _extra = os.path.join(ROOT, "docs", "_build", "asv_extra")
+    os.makedirs(_extra, exist_ok=True)
+    if not os.path.lexists(os.path.join(_extra, "asv")):
+        os.symlink(ASV_HTML, os.path.join(_extra, "asv"))
+    html_extra_path = [_extra]
+    tags.add("asv")  # noqa: F821 - Sphinx passes `tags` into conf.py

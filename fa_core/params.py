@@ -179,7 +179,17 @@ def _base_of(a: np.ndarray):
 
 
 def _plain(x):
-    """ParamArrays (also inside lists and tuples) as plain ndarray views."""
+    """ParamArrays (also inside lists, tuples and object arrays) as plain ndarray views.
+
+    An object array (pymdp's list of per-factor arrays) gets a new object array of plain
+    elements: numpy functions given one iterate its elements, and ParamArray elements
+    would dispatch back here with the same arguments, for ever.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        out = np.empty(x.shape, dtype=object)
+        for i, v in enumerate(x.flat):
+            out.flat[i] = _plain(v)
+        return out
     if isinstance(x, ParamArray):
         return x.view(np.ndarray)
     if type(x) in (list, tuple):

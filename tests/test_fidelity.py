@@ -155,6 +155,24 @@ def test_results_have_pymdps_types(RefAgent, FaAgent):
         assert x.E.dtype == np.float64
 
 
+def test_numpy_functions_on_object_arrays_behave_as_pymdps(RefAgent, FaAgent):
+    """numpy functions given pymdp's object arrays (qs, A, B) work as on pymdp's: they
+    iterate the per-factor arrays (this once recursed without end in ParamArray's
+    __array_function__)."""
+    ref, fa, _ = pair(RefAgent, FaAgent)
+    for x in (ref, fa):
+        x.infer_states([0, 1])
+    np.testing.assert_allclose(np.concatenate(fa.qs), np.concatenate(ref.qs), atol=1e-6)
+    np.testing.assert_allclose(np.stack(list(fa.qs)[:1]), np.stack(list(ref.qs)[:1]),
+                               atol=1e-6)
+    for name in ("qs", "A", "B"):
+        got, want = np.copy(getattr(fa, name)), np.copy(getattr(ref, name))
+        assert got.dtype == want.dtype == object and got.shape == want.shape, name
+        assert all(type(g) is np.ndarray for g in got), name  # plain copies, not views
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-6)
+
+
 def test_writes_into_qs_and_q_pi_take_effect(RefAgent, FaAgent):
     ref, fa, _ = pair(RefAgent, FaAgent)
     for x in (ref, fa):

@@ -299,7 +299,7 @@ class Population:
         >>> pop.set("actions", [9, 0], rows=0)
         Traceback (most recent call last):
         ...
-        ValueError: Population.actions: action ... for factor 0 is outside 0..3 ...
+        ValueError: Population.actions: action 9 for factor 0 is outside 0..3 ...
         """
         if name not in Population._ARRAYS and name not in Population._OPTIONAL:
             raise ValueError(f"set() takes one of {list(Population._ARRAYS + Population._OPTIONAL)}"
@@ -352,8 +352,9 @@ class Population:
                 bad = (v < 0) | (v >= nc)
                 if bad.any():
                     i, f = np.argwhere(bad)[0]
-                    raise ValueError(f"{label}: action {v[i, f]!r} for factor {f} is outside "
-                                     f"0..{nc[f] - 1} (num_controls = {list(m.num_controls)})")
+                    raise ValueError(f"{label}: action {v[i, f].item()!r} for factor {f} is "
+                                     f"outside 0..{nc[f] - 1} (num_controls = "
+                                     f"{list(m.num_controls)})")
             elif name == "has_action":
                 if np.any((v != 0) & (v != 1)):
                     raise ValueError(f"{label} must hold 0 or 1")

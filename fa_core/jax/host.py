@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import threading
 from collections import OrderedDict
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from fa_core import _kernels
 from fa_core.model import GenerativeModel
+from fa_core.population import default_threads
 
 #: Compiled models kept alive for the ids agents hold (bytes of packed model).
 MAX_REGISTRY_BYTES = 2 << 30
@@ -43,7 +43,8 @@ class ModelEvictedError(RuntimeError):
 
 
 def _n_threads(n: int) -> int:
-    return max(1, min(n, os.cpu_count() or 1))
+    """Threads for ``n`` rows: the cores this process may run on, as ``Population``."""
+    return max(1, min(n, default_threads()))
 
 
 def _content_key(A, B, spec) -> bytes:

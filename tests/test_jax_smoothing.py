@@ -71,7 +71,8 @@ def run_window(ref, sub, actions, seed):
 
 def test_ovf_learning_matches_pymdp_two_factors():
     # modality 1 sees both factors; row 1 has no action at its first transition (padding)
-    ref, sub, (A, B, kw) = learning_agents("ovf", 3, [3, 4], [3, 2], [2, 3], [[0], [0, 1]], batch_size=2)
+    ref, sub, (A, B, kw) = learning_agents("ovf", 3, [3, 4], [3, 2], [2, 3], [[0], [0, 1]],
+                                           batch_size=2)
     actions = jnp.array([[[1, 2], [0, 1], [1, 0]], [[-1, -1], [1, 2], [0, 0]]], jnp.int32)
     new_r, new_s, hist, obs_hist = run_window(ref, sub, actions, seed=7)
     # smoothing mattered: learning from the filtered history (as fpi does) gives other counts

@@ -125,10 +125,10 @@ class Agent(eqx.Module):
     per batch row, as in pymdp. ``inference_algo`` may be ``"fpi"``,
     ``"ovf"`` (filtering as ``fpi``, the belief history smoothed backwards in
     :meth:`infer_parameters`) or ``"exact"`` (one factor: one-sweep filtering,
-    exact HMM smoothing); ``"mmp"`` / ``"vmp"`` raise ``NotImplementedError``; expected free energy with
-    ``use_param_info_gain`` or ``use_inductive`` raises ``NotImplementedError``
-    in :meth:`infer_policies`. Differentiating through the agent raises
-    :class:`NotDifferentiableError`.
+    exact HMM smoothing); ``"mmp"`` / ``"vmp"`` raise ``NotImplementedError``;
+    expected free energy with ``use_param_info_gain`` or ``use_inductive``
+    raises ``NotImplementedError`` in :meth:`infer_policies`. Differentiating
+    through the agent raises :class:`NotDifferentiableError`.
 
     Edit ``C``, ``D``, ``E``, ``gamma``, ``alpha`` with ``eqx.tree_at`` as
     with pymdp; to change ``A`` / ``B`` build a new agent (or learn them with

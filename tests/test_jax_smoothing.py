@@ -10,6 +10,8 @@ import jax.random as jr  # noqa: E402
 
 from pymdp import utils as putils  # noqa: E402
 from pymdp.agent import Agent as PymdpAgent  # noqa: E402
+from pymdp.envs import TMaze  # noqa: E402
+from pymdp.envs.rollout import rollout  # noqa: E402
 
 from fa_core.jax import Agent  # noqa: E402
 
@@ -123,3 +125,24 @@ def test_smoothing_errors_as_pymdp():
     q = [jnp.full((1, 2, 2), 0.5)] * 2
     with pytest.raises(ValueError, match="B_dependencies"):
         sub.infer_parameters(q, [jnp.zeros((1, 2), jnp.int32)], jnp.zeros((1, 1, 2), jnp.int32))
+
+
+def test_pymdp_rollout_with_ovf_learning_gives_pymdp_trajectories():
+    # rollout keeps a window of beliefs, observations and actions (padded with -1) for smoothing
+    env = TMaze()
+    n = 2
+    params = env.generate_env_params(batch_size=n)
+    pA = [a * 5.0 + 1.0 for a in params["A"]]
+    pB = [b * 5.0 + 1.0 for b in params["B"]]
+    A = [p / p.sum(1, keepdims=True) for p in pA]
+    B = [p / p.sum(1, keepdims=True) for p in pB]
+    kw = dict(D=params["D"], A_dependencies=env.A_dependencies, B_dependencies=env.B_dependencies,
+              batch_size=n, pA=pA, pB=pB, learn_A=True, learn_B=True, inference_algo="ovf",
+              action_selection="stochastic")
+    ref, sub = PymdpAgent(A, B, **kw), Agent(A, B, **kw)
+    last_r, info_r = rollout(ref, env, 3, jr.PRNGKey(4), env_params=params)
+    last_s, info_s = rollout(sub, env, 3, jr.PRNGKey(4), env_params=params)
+    np.testing.assert_array_equal(info_r["action"], info_s["action"])
+    for a, b in zip(info_r["qs"], info_s["qs"]):
+        close(a, b)
+    assert_same_params(last_r["agent"], last_s["agent"])

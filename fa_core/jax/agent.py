@@ -28,11 +28,14 @@ from jax import lax, nn, vmap
 
 from fa_core.jax import host
 from fa_core.jax.learning import MINVAL, reachability, update_A_row, update_B_row
+from fa_core.jax.smoothing import smooth_row, update_B_from_joints
 from fa_core.jax.policies import (
     Policies, count_policies, flatten_multi_policies, product_policies)
 
-#: inference algorithms this backend runs (pymdp also has ovf, mmp, vmp, exact)
-SUPPORTED_ALGOS = ("fpi",)
+#: inference algorithms this backend runs (pymdp also has mmp, vmp)
+SUPPORTED_ALGOS = ("fpi", "ovf", "exact")
+#: algorithms that filter per step and smooth the belief history when learning
+SMOOTHING_ALGOS = ("ovf", "exact")
 _PYMDP_ALGOS = ("fpi", "ovf", "mmp", "vmp", "exact")
 #: the largest policy set accepted (as fa_core.policies.MAX_POLICIES)
 MAX_POLICIES = 100_000
@@ -119,11 +122,13 @@ class Agent(eqx.Module):
     ``pB`` are kept with a leading axis of 1 when the user gave them without a
     batch axis (one model for the whole batch) and read as ``(batch_size,
     ...)`` arrays; other parameters (``C``, ``D``, ``E``, ``gamma``, ...) are
-    per batch row, as in pymdp. Only ``inference_algo="fpi"`` is supported
-    (others raise ``NotImplementedError``); expected free energy with
-    ``use_param_info_gain`` or ``use_inductive`` raises ``NotImplementedError``
-    in :meth:`infer_policies`. Differentiating through the agent raises
-    :class:`NotDifferentiableError`.
+    per batch row, as in pymdp. ``inference_algo`` may be ``"fpi"``,
+    ``"ovf"`` (filtering as ``fpi``, the belief history smoothed backwards in
+    :meth:`infer_parameters`) or ``"exact"`` (one factor: one-sweep filtering,
+    exact HMM smoothing); ``"mmp"`` / ``"vmp"`` raise ``NotImplementedError``;
+    expected free energy with ``use_param_info_gain`` or ``use_inductive``
+    raises ``NotImplementedError`` in :meth:`infer_policies`. Differentiating
+    through the agent raises :class:`NotDifferentiableError`.
 
     Edit ``C``, ``D``, ``E``, ``gamma``, ``alpha`` with ``eqx.tree_at`` as
     with pymdp; to change ``A`` / ``B`` build a new agent (or learn them with
@@ -378,6 +383,8 @@ class Agent(eqx.Module):
         self.categorical_obs = False
         self.preprocess_fn = None
         self._validate()
+        if algo == "exact":
+            self._validate_exact()
         self.model_id = self._register(A, B)
 
     # -- construction helpers ------------------------------------------------------------
@@ -435,6 +442,18 @@ class Agent(eqx.Module):
         for f in self.control_fac_idx:
             assert self.num_controls[f] > 1, ("Control factor (and B matrix) dimensions are not "
                                               "consistent with user-given control_fac_idx")
+
+    def _validate_exact(self) -> None:
+        """pymdp's restrictions of ``inference_algo="exact"`` (a single-factor HMM)."""
+        if self.num_factors != 1:
+            raise ValueError("`exact` inference currently supports only a single hidden-state "
+                             "factor")
+        if self.B_dependencies != [[0]]:
+            raise ValueError("Exact inference requires single-factor self-dynamics only "
+                             "(i.e. B_dependencies == [[0]])")
+        if any(d != [0] for d in self.A_dependencies):
+            raise ValueError("Exact inference requires each observation modality to depend "
+                             "only on factor 0 (i.e. A_dependencies[m] == [0])")
 
     def _spec(self):
         return (tuple(map(tuple, self.A_dependencies)), tuple(map(tuple, self.B_dependencies)),
@@ -535,7 +554,8 @@ class Agent(eqx.Module):
         empirical_prior : list
             Prior over each factor, ``(batch_size, num_states[f])``.
         past_actions, valid_steps
-            Accepted for pymdp's signature; unused by ``fpi``.
+            Accepted for pymdp's signature; unused by ``fpi`` / ``ovf`` / ``exact``
+            (which filter one step at a time).
         qs_hist : list, optional
             Earlier beliefs ``(batch_size, T, num_states[f])``; the new ones are appended.
         mask, return_info
@@ -576,7 +596,9 @@ class Agent(eqx.Module):
         prior = jnp.concatenate([self._rows(p, 1).reshape(n, -1).astype(jnp.float32)
                                  for p in empirical_prior], axis=1)
         S = sum(self.num_states)
-        qs = _callback(partial(host.infer_states, self.num_iter),
+        # pymdp's exact filter is one sweep (exact for its single factor)
+        num_iter = 1 if self.inference_algo == "exact" else self.num_iter
+        qs = _callback(partial(host.infer_states, num_iter),
                        jax.ShapeDtypeStruct(prior.shape[:-1] + (S,), jnp.float32),
                        self.model_id, obs, prior, name="infer_states")
         out = [x[:, None, :] for x in jnp.split(qs, np.cumsum(self.num_states)[:-1], axis=-1)]
@@ -748,6 +770,14 @@ class Agent(eqx.Module):
                          lr_pB=1.0, **kwargs):
         """Dirichlet update of ``pA`` / ``pB`` (where learning is on); returns a new agent.
 
+        With ``inference_algo="ovf"`` / ``"exact"`` the belief sequence
+        (``beliefs_B``, else ``beliefs_A``) is first smoothed backwards through
+        the transitions of ``actions`` (:mod:`fa_core.jax.smoothing`): ``A``
+        learns from the smoothed marginals, ``B`` from the smoothed pairwise
+        joints. Until the sequence holds a valid transition (the first step),
+        ``A`` learns from the filtered beliefs and ``B`` is left as it is, as
+        in pymdp.
+
         Parameters
         ----------
         beliefs_A : list of jax.Array
@@ -776,6 +806,39 @@ class Agent(eqx.Module):
                 actions = actions[:, None]
         T = seq[0].shape[1]
         acts = actions[:, :max(T - 1, 0)] if actions is not None and actions.ndim == 3 else actions
+        # a sequence with T - 1 transitions; whether any of them is valid is known at run time
+        has_steps = acts is not None and T > 1 and acts.shape[1] == T - 1
+        if has_steps:
+            valid = jnp.all(acts >= 0, axis=-1).astype(jnp.float32)  # (n, T-1)
+            ok = jnp.any(valid > 0)
+            u1h = [nn.one_hot(acts[..., f].astype(jnp.int32), nc)
+                   for f, nc in enumerate(self.num_controls)]
+        smoothing = self.inference_algo in SMOOTHING_ALGOS
+        marginals, joints = beliefs_A, None
+        if smoothing:
+            if any(d != [f] for f, d in enumerate(self.B_dependencies)):
+                raise ValueError(
+                    f"inference_algo={self.inference_algo!r} smooths each factor through its own "
+                    "transitions and needs B_dependencies[f] == [f] for every factor (pymdp's "
+                    "smoothing requires square 2D transitions after action selection); got "
+                    f"B_dependencies={self.B_dependencies}")
+            # pymdp: without a valid transition the filtered beliefs are learnt from as they are
+            marginals = list(seq)
+            if has_steps:
+                exact = self.inference_algo == "exact"
+                B_full = [_full(b, n) for b in self._B]
+
+                def smoothed():
+                    m, j = vmap(lambda q, b, a: smooth_row(q, b, a, exact))(
+                        [jnp.asarray(q, jnp.float32) for q in seq], B_full, acts)
+                    return m, [x * valid[..., None, None] for x in j]
+
+                def filtered():
+                    return ([jnp.asarray(q, jnp.float32) for q in seq],
+                            [jnp.zeros((n, T - 1, ns, ns), jnp.float32)
+                             for ns in self.num_states])
+
+                marginals, joints = lax.cond(ok, smoothed, filtered)
         agent = self
         A, pA, B, pB = self._A, self._pA, self._B, self._pB
         if self.learn_A:
@@ -786,27 +849,24 @@ class Agent(eqx.Module):
                 obs.append(nn.one_hot(o, self.num_obs[m]))
             fn = partial(update_A_row, A_deps=self.A_dependencies)
             pA, A = vmap(lambda p, o, q, r: fn(p, o, q, lr=r))(
-                [_full(p, n) for p in pA], obs, list(beliefs_A), lr)
+                [_full(p, n) for p in pA], obs, list(marginals), lr)
         new_I = self.I
-        if self.learn_B:
-            can = (acts is not None and T > 1 and acts.shape[1] == T - 1)
-            if can:
-                valid = jnp.all(acts >= 0, axis=-1).astype(jnp.float32)  # (n, T-1)
+        if self.learn_B and has_steps:
+            lrB = jnp.broadcast_to(jnp.asarray(lr_pB, jnp.float32), (n,))
+            pB_full = [_full(p, n) for p in pB]
+            B_full = [_full(b, n) for b in B]
+            if smoothing:
+                pB_new, B_new = vmap(update_B_from_joints)(pB_full, joints, u1h, lrB)
+            else:
                 qn = [q[:, 1:] * valid[..., None] for q in seq]
                 qp = [q[:, :-1] * valid[..., None] for q in seq]
-                u1h = [nn.one_hot(acts[..., f].astype(jnp.int32), nc)
-                       for f, nc in enumerate(self.num_controls)]
-                lrB = jnp.broadcast_to(jnp.asarray(lr_pB, jnp.float32), (n,))
                 fn = partial(update_B_row, B_deps=self.B_dependencies)
-                pB_full = [_full(p, n) for p in pB]
-                B_full = [_full(b, n) for b in B]
                 pB_new, B_new = vmap(lambda p, a, b, u, r: fn(p, a, b, u, lr=r))(
                     pB_full, qn, qp, u1h, lrB)
-                ok = jnp.any(valid > 0)
-                pB = lax.cond(ok, lambda: pB_new, lambda: pB_full)
-                B = lax.cond(ok, lambda: B_new, lambda: B_full)
-                if self.use_inductive and self.H is not None:
-                    new_I = lax.cond(ok, lambda: self._inductive(self.H, B), lambda: self.I)
+            pB = lax.cond(ok, lambda: pB_new, lambda: pB_full)
+            B = lax.cond(ok, lambda: B_new, lambda: B_full)
+            if self.use_inductive and self.H is not None:
+                new_I = lax.cond(ok, lambda: self._inductive(self.H, B), lambda: self.I)
         if self.learn_A or self.learn_B:
             ids = self._register(A, B)
             agent = eqx.tree_at(lambda x: (x._A, x._pA, x._B, x._pB, x.I, x.model_id), agent,

@@ -11,29 +11,6 @@ from libc.math cimport logf
 from fa_core._math cimport EPS, EPS_D, PRUNE_D
 
 
-cdef inline void joint_of_factors(const float* qs, const int* s_off, const int* ns,
-                                  const int* dep, int nd, double* out) noexcept nogil:
-    """Outer product of the beliefs over factors ``dep`` (C order: last factor fastest).
-
-    In double, each entry the product in factor order, as pymdp's ``spm_cross``.
-    ``out`` needs prod(ns[dep]) values.
-    """
-    cdef int d, n, j
-    cdef Py_ssize_t i, size = 1
-    cdef double x
-    cdef const float* q
-    out[0] = 1.0
-    for d in range(nd):
-        n = ns[dep[d]]
-        q = qs + s_off[dep[d]]
-        # in place, from the back: block i (written at i*n ..) never overlaps entries < i
-        for i in range(size - 1, -1, -1):
-            x = out[i]
-            for j in range(n - 1, -1, -1):
-                out[i * n + j] = x * <double>q[j]
-        size *= n
-
-
 cdef inline void dirichlet_update(double* counts, int rows, int cols, const int* indptr,
                                   const int* idx, const double* a, int row, const double* b,
                                   double lr, unsigned char* changed) noexcept nogil:

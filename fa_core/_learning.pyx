@@ -33,8 +33,8 @@ from libc.math cimport log, INFINITY
 
 cimport numpy as cnp
 
-from fa_core._learning cimport joint_of_factors, dirichlet_update, normalise_counts
-from fa_core._math cimport EPS_D
+from fa_core._learning cimport dirichlet_update, normalise_counts
+from fa_core._math cimport EPS_D, joint_of_marginals
 
 cnp.import_array()
 
@@ -193,14 +193,14 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
                         M.counts[i * M.n + s_off[f] + r] / tot + EPS_D)
                 continue
         elif kind == 0:
-            joint_of_factors(qs + i * S, s_off, ns, M.dep, M.nd, joint)
+            joint_of_marginals(ns, s_off, qs + i * S, M.dep, M.nd, -1, joint)
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, NULL,
                              obs[i * nm + M.index], joint, lr, changed)
         elif kind == 1:
             f = M.index
             if action[i * nf + f] != M.control:
                 continue  # only the slice of the action taken learns
-            joint_of_factors(qs_prev + i * S, s_off, ns, M.dep, M.nd, joint)
+            joint_of_marginals(ns, s_off, qs_prev + i * S, M.dep, M.nd, -1, joint)
             for r in range(M.rows):
                 a[r] = qs[i * S + s_off[f] + r]
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, a, 0,

@@ -14,7 +14,8 @@ Precision: the Agent / Population kernels are float32 (``float``) with double
 accumulators. Fused ``floating`` appears only where a double path is truly
 needed: the sophisticated-inference search (``_sophisticated``) keeps its
 beliefs in double, as pymdp's recursive search accumulates tiny branch
-probabilities over many levels, so :func:`softmax`, :func:`joint_of_marginals`,
+probabilities over many levels, so :func:`softmax`, :func:`joint_of_marginals` (whose
+output precision is a second fused type, for learning's double joints of float32 beliefs),
 :func:`inductive_row` / :func:`inductive_cost` and the dense spm_MDP_G terms
 (:func:`predicted_outcomes`, :func:`state_info_gain_dense`) are fused, their
 float instantiation serving the float32 kernels and marginal message passing.
@@ -26,7 +27,8 @@ from libc.string cimport memset, memcpy
 
 from fa_core._model cimport BL, MAX_ND, Mat, ModelC
 
-# two independent precisions for functions of two arrays (expected_utility)
+# two independent precisions for functions of two arrays (expected_utility,
+# joint_of_marginals)
 ctypedef fused real_a:
     float
     double
@@ -112,13 +114,17 @@ cdef inline void softmax_log_bl(float* x, float* logq, int n) noexcept nogil:
 # Joint of factor beliefs (outer product of marginals, C order)
 # ---------------------------------------------------------------------------
 
-cdef inline int joint_of_marginals(const int* ns, const int* s_off, const floating* q,
+cdef inline int joint_of_marginals(const int* ns, const int* s_off, const real_a* q,
                                    const int* dep, int nd, int skip,
-                                   floating* out) noexcept nogil:
+                                   real_b* out) noexcept nogil:
     """Outer product (C order) of the marginals ``q[s_off[f]:s_off[f] + ns[f]]`` of the
-    factors ``dep``; axis ``skip`` (if >= 0) contributes ones. Returns the joint size."""
+    factors ``dep``; axis ``skip`` (if >= 0) contributes ones. Returns the joint size.
+
+    Each entry is the product in factor order, as pymdp's ``spm_cross``, in ``out``'s
+    precision: float32 beliefs into a double joint serve learning (``_learning``),
+    one precision throughout the search (double) and the float32 kernels."""
     cdef int K = 1, d, f, n, i, j
-    cdef floating v
+    cdef real_b v
     out[0] = 1.0
     for d in range(nd):
         f = dep[d]

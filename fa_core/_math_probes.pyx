@@ -286,6 +286,18 @@ def joint_precisions(const int[::1] ns, const int[::1] s_off, const double[::1] 
     return np.asarray(of), np.asarray(od)
 
 
+def joint_float_to_double(const int[::1] ns, const int[::1] s_off, const float[::1] q,
+                          const int[::1] dep):
+    """:func:`joint_of_marginals` of float32 marginals into a double joint (as learning
+    builds the joint it adds to the counts)."""
+    cdef int K = 1, d
+    for d in range(dep.shape[0]):
+        K *= ns[dep[d]]
+    cdef double[::1] od = np.zeros(K)
+    joint_of_marginals(&ns[0], &s_off[0], &q[0], &dep[0], dep.shape[0], -1, &od[0])
+    return np.asarray(od)
+
+
 def inductive_precisions(const double[:, ::1] I, const double[::1] q_now,
                          const double[::1] q_next):
     """(row, cost) of :func:`inductive_row` / :func:`inductive_cost` in float and in double

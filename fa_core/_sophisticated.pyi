@@ -18,6 +18,7 @@ class SIModel:
         A_factor_list: list[list[int]],
         B_factor_list: list[list[int]],
         A: list[npt.ArrayLike],
+        a_H: list[npt.ArrayLike],
         B: list[npt.ArrayLike],
         lnC: list[npt.ArrayLike],
         I: list[npt.ArrayLike] | None,

@@ -356,7 +356,7 @@ cdef class SIModel:
     cdef readonly int num_states_total
 
     def __init__(self, list num_states, list num_obs, list A_factor_list, list B_factor_list,
-                 list A, list B, list lnC, object I, object policies):
+                 list A, list a_H, list B, list lnC, object I, object policies):
         keep = []
         self._keep = keep
         nf, nm = len(num_states), len(num_obs)
@@ -386,8 +386,8 @@ cdef class SIModel:
         self.c.k_off = self._ints(offsets(a_K))
         self.c.A = self._floats(np.concatenate([a.ravel() for a in A2]))
         self.c.logA = self._floats(np.concatenate([np.log(a + 1e-16).ravel() for a in A64]))
-        self.c.aH = self._floats(np.concatenate(
-            [(a * np.log(a + np.exp(-16))).sum(axis=0) for a in A64]))
+        # the model's column entropies (GenerativeModel._a_H), not computed again here
+        self.c.aH = self._floats(np.concatenate([np.asarray(h, np.float32) for h in a_H]))
         f_mods = [[mm for mm in range(nm) if f in A_factor_list[mm]] for f in range(nf)]
         self.c.f_mods = self._ints([mm for lst in f_mods for mm in lst])
         self.c.f_mods_off = self._ints(offsets([len(lst) for lst in f_mods]))

@@ -60,11 +60,13 @@ def check_params(inference_params, inference_horizon) -> dict:
 
 
 def _compile(B, B_factor_list, ns, terms, f_terms, A=None, A_factor_list=None, lnC=None,
-             n_steps=1) -> tuple[_mmp.MMPModel, np.ndarray]:
+             n_steps=1, a_H=None) -> tuple[_mmp.MMPModel, np.ndarray]:
     """The kernel's model: transitions, likelihood terms and (optionally) A for the EFE.
 
     ``terms`` lists the parent factors of each likelihood term and ``f_terms``
-    the terms touching each factor. Returns it with the likelihood-term sizes.
+    the terms touching each factor; ``a_H`` (with ``A``) are the model's column
+    entropies of A (``GenerativeModel._a_H``, computed once there). Returns it
+    with the likelihood-term sizes.
     """
     nf = len(ns)
     s_off = np.concatenate([[0], np.cumsum(ns)]).astype(np.int32)
@@ -110,8 +112,7 @@ def _compile(B, B_factor_list, ns, terms, f_terms, A=None, A_factor_list=None, l
         A, A_factor_list, lnC = [], [], []
     a_K = [int(np.prod([ns[x] for x in dep])) for dep in A_factor_list]
     A2 = [np.asarray(a, np.float32).reshape(a.shape[0], -1) for a in A]
-    aH = [(a64 * np.log(a64 + math.exp(-16))).sum(axis=0) for a64 in
-          (np.asarray(a, np.float64).reshape(a.shape[0], -1) for a in A)]
+    aH = [] if a_H is None else [np.asarray(h, np.float32) for h in a_H]
     d.update({"nm": len(A2), "no": [a.shape[0] for a in A2],
               "max_no": max([1] + [a.shape[0] for a in A2]),
               "A": np.concatenate([a.ravel() for a in A2]) if A2 else np.zeros(1, np.float32),
@@ -152,7 +153,8 @@ def compiled(model, factorized: bool) -> tuple:
         else:
             terms, f_terms = [list(range(nf))], [[0] for _ in range(nf)]
         km, l_K = _compile(model.B, model.B_factor_list, ns, terms, f_terms, model.A,
-                           model.A_factor_list, _tiled_lnC(model.C, T + 1), T + 1)
+                           model.A_factor_list, _tiled_lnC(model.C, T + 1), T + 1,
+                           model._a_H)
         lnE = np.log(np.asarray(model.E, np.float64) + _EPS).astype(np.float32)
         pol = np.ascontiguousarray(np.stack(model.policies).astype(np.int32))
         per_model[factorized] = (km, l_K, lnE, pol)

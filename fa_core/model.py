@@ -119,6 +119,17 @@ def _normalise(a: np.ndarray) -> np.ndarray:
     return a / a.sum(axis=0)
 
 
+def _column_entropies(a2: np.ndarray) -> np.ndarray:
+    """spm_MDP_G's ``H`` term of a (outcomes, columns) matrix: per column
+    sum_o a log(a + exp(-16)), from its float64 values, as float32.
+
+    The one definition for a given ``A`` (the kernels, marginal message passing and
+    the sophisticated search all read ``GenerativeModel._a_H``); learned counts get
+    theirs from the compiled normalisation pass (``_learning.normalise_counts``).
+    """
+    return (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0).astype(np.float32)
+
+
 def _normalise_counts(p: list[np.ndarray], name: str) -> list[np.ndarray]:
     """Dirichlet counts -> their expectations, refusing negative counts and zero columns."""
     out = []
@@ -221,7 +232,7 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
         a2 = _normalise(p2)
         spec = _mat_spec(a2, sparse, with_log=likelihood)
         wspec = _mat_spec(_spm_wnorm(p2), sparse, False, like=spec)
-        h = (a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0).astype(np.float32) if likelihood else None
+        h = _column_entropies(a2) if likelihood else None
         return spec, wspec, h
     return dict(like, val=val, logval=logval), dict(like, val=wval, logval=None), col_H
 
@@ -354,7 +365,7 @@ class GenerativeModel:
         for m, a in enumerate(A):
             a2 = a.reshape(a.shape[0], -1)
             self._A_specs.append(_mat_spec(a2, self.sparse, with_log=True))
-            self._a_H.append((a2 * np.log(a2 + _ENTROPY_EPS)).sum(axis=0).astype(np.float32))
+            self._a_H.append(_column_entropies(a2))
             self._wA_specs.append(None if self._pA is None else
                                   _mat_spec(_spm_wnorm(self._pA[m]).reshape(a2.shape),
                                             self.sparse, with_log=False))

@@ -82,7 +82,7 @@ def si_model(model) -> _sophisticated.SIModel:
         sm = _sophisticated.SIModel(
             list(model.num_states), list(model.num_obs),
             [list(d) for d in model.A_factor_list], [list(d) for d in model.B_factor_list],
-            list(model.A), list(model.B), list(model._lnC), model._I,
+            list(model.A), list(model._a_H), list(model.B), list(model._lnC), model._I,
             np.stack(model.policies)[:, 0, :])
         _SI_MODELS[model] = sm
     return sm

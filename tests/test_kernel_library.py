@@ -211,6 +211,20 @@ def test_joint_in_both_precisions(skip):
     _close(f, d, rtol=1e-6, atol=1e-8)
 
 
+def test_joint_of_float_beliefs_in_double_is_spm_cross_order():
+    # learning's joint: float32 marginals, each entry their double product in factor order
+    rng = np.random.default_rng(8)
+    ns = np.array([3, 2, 4], np.int32)
+    s_off = np.array([0, 3, 5, 9], np.int32)
+    q = np.concatenate([rng.dirichlet(np.ones(n)) for n in ns]).astype(np.float32)
+    dep = np.array([1, 2, 0], np.int32)
+    got = probes.joint_float_to_double(ns, s_off, q, dep)
+    m = [q[s_off[g]:s_off[g + 1]].astype(np.float64) for g in dep]
+    want = np.multiply.outer(np.multiply.outer(m[0], m[1]), m[2]).ravel()
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+
+
 def test_inductive_cost_in_both_precisions():
     rng = np.random.default_rng(6)
     I = (rng.uniform(size=(4, 5)) < 0.4).astype(np.float64)

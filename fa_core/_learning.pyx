@@ -160,6 +160,16 @@ cdef struct LearnMat:
     float* col_H        # (agents, cols) or NULL
 
 
+cdef inline void _log_normalised(const double* counts, int n, float* out) noexcept nogil:
+    """``out = log(counts / sum(counts) + 1e-16)``: log D from pD (one factor)."""
+    cdef double tot = 0.0
+    cdef int r
+    for r in range(n):
+        tot += counts[r]
+    for r in range(n):
+        out[r] = <float>log(counts[r] / tot + EPS_D)
+
+
 cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, Py_ssize_t i,
                         const float* qs, const float* qs_prev, const int* obs, const int* action,
                         double lr, const int* s_off, const int* ns, int nf, int nm,
@@ -172,7 +182,6 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
     cdef double* a
     cdef double* work
     cdef unsigned char* changed
-    cdef double tot
     cdef Py_ssize_t S = s_off[nf]
     for t in range(n_mats):
         M = &mats[t]
@@ -182,21 +191,22 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
         changed = <unsigned char*>(work + 3 * M.cols)  # cols flags (M.cols doubles of room)
         for r in range(M.cols):
             changed[r] = 0
-        if not update:
-            if kind == 2:
-                f = M.index
-                tot = 0.0
+        if kind == 2:
+            # pD[f] read as a (1, ns[f]) matrix, as Agent.update_D does; D = pD / sum(pD).
+            # D's rows hold every factor (S values, log D in val): factor f at s_off[f]
+            f = M.index
+            if update:
                 for r in range(M.cols):
-                    tot += M.counts[i * M.n + s_off[f] + r]
-                for r in range(M.cols):
-                    M.val[i * M.n + s_off[f] + r] = <float>log(
-                        M.counts[i * M.n + s_off[f] + r] / tot + EPS_D)
-                continue
-        elif kind == 0:
+                    joint[r] = qs[i * S + s_off[f] + r]
+                dirichlet_update(M.counts + i * M.n + s_off[f], 1, M.cols, NULL, NULL, NULL,
+                                 0, joint, lr, NULL)
+            _log_normalised(M.counts + i * M.n + s_off[f], M.cols, M.val + i * M.n + s_off[f])
+            continue
+        if update and kind == 0:
             joint_of_marginals(ns, s_off, qs + i * S, M.dep, M.nd, -1, joint)
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, NULL,
                              obs[i * nm + M.index], joint, lr, changed)
-        elif kind == 1:
+        elif update:  # kind 1
             f = M.index
             if action[i * nf + f] != M.control:
                 continue  # only the slice of the action taken learns
@@ -205,21 +215,6 @@ cdef void c_learn_agent(const LearnMat* mats, int n_mats, int kind, int update, 
                 a[r] = qs[i * S + s_off[f] + r]
             dirichlet_update(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, a, 0,
                              joint, lr, changed)
-        else:
-            # pD[f] read as a (1, ns[f]) matrix, as Agent.update_D does; D = pD / sum(pD).
-            # D's rows hold every factor (S values, log D in val): factor f at s_off[f]
-            f = M.index
-            for r in range(M.cols):
-                joint[r] = qs[i * S + s_off[f] + r]
-            dirichlet_update(M.counts + i * M.n + s_off[f], 1, M.cols, NULL, NULL, NULL, 0,
-                             joint, lr, NULL)
-            tot = 0.0
-            for r in range(M.cols):
-                tot += M.counts[i * M.n + s_off[f] + r]
-            for r in range(M.cols):
-                M.val[i * M.n + s_off[f] + r] = <float>log(
-                    M.counts[i * M.n + s_off[f] + r] / tot + EPS_D)
-            continue
         normalise_counts(M.counts + i * M.n, M.rows, M.cols, M.indptr, M.idx, M.val + i * M.n,
                          M.logval + i * M.n if M.logval != NULL else NULL,
                          M.col_H + i * M.cols if M.col_H != NULL else NULL,

@@ -114,10 +114,32 @@ cdef struct ModelC:
     int fpi_blocked     # populations run the fixed-point iteration BL agents at a time
 
 
+cdef class MatSpec:
+    cdef readonly int rows
+    cdef readonly int cols
+    cdef readonly bint sparse
+    cdef readonly bint onehot
+    cdef readonly object val      # float32 (nnz or rows*cols,)
+    cdef readonly object logval   # float32 like val, or None
+    cdef readonly object indptr   # int32 (cols + 1,) when sparse, else None
+    cdef readonly object idx      # int32 (nnz,) when sparse, else None
+
+
+cdef class KernelLayout:
+    cdef readonly object ns, no, nc, s_off, nc_off
+    cdef readonly object a_dep, a_dep_off, a_K, a_mat, wa_mat
+    cdef readonly object a_group, a_group_first, g_dep, g_dep_off, g_dep_vfe, g_K, g_off
+    cdef readonly object a_ntail, a_Khead, a_red_off
+    cdef readonly int red_stride
+    cdef readonly object b_dep, b_dep_off, b_K, b_mat, wb_mat
+    cdef readonly object policies
+
+
 cdef class KModel:
     cdef ModelC c
-    cdef readonly object _keep   # arrays the integer tables and vectors point into
-    cdef list _mat_keep          # per matrix: the arrays mats[i] points into
+    cdef readonly KernelLayout layout  # the integer tables c points into
+    cdef readonly object _keep   # the float vectors c points into
+    cdef list _mat_keep          # per matrix: the MatSpec mats[i] points into
     cdef list _aH_keep           # per modality: the array a_H[m] points into
     cdef list _rows_keep         # per one-hot matrix of a blocked model: (idx, rcol, rptr)
     cdef object _I_keep          # the inductive arrays, or None
@@ -129,8 +151,7 @@ cdef class KModel:
     cdef readonly object s_off
     cdef float** _aH
 
-    cdef int* _ints(self, dict d, str key, list keep=*) except NULL
     cdef float* _floats(self, object x, list keep=*) except NULL
-    cdef int _set_mat(self, int i, dict spec) except -1
+    cdef int _set_mat(self, int i, MatSpec spec) except -1
     cdef int _set_aH(self, int m, object a_H) except -1
-    cdef int _set_I(self, object I, int ii_depth) except -1
+    cdef int _set_I(self, object I_values, object I_off, int ii_depth) except -1

@@ -4,7 +4,8 @@ A :class:`GenerativeModel` validates pymdp-layout arrays once, converts them
 to float32, chooses dense or sparse (CSC) storage per matrix, precomputes the
 per-model constants (log A, column entropies of A, log softmax C, log E,
 log D, parameter information-gain weights, inductive-inference reachability)
-and hands a C view of all of it (:class:`fa_core._kernels.KModel`) to the
+and hands a C view of all of it (:class:`fa_core._model.KModel`, built from a typed
+:class:`~fa_core._model.KernelLayout` and :class:`~fa_core._model.MatSpec` matrices) to the
 kernels. Agents only reference it; learning produces a new model that shares
 every unchanged array with the old one (copy-on-write).
 """
@@ -19,7 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fa_core import _kernels, _learning
+from fa_core import _learning
+from fa_core._model import KernelLayout, KModel, MatSpec
 from fa_core import options as _opt
 from fa_core.policies import (check_policy_count, construct_policies, count_policies,
                               validate_policies)
@@ -167,7 +169,7 @@ def _check_factor_list(lst: Any, n_items: int, n_factors: int, name: str) -> lis
 # ---------------------------------------------------------------------------
 
 def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool,
-              like: dict | None = None) -> dict:
+              like: MatSpec | None = None) -> MatSpec:
     """Pack a (rows, cols) float64 matrix for the kernels, dense or CSC.
 
     ``like`` is the spec of a matrix this one may share a sparsity pattern with
@@ -179,13 +181,13 @@ def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool,
     nnz = np.count_nonzero(mat2d)
     use_sparse = sparse is True or (sparse == "auto" and nnz <= AUTO_SPARSE_DENSITY * mat2d.size)
     if use_sparse:
-        reuse = like is not None and like["sparse"] and like["idx"].size == nnz
+        reuse = like is not None and like.sparse and like.idx.size == nnz
         if reuse:
-            col_of = np.repeat(np.arange(cols), np.diff(like["indptr"]))
-            val = mat2d[like["idx"], col_of]
+            col_of = np.repeat(np.arange(cols), np.diff(like.indptr))
+            val = mat2d[like.idx, col_of]
             reuse = bool(np.all(val))  # as many non-zeros, all at its positions: the same set
         if reuse:
-            indptr, idx, onehot = like["indptr"], like["idx"], like["onehot"]
+            indptr, idx, onehot = like.indptr, like.idx, like.onehot
         else:
             # CSC: non-zeros column by column, rows ascending within a column
             col_of, row_of = np.nonzero(mat2d.T)
@@ -193,22 +195,19 @@ def _mat_spec(mat2d: np.ndarray, sparse: bool | str, with_log: bool,
             indptr = np.zeros(cols + 1, dtype=np.int32)
             np.cumsum(np.bincount(col_of, minlength=cols), out=indptr[1:])
             idx = row_of.astype(np.int32)
-            onehot = int(np.all(np.diff(indptr) == 1))  # deterministic map: one row per column
-        spec = {"rows": rows, "cols": cols, "sparse": 1, "onehot": onehot,
-                "val": val.astype(np.float32), "indptr": indptr, "idx": idx}
+            onehot = bool(np.all(np.diff(indptr) == 1))  # deterministic map: one row per column
     else:
-        val = np.ascontiguousarray(mat2d)
-        spec = {"rows": rows, "cols": cols, "sparse": 0, "onehot": 0,
-                "val": val.astype(np.float32).ravel()}
+        val, indptr, idx, onehot = np.ascontiguousarray(mat2d), None, None, False
     # a dense log cache costs a full matrix to save ``cols`` logs per step, while a step
     # already reads the whole matrix: worth it only for small matrices
     cache_log = with_log and (use_sparse or mat2d.size <= LOG_CACHE_MAX_ENTRIES)
-    spec["logval"] = np.log(val + _LOG_EPS).astype(np.float32).ravel() if cache_log else None
-    return spec
+    logval = np.log(val + _LOG_EPS).astype(np.float32).ravel() if cache_log else None
+    return MatSpec(rows, cols, val.astype(np.float32).ravel(), logval=logval, indptr=indptr,
+                   idx=idx, onehot=onehot)
 
 
-def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
-                   likelihood: bool = False) -> tuple[dict, dict, np.ndarray | None]:
+def _learned_specs(p2: np.ndarray, like: MatSpec, sparse: bool | str, name: str,
+                   likelihood: bool = False) -> tuple[MatSpec, MatSpec, np.ndarray | None]:
     """Specs of the matrix normalised from counts ``p2`` and of its spm_wnorm weights,
     in ``like``'s layout, computed in one kernel pass; for a ``likelihood`` (A)
     also its log cache and column entropies.
@@ -218,11 +217,11 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
     from pA with other zeros), the specs are packed afresh.
     """
     rows, cols = p2.shape
-    n = like["idx"].size if like["sparse"] else rows * cols
+    n = like.val.size
     val, wval = np.empty(n, np.float32), np.empty(n, np.float32)
-    logval = None if like["logval"] is None else np.empty(n, np.float32)
+    logval = None if like.logval is None else np.empty(n, np.float32)
     col_H = np.empty(cols, np.float32) if likelihood else None
-    code = _learning.pack_counts(p2, like.get("indptr"), like.get("idx"), val, logval, col_H,
+    code = _learning.pack_counts(p2, like.indptr, like.idx, val, logval, col_H,
                                 wval, np.empty(3 * cols))
     if code == 1:
         raise ValueError(f"{name} must be finite and non-negative")
@@ -234,7 +233,7 @@ def _learned_specs(p2: np.ndarray, like: dict, sparse: bool | str, name: str,
         wspec = _mat_spec(_spm_wnorm(p2), sparse, False, like=spec)
         h = _column_entropies(a2) if likelihood else None
         return spec, wspec, h
-    return dict(like, val=val, logval=logval), dict(like, val=wval, logval=None), col_H
+    return like.with_values(val, logval), like.with_values(wval), col_H
 
 
 def _spm_wnorm(p: np.ndarray) -> np.ndarray:
@@ -521,12 +520,9 @@ class GenerativeModel:
         self._views.pop("H", None)
         self._views.pop("I", None)
 
-    def _pack(self, ints: dict | None = None) -> None:
-        """Hand every packed component to the kernels (the only place the C layout is fixed).
-
-        ``ints`` is a model of the same structure's integer layout, reused as it is.
-        """
-        mats: list[dict] = []
+    def _pack(self) -> None:
+        """Hand every packed component to the kernels (the only place the C layout is fixed)."""
+        mats: list[MatSpec] = []
         a_mat, wa_mat, b_mat, wb_mat = [], [], [], []
         for spec, wspec in zip(self._A_specs, self._wA_specs):
             a_mat.append(len(mats))
@@ -541,14 +537,11 @@ class GenerativeModel:
             if wspecs is not None:
                 mats.extend(wspecs)
 
-        def offsets(lengths):
-            return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-
-        if ints is None:
-            ints = self._layout(a_mat, wa_mat, b_mat, wb_mat, offsets)
-        self._ints = ints
-        self.kmodel = _kernels.KModel(ints, mats, self._a_H, self._lnC, self._lnE, self._logD,
-                                      self._packed_I(), self.ii_depth)
+        self._kernel_layout = self._build_layout(a_mat, wa_mat, b_mat, wb_mat)
+        I_values, I_off = self._packed_I()
+        self.kmodel = KModel(self._kernel_layout, mats, a_H=self._a_H, lnC=self._lnC,
+                             lnE=self._lnE, logD=self._logD, I_values=I_values, I_off=I_off,
+                             ii_depth=self.ii_depth)
         self.has_pA, self.has_pB = self._pA is not None, self._pB is not None
         self.has_H = self._I is not None
         self.num_controls_i32 = np.asarray(self.num_controls, dtype=np.int32)
@@ -561,19 +554,22 @@ class GenerativeModel:
         self.is_sparse = self._sparsity()
 
     def _sparsity(self) -> dict:
-        return {"A": [bool(s["sparse"]) for s in self._A_specs],
-                "B": [[bool(s["sparse"]) for s in b] for b in self._B_specs]}
+        return {"A": [bool(s.sparse) for s in self._A_specs],
+                "B": [[bool(s.sparse) for s in b] for b in self._B_specs]}
 
     def _packed_I(self):
-        """The inductive matrices as (flat values, offset per factor) for the kernels, or None."""
+        """The inductive matrices as (flat values, offset per factor), or (None, None)."""
         if self._I is None:
-            return None
+            return None, None
         sizes = [i.size for i in self._I]
         return (np.concatenate([i.ravel() for i in self._I]),
                 np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32))
 
-    def _layout(self, a_mat, wa_mat, b_mat, wb_mat, offsets) -> dict:
-        """The integer layout the kernels read, as int32 arrays."""
+    def _build_layout(self, a_mat, wa_mat, b_mat, wb_mat) -> KernelLayout:
+        """The integer layout the kernels read."""
+        def offsets(lengths):
+            return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
         groups: list[list[int]] = []  # modalities sharing a parent list, in order
         for d in self.A_factor_list:
             if d not in groups:
@@ -581,27 +577,25 @@ class GenerativeModel:
         a_group = [groups.index(d) for d in self.A_factor_list]
         g_K = [int(np.prod([self.num_states[f] for f in d])) for d in groups]
         ntail, khead, red_off, red_stride = self._invariant_tails()
-        ints = {
-            "a_group": a_group,
-            "a_group_first": [int(a_group.index(g) == m) for m, g in enumerate(a_group)],
-            "g_dep": list(itertools.chain(*groups)),
-            "g_dep_off": offsets([len(d) for d in groups]),
-            "g_dep_vfe": list(itertools.chain(*(sorted(d) for d in groups))),
-            "g_K": g_K, "g_off": offsets(g_K),
-            "a_ntail": ntail, "a_Khead": khead, "a_red_off": red_off, "red_stride": red_stride,
-            "ns": self.num_states, "no": self.num_obs, "nc": self.num_controls,
-            "s_off": offsets(self.num_states), "nc_off": offsets(self.num_controls),
-            "a_dep": list(itertools.chain(*self.A_factor_list)),
-            "a_dep_off": offsets([len(d) for d in self.A_factor_list]),
-            "a_K": [int(np.prod([self.num_states[f] for f in d])) for d in self.A_factor_list],
-            "a_mat": a_mat, "wa_mat": wa_mat,
-            "b_dep": list(itertools.chain(*self.B_factor_list)),
-            "b_dep_off": offsets([len(d) for d in self.B_factor_list]),
-            "b_K": [int(np.prod([self.num_states[g] for g in d])) for d in self.B_factor_list],
-            "b_mat": b_mat, "wb_mat": wb_mat,
-            "policies": np.ascontiguousarray(np.stack(self.policies), dtype=np.int32),
-        }
-        return {k: np.asarray(v, dtype=np.int32) for k, v in ints.items()}
+        return KernelLayout(
+            a_group=a_group,
+            a_group_first=[int(a_group.index(g) == m) for m, g in enumerate(a_group)],
+            g_dep=list(itertools.chain(*groups)),
+            g_dep_off=offsets([len(d) for d in groups]),
+            g_dep_vfe=list(itertools.chain(*(sorted(d) for d in groups))),
+            g_K=g_K, g_off=offsets(g_K),
+            a_ntail=ntail, a_Khead=khead, a_red_off=red_off, red_stride=red_stride,
+            ns=self.num_states, no=self.num_obs, nc=self.num_controls,
+            s_off=offsets(self.num_states), nc_off=offsets(self.num_controls),
+            a_dep=list(itertools.chain(*self.A_factor_list)),
+            a_dep_off=offsets([len(d) for d in self.A_factor_list]),
+            a_K=[int(np.prod([self.num_states[f] for f in d])) for d in self.A_factor_list],
+            a_mat=a_mat, wa_mat=wa_mat,
+            b_dep=list(itertools.chain(*self.B_factor_list)),
+            b_dep_off=offsets([len(d) for d in self.B_factor_list]),
+            b_K=[int(np.prod([self.num_states[g] for g in d])) for d in self.B_factor_list],
+            b_mat=b_mat, wb_mat=wb_mat,
+            policies=np.stack(self.policies))
 
     def _invariant_tails(self):
         """Trailing parents of each modality whose predictions no policy changes.
@@ -841,7 +835,8 @@ class GenerativeModel:
         new = object.__new__(GenerativeModel)
         new.__dict__.update(self.__dict__)
         new._views = {k: v for k, v in self._views.items() if k not in ("A", "B", "pA", "pB")}
-        mats, a_H, ints = {}, {}, self._ints
+        mats: dict[int, MatSpec] = {}
+        a_H, lay = {}, self._kernel_layout
         if pA is not None:
             new._pA, new._A_specs = list(self._pA), list(self._A_specs)
             new._wA_specs, new._a_H = list(self._wA_specs), list(self._a_H)
@@ -852,8 +847,8 @@ class GenerativeModel:
                 new._pA[m] = p
                 spec, wspec, h = _learned_specs(p.reshape(p.shape[0], -1), self._A_specs[m],
                                                 self.sparse, f"pA[{m}]", likelihood=True)
-                mats[ints["a_mat"][m]] = new._A_specs[m] = spec
-                mats[ints["wa_mat"][m]] = new._wA_specs[m] = wspec
+                mats[int(lay.a_mat[m])] = new._A_specs[m] = spec
+                mats[int(lay.wa_mat[m])] = new._wA_specs[m] = wspec
                 a_H[m] = new._a_H[m] = h
         if pB is not None:
             new._pB, new._B_specs, new._wB_specs = list(self._pB), list(self._B_specs), \
@@ -868,8 +863,8 @@ class GenerativeModel:
                 for u in controls:  # columns of one control's slice normalise on their own
                     spec, wspec, _ = _learned_specs(p[..., u].reshape(p.shape[0], -1),
                                                     self._B_specs[f][u], self.sparse, f"pB[{f}]")
-                    mats[ints["b_mat"][f] + u] = new._B_specs[f][u] = spec
-                    mats[ints["wb_mat"][f] + u] = new._wB_specs[f][u] = wspec
+                    mats[int(lay.b_mat[f]) + u] = new._B_specs[f][u] = spec
+                    mats[int(lay.wb_mat[f]) + u] = new._wB_specs[f][u] = wspec
         # same structure: only the changed matrices are handed to the kernels. I
         # (reachability of H) stays as built: pymdp computes it once, from the B given at
         # construction, and learning B does not change it
@@ -944,7 +939,8 @@ class GenerativeModel:
 
     def __getstate__(self) -> dict:
         """Packed arrays and settings; the kernel view and pymdp-layout views are rebuilt."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("kmodel", "_views")}
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("kmodel", "_kernel_layout", "_views")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -1032,6 +1028,9 @@ def _plain(x):
     """``x`` with dicts turned into key-sorted tuples, as :func:`_content_key` reads them."""
     if isinstance(x, dict):
         return tuple((k, _plain(x[k])) for k in sorted(x))
+    if isinstance(x, MatSpec):  # every field, so the key sees the values
+        return ("MatSpec", x.rows, x.cols, int(x.sparse), int(x.onehot), x.val, x.logval,
+                x.indptr, x.idx)
     if isinstance(x, (list, tuple)):
         return tuple(_plain(v) for v in x)
     return x
@@ -1076,11 +1075,11 @@ def _check_same_shapes(p, a, pname, aname):
                          f"{[x.shape for x in p]} vs {[y.shape for y in a]}")
 
 
-def _unpack(spec: dict) -> np.ndarray:
+def _unpack(spec: MatSpec) -> np.ndarray:
     """The (rows, cols) float32 matrix a spec holds."""
-    if spec["sparse"]:
-        dense = np.zeros((spec["rows"], spec["cols"]), dtype=np.float32)
-        col_of = np.repeat(np.arange(spec["cols"]), np.diff(spec["indptr"]))
-        dense[spec["idx"], col_of] = spec["val"]
+    if spec.sparse:
+        dense = np.zeros((spec.rows, spec.cols), dtype=np.float32)
+        col_of = np.repeat(np.arange(spec.cols), np.diff(spec.indptr))
+        dense[spec.idx, col_of] = spec.val
         return dense
-    return spec["val"].reshape(spec["rows"], spec["cols"])
+    return spec.val.reshape(spec.rows, spec.cols)

@@ -465,6 +465,8 @@ class Population:
             scratch = d["_scratch"] = np.empty((threads, width), dtype=np.float32)
         learned = d["_learned"]
         use_param = d["use_param_info_gain"]
+        if use_param and learned is not None:
+            learned.use_weights()  # the kernels read the weights from now on
         num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
         rows = self._rows
         _kernels.population_stages(
@@ -699,7 +701,7 @@ class Population:
         n, m = d["_n"], d["_model"]
         learned = d["_learned"]
         if learned is None:
-            learned = LearnedParams(m, self._capacity)
+            learned = LearnedParams(m, self._capacity, weights=d["use_param_info_gain"])
         entries = learned.ensure(keys)  # may raise (counts outside the pattern): nothing changed
         d["_learned"] = learned
         threads = max(1, min(d["n_threads"], n))
@@ -708,10 +710,9 @@ class Population:
             entries = [{k: (v[sl] if k in _LEARNED_ROWS and v is not None else v)
                         for k, v in e.items()} for e in entries]
         d["_learn_scratch"] = learned.scratch(entries, threads, d.get("_learn_scratch"))
-        ints = m._ints
+        lay = m._kernel_layout
         _learning.population_learn({"A": 0, "B": 1, "D": 2}[kind], entries, qs, qs_prev, obs,
-                                   actions, lr, ints["s_off"], ints["ns"], d["_learn_scratch"],
-                                   threads)
+                                   actions, lr, lay.s_off, lay.ns, d["_learn_scratch"], threads)
         learned.adopt(n, row)
         d["_param_version"] = d.get("_param_version", 0) + 1  # pop[i] shows the new values
 

@@ -10,7 +10,9 @@ slice of a factor in ``factors_to_learn``; ``D``) one row per agent, in the
 matrix is stored sparse, every entry when dense. A row holds the agent's
 counts (float64, as pymdp) and what the kernels read, derived from them: the
 normalised values (float32), their log cache when the model keeps one, the
-parameter information-gain weights (spm_wnorm) and, for ``A``, the column
+parameter information-gain weights (spm_wnorm, only once the population uses
+``use_param_info_gain``: until then the kernels never read them, and on grid30
+they are a third of an agent's learned rows) and, for ``A``, the column
 entropies; ``D``'s rows hold ``log D``. Learning never creates non-zeros
 (pymdp masks its update with ``A > 0``), so a row keeps its pattern for good.
 
@@ -61,11 +63,16 @@ class LearnedParams:
         The population's shared model.
     capacity : int
         Rows to hold (the population's storage capacity).
+    weights : bool
+        Keep the parameter information-gain weight rows from the start (the
+        population uses ``use_param_info_gain``); otherwise :meth:`use_weights`
+        adds them when it first does.
     """
 
-    def __init__(self, model: GenerativeModel, capacity: int):
+    def __init__(self, model: GenerativeModel, capacity: int, weights: bool = False):
         self.model = model
         self.capacity = capacity
+        self.weights = bool(weights)               # wval rows are kept (see use_weights)
         self.entries: dict[tuple, dict] = {}      # ("A", m) / ("B", f, u) / ("D", f) -> rows
         self.own = np.zeros(capacity, np.uint8)   # the agent reads its own model
         self.addr = np.zeros(capacity, np.uintp)  # its KModel's C struct, or 0
@@ -84,9 +91,9 @@ class LearnedParams:
         else:
             f, u = key[1], key[2]
             like, p2 = m._B_specs[f][u], m._pB[f][..., u].reshape(m.num_states[f], -1)
-        if not like["sparse"]:
+        if not like.sparse:
             return np.ascontiguousarray(p2, dtype=np.float64).ravel()
-        counts = p2[like["idx"], np.repeat(np.arange(like["cols"]), np.diff(like["indptr"]))]
+        counts = p2[like.idx, np.repeat(np.arange(like.cols), np.diff(like.indptr))]
         if np.count_nonzero(counts) != np.count_nonzero(p2):
             name = f"{_PARAM[key[0]]}[{key[1]}]"
             raise ValueError(f"{name} has counts where the model's {key[0]} is zero: a "
@@ -109,12 +116,12 @@ class LearnedParams:
         if key[0] == "A":
             mm = key[1]
             like = m._A_specs[mm]
-            mat, wmat = int(m._ints["a_mat"][mm]), int(m._ints["wa_mat"][mm])
+            mat, wmat = int(m._kernel_layout.a_mat[mm]), int(m._kernel_layout.wa_mat[mm])
             dep, index, control = m.A_factor_list[mm], mm, -1
         else:
             f, u = key[1], key[2]
             like = m._B_specs[f][u]
-            mat, wmat = int(m._ints["b_mat"][f]) + u, int(m._ints["wb_mat"][f])
+            mat, wmat = int(m._kernel_layout.b_mat[f]) + u, int(m._kernel_layout.wb_mat[f])
             wmat = wmat + u if wmat >= 0 else -1
             dep, index, control = m.B_factor_list[f], f, u
         n = counts.size
@@ -122,14 +129,14 @@ class LearnedParams:
         def rows(width=n):
             return np.empty((cap, width), np.float32)
 
-        return {"kind": key[0], "rows": like["rows"], "cols": like["cols"],
-                "indptr": like.get("indptr"), "idx": like.get("idx"),
+        return {"kind": key[0], "rows": like.rows, "cols": like.cols,
+                "indptr": like.indptr, "idx": like.idx,
                 "dep": np.asarray(dep, np.int32), "index": index, "control": control,
                 "mat": mat, "wmat": wmat, "like": like,
                 "counts": np.tile(counts, (cap, 1)), "val": rows(),
-                "logval": None if like["logval"] is None else rows(),
-                "wval": None if wmat < 0 else rows(),
-                "col_H": rows(like["cols"]) if key[0] == "A" else None}
+                "logval": None if like.logval is None else rows(),
+                "wval": None if wmat < 0 or not self.weights else rows(),
+                "col_H": rows(like.cols) if key[0] == "A" else None}
 
     def _derive(self, rows: slice) -> None:
         """Recompute the values of rows ``rows`` of every entry from their counts.
@@ -148,7 +155,8 @@ class LearnedParams:
             sliced = [{name: (v[rows] if name in _ROWS and v is not None else v)
                        for name, v in e.items()} for e in ents]
             _learning.population_learn(code, sliced, np.zeros((k, 1), np.float32), None, None,
-                                       None, 0.0, m._ints["s_off"], m._ints["ns"],
+                                       None, 0.0, m._kernel_layout.s_off,
+                                       m._kernel_layout.ns,
                                        self.scratch(ents, 1, None), 1, False)
 
     def ensure(self, keys) -> list[dict]:
@@ -254,16 +262,32 @@ class LearnedParams:
             if key[0] == "D":
                 logD = self.D_rows["val"][i]
                 continue
-            mats[e["mat"]] = dict(e["like"], val=e["val"][i],
-                                  logval=None if e["logval"] is None else e["logval"][i])
-            if e["wmat"] >= 0:
-                mats[e["wmat"]] = dict(e["like"], val=e["wval"][i], logval=None)
+            mats[e["mat"]] = e["like"].with_values(
+                e["val"][i], None if e["logval"] is None else e["logval"][i])
+            # without weight rows the agent's model keeps the shared weights, which the
+            # kernels do not read (use_param_info_gain off; use_weights adds the rows)
+            if e["wval"] is not None:
+                mats[e["wmat"]] = e["like"].with_values(e["wval"][i])
             if e["col_H"] is not None:
                 a_H[e["index"]] = e["col_H"][i]
         km = self.model.kmodel.with_changes(mats, a_H, logD)
         self.kmodels[i] = km
         self.addr[i] = km._c_address
         self.own[i] = 1
+
+    def use_weights(self) -> None:
+        """Keep the parameter information-gain weight rows from now on (the population
+        turned ``use_param_info_gain`` on): every row's weights are derived from its
+        counts and the agents' models point at them."""
+        if self.weights:
+            return
+        self.weights = True
+        for key, e in self.entries.items():
+            if key[0] != "D" and e["wmat"] >= 0:
+                e["wval"] = np.empty((self.capacity, e["counts"].shape[1]), np.float32)
+        self._derive(slice(0, self.capacity))
+        for i in np.nonzero(self.own)[0]:
+            self._own_model(int(i))
 
     def adopt(self, n: int, row: int | None = None) -> None:
         """Every one of the first ``n`` agents (or agent ``row``) reads its own rows (after
@@ -362,8 +386,7 @@ class LearnedParams:
 def _pattern_sizes(model: GenerativeModel, kind: str, i: int, u: int = 0):
     """(values per agent, rows, cols, indptr or None) of one learned matrix's pattern."""
     spec = model._A_specs[i] if kind == "A" else model._B_specs[i][u]
-    n = spec["idx"].size if spec["sparse"] else spec["rows"] * spec["cols"]
-    return n, spec["rows"], spec["cols"], spec.get("indptr") if spec["sparse"] else None
+    return spec.val.size, spec.rows, spec.cols, spec.indptr
 
 
 def check_learned_state(learned, model: GenerativeModel, n: int, mods, facs,

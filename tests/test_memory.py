@@ -141,7 +141,7 @@ def test_learning_makes_only_the_changed_parameters_private():
     assert memory_report(learner).private_params == after.private_params
     # copy-on-write: B is shared, not copied; once the original is gone it is the learner's own
     b_bytes = sum(arr.nbytes for specs in learner.model._B_specs for spec in specs
-                  for arr in (spec["val"], spec.get("indptr"), spec.get("idx")) if arr is not None)
+                  for arr in (spec.val, spec.indptr, spec.idx) if arr is not None)
     del other, model
     gc.collect()
     alone = memory_report(learner)

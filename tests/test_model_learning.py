@@ -46,9 +46,9 @@ def _assert_same_model(got, want):
         for m, (s, t) in enumerate(zip(specs_got, specs_want)):
             np.testing.assert_allclose(_unpack(s), _unpack(t), rtol=1e-5, atol=1e-7,
                                        err_msg=f"{name}[{m}]")
-            assert (s["logval"] is None) == (t["logval"] is None)
-            if s["logval"] is not None and s["sparse"] == t["sparse"]:
-                np.testing.assert_allclose(s["logval"], t["logval"], rtol=1e-6, atol=1e-5)
+            assert (s.logval is None) == (t.logval is None)
+            if s.logval is not None and s.sparse == t.sparse:
+                np.testing.assert_allclose(s.logval, t.logval, rtol=1e-6, atol=1e-5)
     for f, (bs, ws) in enumerate(zip(got._wB_specs, want._wB_specs)):
         for s, t in zip(bs, ws):
             np.testing.assert_allclose(_unpack(s), _unpack(t), rtol=1e-5, atol=1e-7,

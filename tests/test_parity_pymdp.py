@@ -448,7 +448,7 @@ def test_dense_A_without_log_cache(distr_obs, RefAgent, FaAgent, monkeypatch):
     fa_only = None if FaAgent is RefAgent else {"sparse": False}
     pair = Pair(RefAgent, FaAgent, fa_only=fa_only, **agent_kwargs(model))
     if fa_only:
-        assert all(spec["logval"] is None for spec in pair.fa.model._A_specs)
+        assert all(spec.logval is None for spec in pair.fa.model._A_specs)
     assert run_random_obs(pair, np.random.default_rng(36), [5, 3], 8, distr_obs=distr_obs) == 8
 
 

@@ -40,12 +40,19 @@ def _obs(rng, gm, n):
     return np.stack([rng.integers(0, k, n) for k in gm.num_obs], axis=1).astype(np.int32)
 
 
-def _run_pair(gm, n, steps, n_threads, seed=0, learn=("A", "B"), **opts):
-    """A population and its Agents through ``steps`` learning steps; compared every step."""
-    pop = Population(gm, n, seed=seed, n_threads=n_threads, save_belief_hist=True, **opts)
-    agents = [Agent(model=gm, seed=i, save_belief_hist=True, **opts) for i in range(n)]
+def _run_pair(gm, n, steps, n_threads, seed=0, learn=("A", "B"), pair=None, **opts):
+    """A population and its Agents through ``steps`` learning steps; compared every step.
+
+    ``pair`` = (pop, agents, prev) continues a run (from :func:`_run_pair` with
+    ``return_prev=True``) instead of starting one."""
+    return_prev = opts.pop("return_prev", False)
+    if pair is None:
+        pop = Population(gm, n, seed=seed, n_threads=n_threads, save_belief_hist=True, **opts)
+        agents = [Agent(model=gm, seed=i, save_belief_hist=True, **opts) for i in range(n)]
+        prev = None
+    else:
+        pop, agents, prev = pair
     rng = np.random.default_rng(seed + 100)
-    prev = None
     for _t in range(steps):
         obs = _obs(rng, gm, n)
         pop.infer_states(obs)
@@ -75,7 +82,7 @@ def _run_pair(gm, n, steps, n_threads, seed=0, learn=("A", "B"), **opts):
         pop.update_D()
         for a in agents:
             a.update_D()
-    return pop, agents
+    return (pop, agents, prev) if return_prev else (pop, agents)
 
 
 def _factors(gm, flat):
@@ -117,6 +124,32 @@ def test_learning_factorised_model_with_param_info_gain(seed):
     _, gm = _model(seed, B_factor_list=[[0], [0, 1]], policy_len=2)
     pop, agents = _run_pair(gm, 9, 4, 2, learn=("A", "B"), use_param_info_gain=True)
     _assert_params(pop, agents, ("pA", "A", "pB", "B"))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_weight_rows_only_with_param_info_gain(sparse, n_threads):
+    """Learning without use_param_info_gain keeps no information-gain weight rows (the
+    kernels never read them) and still equals the Agents; turning the option on later
+    derives every agent's weights from its learned counts, and policy evaluation then
+    equals Agents that use it too; memory_report shows the rows saved."""
+    _, gm = _model(10, sparse=sparse, B_factor_list=[[0], [0, 1]])
+    n = 9
+    off_pop, off_agents, prev = _run_pair(gm, n, 3, n_threads, return_prev=True)
+    entries = off_pop._learned.entries
+    assert entries and all(e["wval"] is None for e in entries.values())
+    on_pop, _ = _run_pair(gm, n, 3, n_threads, use_param_info_gain=True)
+    weights = [e["wval"] for e in on_pop._learned.entries.values()]
+    assert len(weights) == len(entries) and all(w is not None for w in weights)
+    saved = off_pop.memory_report().private_params - on_pop.memory_report().private_params
+    assert saved == -sum(w.nbytes for w in weights)
+    # the option turned on after learning: weights from each agent's own counts
+    off_pop.use_param_info_gain = True
+    for a in off_agents:
+        a.use_param_info_gain = True
+    _run_pair(gm, n, 3, n_threads, seed=1, pair=(off_pop, off_agents, prev))
+    assert all(e["wval"] is not None for e in off_pop._learned.entries.values())
+    _assert_params(off_pop, off_agents, ("pA", "A", "pB", "B"))
 
 
 def test_learning_subset_of_modalities_and_factors_with_rates():

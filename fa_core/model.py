@@ -933,7 +933,13 @@ class GenerativeModel:
         entry = _KEYED.get(id(self))
         if entry is not None:
             return entry[0]
-        key = _content_key({k: _plain(v) for k, v in self.__getstate__().items()})
+        state = {k: _plain(v) for k, v in self.__getstate__().items()}
+        # keys hash the integer tables as the dict of int32 arrays the model kept before
+        # they were typed, so agents hibernated by earlier versions still find their model
+        lay = self._kernel_layout
+        state["_ints"] = _plain({k: np.asarray(getattr(lay, k), dtype=np.int32)
+                                 for k in _LAYOUT_KEY_FIELDS})
+        key = _content_key(state)
         _remember_key(self, key)
         return key
 
@@ -1024,13 +1030,23 @@ def _unpickle_model(key: bytes, state: dict) -> GenerativeModel:
     return model
 
 
+# KernelLayout's fields, as content_key hashes them
+_LAYOUT_KEY_FIELDS = ("a_group", "a_group_first", "g_dep", "g_dep_off", "g_dep_vfe", "g_K", "g_off",
+                      "a_ntail", "a_Khead", "a_red_off", "red_stride", "ns", "no", "nc", "s_off",
+                      "nc_off", "a_dep", "a_dep_off", "a_K", "a_mat", "wa_mat", "b_dep",
+                      "b_dep_off", "b_K", "b_mat", "wb_mat", "policies")
+
+
 def _plain(x):
     """``x`` with dicts turned into key-sorted tuples, as :func:`_content_key` reads them."""
     if isinstance(x, dict):
         return tuple((k, _plain(x[k])) for k in sorted(x))
-    if isinstance(x, MatSpec):  # every field, so the key sees the values
-        return ("MatSpec", x.rows, x.cols, int(x.sparse), int(x.onehot), x.val, x.logval,
-                x.indptr, x.idx)
+    if isinstance(x, MatSpec):  # every field, in the dict form specs had before (stable keys)
+        spec = {"rows": x.rows, "cols": x.cols, "sparse": int(x.sparse), "onehot": int(x.onehot),
+                "val": x.val, "logval": x.logval}
+        if x.sparse:
+            spec.update(indptr=x.indptr, idx=x.idx)
+        return _plain(spec)
     if isinstance(x, (list, tuple)):
         return tuple(_plain(v) for v in x)
     return x

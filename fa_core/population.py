@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from fa_core import _kernels, _learning
+from fa_core import _kernels, _learning, engines
 from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
@@ -1415,10 +1415,10 @@ class PopulationMember(Agent):
         self._rng, self._randint = np.random, np.random.randint
         params = pop.inference_params
         self.inference_params = dict(params)
-        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
-                     bool(params["compute_vfe"]))
+        self._engine = engines.VanillaEngine((int(params["num_iter"]), float(params["dF"]),
+                                              float(params["dF_tol"]),
+                                              bool(params["compute_vfe"])))
         self.inference_algo, self.inference_horizon = "VANILLA", 1
-        self._mmp = None
         self.action_selection, self.sampling_mode = pop.action_selection, pop.sampling_mode
         self.use_utility = pop.use_utility
         self.use_states_info_gain = pop.use_states_info_gain

@@ -173,7 +173,7 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
         fail(what, f"its random generator is a {type(rng).__name__}, not a numpy Generator")
     _check_options(agent, what)
     is_mmp = agent.inference_algo == "MMP"
-    if is_mmp != (type(agent._mmp) is MMPState):
+    if is_mmp != (type(agent._engine.window) is MMPState):
         fail(what, f"inference_algo={agent.inference_algo!r} does not match its MMP window")
     if hasattr(agent, "qs_hist"):
         if type(agent.qs_hist) is not list:
@@ -197,7 +197,7 @@ def _check_options(agent, what: str) -> None:
         fail(what, f"sampling_mode {agent.sampling_mode!r} (marginal, full)")
     if agent.inference_algo not in ("VANILLA", "MMP"):
         fail(what, f"inference_algo {agent.inference_algo!r} (VANILLA, MMP)")
-    fpi = agent._fpi
+    fpi = agent._engine.fpi
     if type(fpi) is not tuple or len(fpi) != 4:
         fail(what, "its fixed-point options are not (num_iter, dF, dF_tol, compute_vfe)")
     check_int(what, "inference_params['num_iter']", fpi[0], 0, _INT32_MAX)

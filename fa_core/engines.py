@@ -287,7 +287,7 @@ class MMPEngine(VanillaEngine):
     def advance(self, model, curr_timestep: int, q_pi) -> None:
         """Once the window moves on, its first step's prior (pymdp's step_time)."""
         if curr_timestep - self.window.horizon >= 0:
-            self.set_latest_beliefs(model, None, curr_timestep, q_pi)
+            self._set_prior(model, None, curr_timestep, q_pi)  # no views: none is read here
 
     # -- MMP's own methods ---------------------------------------------------------------
 
@@ -306,6 +306,9 @@ class MMPEngine(VanillaEngine):
         beliefs weighted by the current ``q_pi``; otherwise ``last_belief`` as is
         (default: each policy's belief about the window's first step).
         """
+        return self._set_prior(model, last_belief, curr_timestep, q_pi).prior_views()
+
+    def _set_prior(self, model, last_belief, curr_timestep, q_pi) -> mmp.MMPState:
         w = self._bound(model)
         rows = (self._first_step_rows(model) if last_belief is None
                 else mmp.rows(last_belief, model, "last_belief"))
@@ -316,7 +319,7 @@ class MMPEngine(VanillaEngine):
         elif w.policy_sep_prior and rows.shape[0] == 1:
             rows = np.tile(rows, (len(model.policies), 1))
         w.set_prior(rows)
-        return w.prior_views()
+        return w
 
     def future_beliefs(self, model):
         """The last ``policy_len + 1`` window steps of each policy's beliefs."""

@@ -203,16 +203,16 @@ class Agent:
             raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
                                       "(pymdp implements 'VANILLA' and 'MMP')")
         # options, all checked before anything is built or stored (fa_core.options)
-        _opt.check_choice("action_selection", action_selection, ("deterministic", "stochastic"))
-        _opt.check_choice("sampling_mode", sampling_mode, ("marginal", "full"))
+        _opt.OPTION_CHECKS["action_selection"](action_selection)
+        _opt.OPTION_CHECKS["sampling_mode"](sampling_mode)
         _opt.check_precision("gamma", gamma)
         _opt.check_precision("alpha", alpha)
         for name, v in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
-            _opt.check_float(name, v)
+            _opt.AGENT_RATE_CHECK(name, v)
         _opt.check_hist_len("belief_hist_len", belief_hist_len)
         _opt.check_hist_len("action_hist_len", action_hist_len)
         if inference_algo == "VANILLA":
-            vanilla_params = _opt.check_inference_params(inference_params)
+            vanilla_params = _opt.OPTION_CHECKS["inference_params"](inference_params)
 
         if model is None:
             if A is None or B is None:

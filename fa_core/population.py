@@ -150,9 +150,9 @@ class Population:
         # every option is checked before anything is stored
         opts = {name: check(value) for name, check, value in (
             ("inference_params", _opt.check_inference_params, inference_params),
-            ("use_utility", _bool_option("use_utility"), use_utility),
-            ("use_states_info_gain", _bool_option("use_states_info_gain"), use_states_info_gain),
-            ("use_param_info_gain", _bool_option("use_param_info_gain"), use_param_info_gain),
+            ("use_utility", _OPTION_CHECKS["use_utility"], use_utility),
+            ("use_states_info_gain", _OPTION_CHECKS["use_states_info_gain"], use_states_info_gain),
+            ("use_param_info_gain", _OPTION_CHECKS["use_param_info_gain"], use_param_info_gain),
             ("action_selection", _OPTION_CHECKS["action_selection"], action_selection),
             ("sampling_mode", _OPTION_CHECKS["sampling_mode"], sampling_mode),
             ("n_threads", _OPTION_CHECKS["n_threads"], n_threads),
@@ -1225,23 +1225,9 @@ for _name in Population._ARRAYS + Population._OPTIONAL:
 del _name
 
 
-def _bool_option(name):
-    return lambda v: _opt.check_bool(name, v)
-
-
-_OPTION_CHECKS = {
-    "n_threads": lambda v: _opt.check_threads(v, default_threads()),
-    "action_selection": lambda v: _opt.check_choice("action_selection", v,
-                                                    ("deterministic", "stochastic")),
-    "sampling_mode": lambda v: _opt.check_choice("sampling_mode", v, ("marginal", "full")),
-    "use_utility": _bool_option("use_utility"),
-    "use_states_info_gain": _bool_option("use_states_info_gain"),
-    "use_param_info_gain": _bool_option("use_param_info_gain"),
-    "inference_params": _opt.check_inference_params,
-    "lr_pA": lambda v: _opt.check_float("lr_pA", v, lo=0.0),
-    "lr_pB": lambda v: _opt.check_float("lr_pB", v, lo=0.0),
-    "lr_pD": lambda v: _opt.check_float("lr_pD", v, lo=0.0),
-}
+# the keywords shared with Agent and ShardedPopulation are checked in fa_core.options
+_OPTION_CHECKS = {"n_threads": lambda v: _opt.check_threads(v, default_threads()),
+                  **_opt.OPTION_CHECKS}
 
 #: save_belief_hist's storage: each agent's first posterior and whether it has one
 _HIST = ("qs_t0", "has_qs_t0")

@@ -20,6 +20,7 @@ import numpy as np
 from fa_core.errors import CorruptStateError
 from fa_core.mmp import MMPState
 from fa_core.model import GenerativeModel
+from fa_core.options import ACTION_SELECTIONS, SAMPLING_MODES
 
 __all__ = ["check_agent", "check_mmp_record", "fail"]
 
@@ -191,9 +192,9 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
 def _check_options(agent, what: str) -> None:
     for name in ("gamma", "alpha", "lr_pA", "lr_pB", "lr_pD"):
         check_finite(what, name, getattr(agent, name))
-    if agent.action_selection not in ("deterministic", "stochastic"):
+    if agent.action_selection not in ACTION_SELECTIONS:
         fail(what, f"action_selection {agent.action_selection!r} (deterministic, stochastic)")
-    if agent.sampling_mode not in ("marginal", "full"):
+    if agent.sampling_mode not in SAMPLING_MODES:
         fail(what, f"sampling_mode {agent.sampling_mode!r} (marginal, full)")
     if agent.inference_algo not in ("VANILLA", "MMP"):
         fail(what, f"inference_algo {agent.inference_algo!r} (VANILLA, MMP)")

@@ -175,3 +175,17 @@ def test_vanilla_engine_refuses_mmp_methods():
         agent.get_future_qs()
     with pytest.raises(AttributeError, match="latest_belief"):
         agent.latest_belief  # noqa: B018
+
+
+@pytest.mark.parametrize("name, bad", [("action_selection", "greedy"), ("sampling_mode", "all"),
+                                       ("inference_params", {"num_iter": 0})])
+def test_agent_and_population_share_their_option_checks(name, bad):
+    """One check per shared keyword (fa_core.options.OPTION_CHECKS): the same error from both."""
+    gm = fa_core.GenerativeModel(**builtin_models.tmaze())
+    errors = []
+    for make in (lambda: Agent(model=gm, **{name: bad}),
+                 lambda: fa_core.Population(gm, 2, **{name: bad})):
+        with pytest.raises(ValueError) as info:
+            make()
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and name in errors[0]

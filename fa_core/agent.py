@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from fa_core import _kernels, _learning, _views, mmp
+from fa_core import _kernels, _learning, _views, agent_state, engines, mmp
 from fa_core import options as _opt
 from fa_core import sophisticated as _si
 from fa_core.model import GenerativeModel, as_array_list
@@ -38,6 +38,16 @@ def _row_store(rows: np.ndarray) -> np.ndarray:
             and base.dtype == rows.dtype:
         return base
     return rows
+
+
+def _deep_copy(qs):
+    """A copy of a beliefs structure (``qs[f]``, or MMP's ``qs[p][t][f]``), for histories."""
+    if isinstance(qs, np.ndarray) and qs.dtype == object:
+        out = np.empty(len(qs), dtype=object)
+        for i, x in enumerate(qs):
+            out[i] = _deep_copy(x)
+        return out
+    return None if qs is None else np.array(qs)
 
 
 def _obj_array(items) -> np.ndarray:
@@ -158,15 +168,15 @@ class Agent:
     # action and options; model and scratch are shared. ``__dict__`` is kept so
     # users can still attach their own attributes (allocated only if they do).
     __slots__ = ("_model", "_qs_buf", "_qs", "_reuse", "_q_pi", "_G", "_act_i", "_action",
-                 "_prev_actions",
-                 "_rng", "_randint", "_fpi", "_hist_len", "_act_hist_len", "qs_hist", "q_pi_hist",
+                 "_prev_actions", "_rng", "_randint", "_engine", "_hist_len", "_act_hist_len",
+                 "qs_hist", "q_pi_hist",
                  "prev_obs", "F", "curr_timestep", "inference_params", "inference_algo",
                  "inference_horizon", "gamma", "alpha", "action_selection", "sampling_mode",
                  "use_utility", "use_states_info_gain", "use_param_info_gain",
                  "modalities_to_learn", "factors_to_learn", "lr_pA", "lr_pB", "lr_pD",
                  "sophisticated", "si_horizon", "si_policy_prune_threshold",
                  "si_state_prune_threshold", "si_prune_penalty", "edge_handling_params",
-                 "factorized", "_mmp", "_pviews", "_pdirty", "_pi_ref", "_G_ref",
+                 "factorized", "_pviews", "_pdirty", "_pi_ref", "_G_ref",
                  "__dict__", "__weakref__")
 
     def __init__(self, A=None, B=None, C=None, D=None, E=None, H=None, pA=None, pB=None, pD=None,
@@ -193,16 +203,16 @@ class Agent:
             raise NotImplementedError(f"inference_algo={inference_algo!r} is not implemented "
                                       "(pymdp implements 'VANILLA' and 'MMP')")
         # options, all checked before anything is built or stored (fa_core.options)
-        _opt.check_choice("action_selection", action_selection, ("deterministic", "stochastic"))
-        _opt.check_choice("sampling_mode", sampling_mode, ("marginal", "full"))
+        _opt.OPTION_CHECKS["action_selection"](action_selection)
+        _opt.OPTION_CHECKS["sampling_mode"](sampling_mode)
         _opt.check_precision("gamma", gamma)
         _opt.check_precision("alpha", alpha)
         for name, v in (("lr_pA", lr_pA), ("lr_pB", lr_pB), ("lr_pD", lr_pD)):
-            _opt.check_float(name, v)
+            _opt.AGENT_RATE_CHECK(name, v)
         _opt.check_hist_len("belief_hist_len", belief_hist_len)
         _opt.check_hist_len("action_hist_len", action_hist_len)
         if inference_algo == "VANILLA":
-            vanilla_params = _opt.check_inference_params(inference_params)
+            vanilla_params = _opt.OPTION_CHECKS["inference_params"](inference_params)
 
         if model is None:
             if A is None or B is None:
@@ -239,7 +249,6 @@ class Agent:
         self._model = model
 
         params = dict(_DEFAULT_VANILLA)
-        self._mmp = None
         if inference_algo == "MMP":
             # pymdp ignores inference_params; fa_core honours them (num_iter, tau)
             self.inference_params = mmp.check_params(inference_params, inference_horizon)
@@ -250,7 +259,7 @@ class Agent:
             params = vanilla_params
         if inference_algo == "VANILLA":
             self.inference_params = params
-        self._fpi = _opt.fpi_args(params)
+        fpi = _opt.fpi_args(params)
         self.inference_algo = inference_algo
         self.inference_horizon = inference_horizon
         self.gamma, self.alpha = gamma, alpha
@@ -295,9 +304,9 @@ class Agent:
             self.qs_hist, self.q_pi_hist = [], []
         self.prev_obs = []
         self.F = None
-        if inference_algo == "MMP":
-            self._mmp = mmp.MMPState(model, inference_horizon, self.inference_params,
-                                     use_BMA, policy_sep_prior)
+        window = (mmp.MMPState(model, inference_horizon, self.inference_params, use_BMA,
+                                policy_sep_prior) if inference_algo == "MMP" else None)
+        self._engine = engines.make(inference_algo, self.sophisticated, fpi, window)
         self.reset()
         self._action = None
         self._prev_actions = None
@@ -443,6 +452,9 @@ class Agent:
     def qs(self) -> np.ndarray:
         """Posterior over hidden states: object array of per-factor arrays (float64 as
         pymdp; float32 views of the agent's buffer with ``reuse_buffers``)."""
+        qs = self._engine.beliefs(self._reuse)  # MMP: per policy and time step
+        if qs is not None:
+            return qs
         qs = self._qs
         if type(qs) is weakref.ref:
             qs = qs()
@@ -454,10 +466,8 @@ class Agent:
 
     @qs.setter
     def qs(self, value):
-        if self._mmp is not None:
-            self._qs = value  # per policy, time and factor; pymdp stores it as given
-            return
-        self._load_beliefs(value, "qs")
+        if not self._engine.set_beliefs(value):  # MMP keeps what it is given, as pymdp
+            self._load_beliefs(value, "qs")
 
     def _load_beliefs(self, value, name: str) -> None:
         """Validate per-factor beliefs and make them the agent's ``qs`` (kept as given,
@@ -476,8 +486,8 @@ class Agent:
                 setattr(self, name, _opt.check_precision(name, v))  # NaN fails the range too
         if self._pdirty:
             self._apply_edits()
-        if self._reuse or self._mmp is not None:
-            return  # the user holds the buffers themselves (MMP: its own structures)
+        if self._reuse:
+            return  # the user holds the buffers themselves
         qs = self._qs
         if type(qs) is weakref.ref:
             qs = qs()
@@ -582,11 +592,7 @@ class Agent:
                                          (("pA", m.A_from_counts), ("pB", m.B_from_counts))
                                          if getattr(m, "_" + k) is not None and not v}),
                             ("A", "B"))
-        if self._mmp is not None:
-            return mmp.agent_reset(self, init_qs)
-        if init_qs is None:
-            init_qs = _obj_array([np.full(n, 1.0 / n) for n in self._model.num_states])
-        self._load_beliefs(init_qs, "init_qs")
+        self._engine.reset(self._model, init_qs, self._load_beliefs)
         self.curr_timestep = 0
         return self.qs
 
@@ -644,27 +650,26 @@ class Agent:
         >>> qs[0].round(3), qs[1].round(3)              # in the centre; context still unknown
         (array([1., 0., 0., 0.]), array([0.5, 0.5]))
         """
+        return self._infer_states(observation, distr_obs, False)[0]
+
+    def _infer_states(self, observation, distr_obs, record: bool):
+        """The engine's state inference; ``(qs, records)`` (records: MMP's test variant)."""
         self._sync()
-        if self._mmp is not None:
-            qs = mmp.agent_infer_states(self, observation, distr_obs)
-        else:
-            distr, obs, obs_distr = self._load_observation(observation, distr_obs)
-            km = self._model.kmodel
-            num_iter, dF, dF_tol, compute_vfe = self._fpi
-            buf = self._qs_buf  # the kernel reads the prior from it and writes over it
-            _kernels.infer_states(km, buf, buf, self._act_i, self._action is not None,
-                                  obs, obs_distr, distr, num_iter, dF, dF_tol, compute_vfe,
-                                  scratch(km.scratch_size))
+        loaded = self._load_observation(observation, distr_obs)
+        rec = self._engine.infer_states(self, self._model, loaded, observation, distr_obs,
+                                        self._qs_buf, self._act_i, self._action is not None,
+                                        self._prev_actions, self._act_hist_len, self._reuse,
+                                        record)
+        qs = self._engine.beliefs(self._reuse)
+        if qs is None:  # the agent's per-factor buffer
             if self._reuse:
                 qs = self._qs
             else:
-                qs = _views.f64_factors(buf, self._model.state_edges)
+                qs = _views.f64_factors(self._qs_buf, self._model.state_edges)
                 self._qs = weakref.ref(qs)
         if hasattr(self, "qs_hist"):
-            self._append_hist(self.qs_hist, qs if not self._reuse else
-                              _obj_array([np.array(q) for q in qs]) if self._mmp is None else
-                              mmp.copy_qs(qs))
-        return qs
+            self._append_hist(self.qs_hist, _deep_copy(qs) if self._reuse else qs)
+        return qs, rec
 
     def _infer_states_test(self, observation, distr_obs=False):
         """pymdp's test variant of :meth:`infer_states`.
@@ -675,13 +680,8 @@ class Agent:
         iteration (``xn[p][itr][f]``, shape ``(num_states[f], infer_len)``), as
         pymdp's tests compare with MATLAB's ``spm_MDP_VB_X``.
         """
-        if self._mmp is None:
-            return self.infer_states(observation, distr_obs)
-        self._sync()
-        qs, xn, vn = mmp.agent_infer_states(self, observation, distr_obs, record=True)
-        if hasattr(self, "qs_hist"):
-            self._append_hist(self.qs_hist, qs if not self._reuse else mmp.copy_qs(qs))
-        return qs, xn, vn
+        qs, rec = self._infer_states(observation, distr_obs, True)
+        return qs if rec is None else (qs, *rec)
 
     def infer_policies(self):
         """Posterior over policies and their negative expected free energies.
@@ -703,20 +703,7 @@ class Agent:
         ((16,), (16,), 1.0)
         """
         self._sync()
-        m = self._model
-        km = m.kmodel
-        use_param = bool(self.use_param_info_gain)
-        if self._mmp is not None:
-            mmp.agent_infer_policies(self)
-        elif self.sophisticated:
-            _si.infer_policies(m, self._qs_buf, self.si_horizon, self.si_policy_prune_threshold,
-                               self.si_state_prune_threshold, self.si_prune_penalty, self._fpi,
-                               self._G, self._q_pi)
-        else:
-            _kernels.infer_policies(km, self._qs_buf, float(self.gamma), bool(self.use_utility),
-                                    bool(self.use_states_info_gain),
-                                    use_param and m.has_pA, use_param and m.has_pB, m.has_H,
-                                    self._G, self._q_pi, scratch(km.scratch_size))
+        self._engine.infer_policies(self, self._model, self._qs_buf, self._G, self._q_pi)
         if self._reuse:
             q_pi, G = self._q_pi, self._G
         else:
@@ -736,8 +723,7 @@ class Agent:
         out = scratch(len(sizes), "select", np.int32)
         if self.action_selection == "deterministic":
             # ties: within float32's rounding of the policy logits (see c_tie_rtol)
-            rtol = (_si.tie_rtol(self._G, self._q_pi) if self.sophisticated
-                    else _kernels.tie_rtol(self._model.kmodel, self._G, float(self.gamma)))
+            rtol = self._engine.tie_rtol(self._model, self._G, self._q_pi, float(self.gamma))
             _kernels.select_highest(probs, sizes, out, rtol, self._randint)
         else:
             off = 0
@@ -845,8 +831,7 @@ class Agent:
             prev[:-1] = prev[1:]
             prev[-1] = row
         self.curr_timestep += 1
-        if self._mmp is not None and self.curr_timestep - self.inference_horizon >= 0:
-            self.set_latest_beliefs()  # the window moves on: its first step's prior
+        self._engine.advance(self._model, self.curr_timestep, self._q_pi)  # MMP: window prior
         return self.curr_timestep
 
     @property
@@ -892,9 +877,8 @@ class Agent:
         >>> prior is agent.latest_belief or len(prior) > 0
         True
         """
-        if self._mmp is None:
-            raise NotImplementedError("set_latest_beliefs belongs to inference_algo='MMP'")
-        return mmp.set_latest_beliefs(self, last_belief)
+        return self._engine.set_latest_beliefs(self._model, last_belief, self.curr_timestep,
+                                               self._q_pi)
 
     def get_future_qs(self):
         """MMP: each policy's beliefs over the current step and ``policy_len`` future steps.
@@ -918,17 +902,13 @@ class Agent:
         >>> len(future), len(future[0])                 # 4 policies; now and one step ahead
         (4, 2)
         """
-        if self._mmp is None:
-            raise NotImplementedError("get_future_qs belongs to inference_algo='MMP'")
-        return mmp.get_future_qs(self)
+        return self._engine.future_beliefs(self._model)
 
     @property
     def latest_belief(self):
         """MMP: prior for the window's first step (per factor, or per policy with
         ``policy_sep_prior``)."""
-        if self._mmp is None:
-            raise AttributeError("latest_belief exists with inference_algo='MMP' only")
-        return self._mmp.prior_views()
+        return self._engine.latest_belief(self._model)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -937,12 +917,6 @@ class Agent:
         for f in deps:
             out = np.multiply.outer(out, np.asarray(qs[f], dtype=np.float64))
         return out
-
-    def _no_mmp(self, name: str) -> None:
-        if self._mmp is not None:
-            # pymdp reads MMP's per-policy, per-time qs as per-factor beliefs here and
-            # returns wrongly shaped counts
-            raise NotImplementedError(f"{name} with inference_algo='MMP' is not implemented")
 
     def _learn_list(self, which, n: int, name: str) -> list[int]:
         if isinstance(which, str) and which == "all":
@@ -982,7 +956,7 @@ class Agent:
         """
         self._sync()
         m = self._model
-        self._no_mmp("update_A")
+        self._engine.check_learning("update_A")
         if m.pA is None:
             raise ValueError("update_A needs pA (Dirichlet parameters over A)")
         mods = self._learn_list(self.modalities_to_learn, m.num_modalities, "modalities_to_learn")
@@ -1030,7 +1004,7 @@ class Agent:
         """
         self._sync()
         m = self._model
-        self._no_mmp("update_B")
+        self._engine.check_learning("update_B")
         if m.pB is None:
             raise ValueError("update_B needs pB (Dirichlet parameters over B)")
         if self.action is None:
@@ -1076,8 +1050,8 @@ class Agent:
         m = self._model
         if m.pD is None:
             raise ValueError("update_D needs pD (Dirichlet parameters over D)")
-        if qs_t0 is None and self._mmp is not None:
-            qs_t0 = mmp.window_start_belief(self)
+        if qs_t0 is None:  # MMP: the window's prior
+            qs_t0 = self._engine.window_start_belief(self._model, self._q_pi)
         if qs_t0 is None:
             if not getattr(self, "qs_hist", None):
                 raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
@@ -1091,16 +1065,14 @@ class Agent:
         self._set_model(m.replace(pD=qD, D=[d / d.sum() for d in qD]), ("D", "pD"))
         return param_view(self, "pD", self._model.exact("pD"))  # pymdp's qD
 
-    # -- lifecycle and memory (implemented in fa_core.lifecycle and fa_core.memory) -----
+    # -- lifecycle and memory (implemented in fa_core.agent_state and fa_core.memory) ---
 
     def __getstate__(self) -> dict:
         """Pickle state: the agent's own buffers and options, the model by reference."""
-        from fa_core.lifecycle import agent_getstate
-        return agent_getstate(self)
+        return agent_state.agent_getstate(self)
 
     def __setstate__(self, state: dict) -> None:
-        from fa_core.lifecycle import agent_setstate
-        agent_setstate(self, state)
+        agent_state.agent_setstate(self, state)
 
     def hibernate(self, *, lossy: str | None = None, prune: float | None = None,
                   compress: bool = True) -> bytes:
@@ -1132,8 +1104,7 @@ class Agent:
         >>> type(blob).__name__, len(blob) < 400
         ('bytes', True)
         """
-        from fa_core.lifecycle import hibernate
-        return hibernate(self, lossy=lossy, prune=prune, compress=compress)
+        return agent_state.hibernate(self, lossy=lossy, prune=prune, compress=compress)
 
     @classmethod
     def wake(cls, blob: bytes, model: GenerativeModel | None = None) -> Agent:
@@ -1165,8 +1136,7 @@ class Agent:
         >>> bool((again.qs[0] == agent.qs[0]).all()), again.curr_timestep
         (True, 0)
         """
-        from fa_core.lifecycle import wake
-        return wake(blob, model, cls=cls)
+        return agent_state.wake(blob, model, cls=cls)
 
     def memory_report(self):
         """Bytes this agent uses, by component (:func:`fa_core.memory.memory_report`).
@@ -1191,3 +1161,6 @@ class Agent:
     def __repr__(self) -> str:
         return (f"fa_core.Agent(num_states={self.num_states}, num_obs={self.num_obs}, "
                 f"policies={len(self.policies)}, t={self.curr_timestep})")
+
+
+agent_state.register_agent_class(Agent)  # agent_state stores Agents without importing this module

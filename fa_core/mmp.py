@@ -7,7 +7,9 @@ posterior, and a prior for the window's first step (``latest_belief``):
 the Bayesian model average over policies (``use_BMA``) or one prior per
 policy (``policy_sep_prior``). This module holds that state for one agent in
 bounded buffers (work and memory per step do not grow with the episode) and
-calls the compiled kernels of :mod:`fa_core._mmp`.
+calls the compiled kernels of :mod:`fa_core._mmp`; the Agent's side of MMP
+(its methods, the pymdp-layout views made when read) is
+:class:`fa_core.engines.MMPEngine`.
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class MMPState:
 
     __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
                  "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
-                 "q", "infer_len", "F", "prior", "prior64", "views")
+                 "q", "infer_len", "F", "prior", "prior64")
 
     def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
                  policy_sep_prior: bool):
@@ -197,7 +199,6 @@ class MMPState:
         self.infer_len = 0
         self.F = None
         self.prior = None
-        self.views = None       # the qs structure last handed out (its step-0 rows are q's)
         self.bind(model)
 
     # -- model-dependent parts -----------------------------------------------------------
@@ -311,27 +312,6 @@ class MMPState:
         _mmp.infer_policies(self._km, self.q, self.past_len - 1, bool(use_utility), bool(use_sig),
                             self.F, self._lnE, float(gamma), G, q_pi, *self._scratch())
 
-    # -- views in pymdp's layout ---------------------------------------------------------
-
-    def qs_views(self, q: np.ndarray | None = None) -> np.ndarray:
-        """``qs[p][t][f]`` views of the belief buffer (or of ``q``) over the current window."""
-        q = self.q if q is None else q
-        if q.dtype == np.float64:
-            q.flags.writeable = False  # a copy handed out: writes would be lost, so refuse them
-        bounds = self.model.state_bounds
-        n_pol = q.shape[0]
-        qs = np.empty(n_pol, dtype=object)
-        for p in range(n_pol):
-            seq = np.empty(self.infer_len, dtype=object)
-            for t in range(self.infer_len):
-                row = q[p, t]
-                fac = np.empty(len(bounds), dtype=object)
-                for f, (lo, hi) in enumerate(bounds):
-                    fac[f] = row[lo:hi]
-                seq[t] = fac
-            qs[p] = seq
-        return qs
-
     def set_prior(self, rows: np.ndarray) -> None:
         """The window's prior: one row per policy, or one shared row (flat beliefs).
 
@@ -359,7 +339,7 @@ class MMPState:
 
     def __getstate__(self) -> dict:
         # the compiled model is rebuilt from the (pickled) GenerativeModel
-        skip = {"_km", "_l_K", "_lnE", "_pol", "lh", "views"}
+        skip = {"_km", "_l_K", "_lnE", "_pol", "lh"}
         return {k: getattr(self, k) for k in self.__slots__ if k not in skip and hasattr(self, k)}
 
     def __setstate__(self, state: dict) -> None:
@@ -369,7 +349,7 @@ class MMPState:
             setattr(self, k, v)
         if "prior64" not in state and self.prior is not None:
             self.prior64 = self.prior.astype(np.float64)
-        self.model, self.views = None, None
+        self.model = None
         self.bind(model)
         self.q = q
 
@@ -431,10 +411,10 @@ def run_mmp(lh_seq, B, policy, prev_actions=None, prior=None, num_iter=10, grad_
 
 
 # ---------------------------------------------------------------------------
-# Agent methods for inference_algo="MMP" (called from fa_core.agent.Agent)
+# Conversions between pymdp's layouts and the window's flat rows (for fa_core.engines)
 # ---------------------------------------------------------------------------
 
-def _flat(beliefs, model, name: str) -> np.ndarray:
+def flat(beliefs, model, name: str) -> np.ndarray:
     """Per-factor beliefs as one flat float32 row (validated)."""
     from fa_core.model import as_array_list
     vecs = as_array_list(beliefs, name)
@@ -445,55 +425,16 @@ def _flat(beliefs, model, name: str) -> np.ndarray:
     return np.concatenate(vecs).astype(np.float32)
 
 
-def _rows(belief, model, name: str) -> np.ndarray:
+def rows(belief, model, name: str) -> np.ndarray:
     """``belief`` (per factor, or per policy then factor) as (1 or n_pol, S) rows."""
     n_pol = len(model.policies)
     if isinstance(belief, np.ndarray) and belief.dtype == object and len(belief) == n_pol \
             and all(isinstance(b, np.ndarray) and b.dtype == object for b in belief):
-        return np.stack([_flat(b, model, f"{name}[{p}]") for p, b in enumerate(belief)])
-    return _flat(belief, model, name)[None, :]
+        return np.stack([flat(b, model, f"{name}[{p}]") for p, b in enumerate(belief)])
+    return flat(belief, model, name)[None, :]
 
 
-def _sync(agent) -> MMPState:
-    st = agent._mmp
-    if st.model is not agent._model:  # A/B/C/E assigned or learned since the last step
-        st.bind(agent._model)
-    return st
-
-
-def agent_reset(agent, init_qs=None):
-    """pymdp's MMP reset: uniform first-step beliefs per policy and D as the window prior."""
-    st = _sync(agent)
-    agent.curr_timestep = 0
-    if init_qs is not None:
-        agent._qs = init_qs  # pymdp stores it as given
-        return agent._qs
-    m = agent._model
-    L = st.horizon + m.policy_len + 1  # pymdp's length, with only step 0 filled
-    qs = np.empty(len(m.policies), dtype=object)
-    for p in range(len(m.policies)):
-        qs[p] = np.empty(L, dtype=object)
-        qs[p][0] = np.empty(m.num_factors, dtype=object)
-        for f, n in enumerate(m.num_states):
-            qs[p][0][f] = np.full(n, 1.0 / n, dtype=np.float32)
-    agent._qs = qs
-    D = np.concatenate(m.exact("D"))
-    n_rows = len(m.policies) if st.policy_sep_prior else 1
-    st.set_prior(np.tile(D, (n_rows, 1)))
-    return qs
-
-
-def copy_qs(qs) -> np.ndarray:
-    """A deep copy of a ``qs[p][t][f]`` structure (for histories of reused buffers)."""
-    if isinstance(qs, np.ndarray) and qs.dtype == object:
-        out = np.empty(len(qs), dtype=object)
-        for i, x in enumerate(qs):
-            out[i] = copy_qs(x)
-        return out
-    return None if qs is None else np.array(qs)
-
-
-def _iterations(rec: np.ndarray, model, infer_len: int) -> np.ndarray:
+def iterations(rec: np.ndarray, model, infer_len: int) -> np.ndarray:
     """(n_pol, num_iter, T, S) records in pymdp's layout: ``x[p][itr][f]`` (num_states[f], T)."""
     out = np.empty(rec.shape[0], dtype=object)
     for p in range(rec.shape[0]):
@@ -507,102 +448,37 @@ def _iterations(rec: np.ndarray, model, infer_len: int) -> np.ndarray:
     return out
 
 
-def agent_infer_states(agent, observation, distr_obs, record: bool = False):
-    """Window update for one observation; returns ``qs[p][t][f]``.
+def window_views(q: np.ndarray, infer_len: int, bounds, copy: bool) -> np.ndarray:
+    """``qs[p][t][f]`` over the first ``infer_len`` steps of ``q`` (n_pol, L, S).
 
-    With ``record``, runs pymdp's non-factorised scheme (``_run_mmp_testing``)
-    and returns ``(qs, xn, vn)`` with every iteration's beliefs and errors.
+    With ``copy``, views of one read-only float64 copy (what pymdp hands out:
+    later steps do not change it); otherwise float32 views of ``q`` itself.
+    Each level is an object array, as pymdp's; the per-step arrays are rows of
+    one (n_pol * infer_len, num_factors) object array and the per-policy ones
+    rows of one (n_pol, infer_len) array, which is several times cheaper to
+    fill than one small array per entry.
     """
-    st = _sync(agent)
-    if record and st.factorized:
-        st.factorized = False
-        st.bind(agent._model)  # joint likelihoods and SPM's (unhalved) future message
-        try:
-            return agent_infer_states(agent, observation, distr_obs, record)
-        finally:
-            st.factorized = True
-            st.bind(agent._model)
-    distr, obs, obs_distr = agent._load_observation(observation, distr_obs)
-    m = agent._model
-    if distr:
-        edges = np.concatenate([[0], np.cumsum(m.num_obs)])
-        item = (True, None,
-                [obs_distr[edges[i]:edges[i + 1]].copy() for i in range(len(m.num_obs))])
-    else:
-        item = (False, obs[:m.num_modalities].copy(), None)
-    reuse = agent._reuse and st.q.shape[1] == st.horizon + m.policy_len
-    shape = (len(m.policies), st.horizon + m.policy_len, sum(m.num_states))
-    out = st.q if reuse else np.empty(shape, np.float32)
-    saved = (list(st.obs_win), st.lh.copy(), st.n_obs)
-    st.push_observation(item)
-    try:
-        xn, vn = st.infer_states(agent._prev_actions, out, record)
-    except Exception:
-        st.obs_win, st.lh, st.n_obs = saved  # a failed call leaves the agent unchanged
-        raise
-    agent.prev_obs.append(observation if distr_obs else tuple(observation) if
-                          isinstance(observation, (list, tuple, np.ndarray)) else (observation,))
-    if agent._act_hist_len is not None and len(agent.prev_obs) > agent._act_hist_len:
-        del agent.prev_obs[0]
-    agent.F = st.F.astype(np.float64)
-    st.views = agent._qs = st.qs_views() if agent._reuse else st.qs_views(
-        st.q[:, :st.infer_len].astype(np.float64))
-    if record:
-        return (agent._qs, _iterations(xn, agent._model, st.infer_len),
-                _iterations(vn, agent._model, st.infer_len))
-    return agent._qs
-
-
-def agent_infer_policies(agent) -> None:
-    """Policy posterior and G of the window, into the agent's float32 buffers."""
-    st = _sync(agent)
-    st.infer_policies(agent.gamma, agent.use_utility, agent.use_states_info_gain,
-                      agent._G, agent._q_pi)
-
-
-def _first_step_rows(agent) -> np.ndarray:
-    """Each policy's belief about the window's first step, (n_pol, S)."""
-    st = agent._mmp
-    qs = agent._qs
-    if st.F is not None and qs is st.views:  # the beliefs the kernel wrote, not the user's
-        return st.q[:, 0, :].copy()
-    return np.stack([_flat(qs[p][0], agent._model, f"qs[{p}][0]") for p in range(len(qs))])
-
-
-def set_latest_beliefs(agent, last_belief=None):
-    """pymdp's set_latest_beliefs: the prior for the window's first step.
-
-    With ``use_BMA`` once the window has moved, the average of the policies'
-    beliefs weighted by the current ``q_pi``; otherwise ``last_belief`` as is
-    (default: each policy's belief about the window's first step).
-    """
-    st = _sync(agent)
-    m = agent._model
-    rows = _first_step_rows(agent) if last_belief is None else _rows(last_belief, m, "last_belief")
-    if st.use_BMA and agent.curr_timestep - st.horizon >= 0:
-        if rows.shape[0] != len(m.policies):
-            raise ValueError("set_latest_beliefs with use_BMA needs one belief per policy")
-        rows = (agent._q_pi.astype(np.float64) @ rows.astype(np.float64))[None, :]
-    elif st.policy_sep_prior and rows.shape[0] == 1:
-        rows = np.tile(rows, (len(m.policies), 1))
-    st.set_prior(rows)
-    return st.prior_views()
-
-
-def get_future_qs(agent):
-    """The last ``policy_len + 1`` window steps of each policy's beliefs."""
-    T = agent._model.policy_len
-    qs = agent._qs
-    out = np.empty(len(qs), dtype=object)
-    for p in range(len(qs)):
-        out[p] = qs[p][-(T + 1):]
-    return out
-
-
-def window_start_belief(agent) -> list[np.ndarray]:
-    """pymdp's update_D target under MMP: the window prior, averaged over policies."""
-    st = _sync(agent)
-    if st.prior.shape[0] == 1:
-        return [np.asarray(x, np.float64) for x in st.prior_views()]
-    bma = agent._q_pi.astype(np.float64) @ st.prior.astype(np.float64)
-    return [bma[lo:hi] for lo, hi in agent._model.state_bounds]
+    n_pol = q.shape[0]
+    src = q[:, :infer_len]
+    if copy:
+        src = src.astype(np.float64)
+        src.flags.writeable = False  # a copy handed out: writes would be lost, so refuse them
+    n = n_pol * infer_len
+    steps = np.empty((n, len(bounds)), dtype=object)
+    # (policy, step) rows of one 2-D view: merging the two axes copies unless the
+    # window spans the buffer, so otherwise go policy by policy
+    parts = ((src.reshape(n, -1), 0),) if src.shape[1] == q.shape[1] or copy else \
+        tuple((src[p], p * infer_len) for p in range(n_pol))
+    for f, (lo, hi) in enumerate(bounds):
+        col = steps[:, f]
+        for rows, i0 in parts:
+            for i, v in enumerate(rows[:, lo:hi], i0):
+                col[i] = v
+    seqs = np.empty((n_pol, infer_len), dtype=object)
+    cells = seqs.reshape(-1)
+    for i, v in enumerate(steps):
+        cells[i] = v
+    qs = np.empty(n_pol, dtype=object)
+    for p, v in enumerate(seqs):
+        qs[p] = v
+    return qs

@@ -217,6 +217,22 @@ def check_choice(name: str, v: Any, choices: Sequence) -> Any:
     return v
 
 
+ACTION_SELECTIONS = ("deterministic", "stochastic")
+SAMPLING_MODES = ("marginal", "full")
+
+
+def _choice_check(name: str, choices: Sequence):
+    return lambda v: check_choice(name, v, choices)
+
+
+def _bool_check(name: str):
+    return lambda v: check_bool(name, v)
+
+
+def _rate_check(name: str):
+    return lambda v: check_float(name, v, lo=0.0)
+
+
 def check_hist_len(name: str, v: Any) -> int | None:
     """A history length: ``None`` (unbounded, as pymdp) or an integer >= 1."""
     if v is None:
@@ -327,3 +343,25 @@ def as_index(name: str, v: Any) -> int:
         return operator.index(v)
     except TypeError:
         raise OptionTypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}") from None
+
+
+#: The keywords Agent, Population and ShardedPopulation share, each with its check
+#: (``value -> value as stored``, or the error the tests expect). Population applies
+#: every one (in its constructor, on assignment and on restore; ShardedPopulation
+#: through the Population it probes with); Agent applies ``action_selection``,
+#: ``sampling_mode`` and ``inference_params`` (VANILLA) and, as pymdp, accepts any
+#: truthy ``use_*`` and any finite learning rate (:data:`AGENT_RATE_CHECK`).
+OPTION_CHECKS = {
+    "action_selection": _choice_check("action_selection", ACTION_SELECTIONS),
+    "sampling_mode": _choice_check("sampling_mode", SAMPLING_MODES),
+    "use_utility": _bool_check("use_utility"),
+    "use_states_info_gain": _bool_check("use_states_info_gain"),
+    "use_param_info_gain": _bool_check("use_param_info_gain"),
+    "inference_params": check_inference_params,
+    "lr_pA": _rate_check("lr_pA"),
+    "lr_pB": _rate_check("lr_pB"),
+    "lr_pD": _rate_check("lr_pD"),
+}
+
+#: Agent's learning-rate check: finite, any sign (pymdp's update rules take it as given).
+AGENT_RATE_CHECK = check_float

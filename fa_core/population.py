@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from fa_core import _kernels, _learning
+from fa_core import _kernels, _learning, engines
 from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
@@ -150,9 +150,9 @@ class Population:
         # every option is checked before anything is stored
         opts = {name: check(value) for name, check, value in (
             ("inference_params", _opt.check_inference_params, inference_params),
-            ("use_utility", _bool_option("use_utility"), use_utility),
-            ("use_states_info_gain", _bool_option("use_states_info_gain"), use_states_info_gain),
-            ("use_param_info_gain", _bool_option("use_param_info_gain"), use_param_info_gain),
+            ("use_utility", _OPTION_CHECKS["use_utility"], use_utility),
+            ("use_states_info_gain", _OPTION_CHECKS["use_states_info_gain"], use_states_info_gain),
+            ("use_param_info_gain", _OPTION_CHECKS["use_param_info_gain"], use_param_info_gain),
             ("action_selection", _OPTION_CHECKS["action_selection"], action_selection),
             ("sampling_mode", _OPTION_CHECKS["sampling_mode"], sampling_mode),
             ("n_threads", _OPTION_CHECKS["n_threads"], n_threads),
@@ -1226,23 +1226,9 @@ for _name in Population._ARRAYS + Population._OPTIONAL:
 del _name
 
 
-def _bool_option(name):
-    return lambda v: _opt.check_bool(name, v)
-
-
-_OPTION_CHECKS = {
-    "n_threads": lambda v: _opt.check_threads(v, default_threads()),
-    "action_selection": lambda v: _opt.check_choice("action_selection", v,
-                                                    ("deterministic", "stochastic")),
-    "sampling_mode": lambda v: _opt.check_choice("sampling_mode", v, ("marginal", "full")),
-    "use_utility": _bool_option("use_utility"),
-    "use_states_info_gain": _bool_option("use_states_info_gain"),
-    "use_param_info_gain": _bool_option("use_param_info_gain"),
-    "inference_params": _opt.check_inference_params,
-    "lr_pA": lambda v: _opt.check_float("lr_pA", v, lo=0.0),
-    "lr_pB": lambda v: _opt.check_float("lr_pB", v, lo=0.0),
-    "lr_pD": lambda v: _opt.check_float("lr_pD", v, lo=0.0),
-}
+# the keywords shared with Agent and ShardedPopulation are checked in fa_core.options
+_OPTION_CHECKS = {"n_threads": lambda v: _opt.check_threads(v, default_threads()),
+                  **_opt.OPTION_CHECKS}
 
 #: save_belief_hist's storage: each agent's first posterior and whether it has one
 _HIST = ("qs_t0", "has_qs_t0")
@@ -1416,10 +1402,10 @@ class PopulationMember(Agent):
         self._rng, self._randint = np.random, np.random.randint
         params = pop.inference_params
         self.inference_params = dict(params)
-        self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
-                     bool(params["compute_vfe"]))
+        self._engine = engines.VanillaEngine((int(params["num_iter"]), float(params["dF"]),
+                                              float(params["dF_tol"]),
+                                              bool(params["compute_vfe"])))
         self.inference_algo, self.inference_horizon = "VANILLA", 1
-        self._mmp = None
         self.action_selection, self.sampling_mode = pop.action_selection, pop.sampling_mode
         self.use_utility = pop.use_utility
         self.use_states_info_gain = pop.use_states_info_gain

@@ -20,6 +20,7 @@ import numpy as np
 from fa_core.errors import CorruptStateError
 from fa_core.mmp import MMPState
 from fa_core.model import GenerativeModel
+from fa_core.options import ACTION_SELECTIONS, SAMPLING_MODES
 
 __all__ = ["check_agent", "check_mmp_record", "fail"]
 
@@ -173,7 +174,7 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
         fail(what, f"its random generator is a {type(rng).__name__}, not a numpy Generator")
     _check_options(agent, what)
     is_mmp = agent.inference_algo == "MMP"
-    if is_mmp != (type(agent._mmp) is MMPState):
+    if is_mmp != (type(agent._engine.window) is MMPState):
         fail(what, f"inference_algo={agent.inference_algo!r} does not match its MMP window")
     if hasattr(agent, "qs_hist"):
         if type(agent.qs_hist) is not list:
@@ -191,13 +192,13 @@ def check_agent(agent, what: str = "hibernated agent") -> None:
 def _check_options(agent, what: str) -> None:
     for name in ("gamma", "alpha", "lr_pA", "lr_pB", "lr_pD"):
         check_finite(what, name, getattr(agent, name))
-    if agent.action_selection not in ("deterministic", "stochastic"):
+    if agent.action_selection not in ACTION_SELECTIONS:
         fail(what, f"action_selection {agent.action_selection!r} (deterministic, stochastic)")
-    if agent.sampling_mode not in ("marginal", "full"):
+    if agent.sampling_mode not in SAMPLING_MODES:
         fail(what, f"sampling_mode {agent.sampling_mode!r} (marginal, full)")
     if agent.inference_algo not in ("VANILLA", "MMP"):
         fail(what, f"inference_algo {agent.inference_algo!r} (VANILLA, MMP)")
-    fpi = agent._fpi
+    fpi = agent._engine.fpi
     if type(fpi) is not tuple or len(fpi) != 4:
         fail(what, "its fixed-point options are not (num_iter, dF, dF_tol, compute_vfe)")
     check_int(what, "inference_params['num_iter']", fpi[0], 0, _INT32_MAX)

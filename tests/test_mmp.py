@@ -229,7 +229,7 @@ def test_work_stays_bounded(FaAgent):
         agent.sample_action()
     assert len(qs[0]) == 3 + 1
     assert len(agent.prev_obs) == 3
-    assert agent._mmp.lh.shape[0] == 3
+    assert agent._engine.window.lh.shape[0] == 3
 
 
 def test_agents_share_compiled_model(FaAgent):
@@ -237,7 +237,7 @@ def test_agents_share_compiled_model(FaAgent):
     model = make_model(74, [3], [3], [2], None, None)
     a, b = (FaAgent(**agent_kwargs(model, inference_algo="MMP", inference_horizon=2))
             for _ in range(2))
-    assert a._mmp._km is b._mmp._km
+    assert a._engine.window._km is b._engine.window._km
 
 
 def test_reuse_buffers_writes_in_place(FaAgent):

@@ -941,6 +941,8 @@ class Population:
         history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
         scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch")
                       if include_scratch and d.get(k) is not None)
+        if include_scratch and d["_engine"] is not None:
+            scratch += d["_engine"].scratch_nbytes
         return MemoryReport(n_agents=self._n, shared_model=self.model.nbytes,
                             private_params=private, beliefs=beliefs, history=history,
                             scratch=scratch)

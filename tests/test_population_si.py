@@ -315,3 +315,14 @@ def test_add_and_remove_mid_run_keep_results_equal():
     agents += agents_for(gm, 3, si_horizon=2)  # no action yet: they start from D, as newcomers
     pop.curr_timestep = 0  # lockstep counts its own steps
     assert lockstep(gm, pop, agents, 3, env_seed=4) > 0
+
+
+def test_memory_report_counts_the_search_scratch():
+    gm = make_model("tmaze")
+    pop = Population(gm, 4, seed=0, n_threads=2, sophisticated=True, si_horizon=3)
+    before = pop.memory_report().scratch
+    pop.step(np.array([[0, 0, 0]] * 4))
+    engine = pop._engine.scratch_nbytes
+    assert engine > 0
+    assert pop.memory_report().scratch >= before + engine
+    assert pop.memory_report(include_scratch=False).scratch == 0

@@ -469,6 +469,11 @@ cdef class SIModel:
         return search_doubles(&self.c, horizon), search_ints(&self.c, horizon)
 
     @property
+    def c_address(self):
+        """Address of this model's C struct, for :func:`population_stages`'s ``models``."""
+        return <size_t>&self.c
+
+    @property
     def nbytes(self):
         """Bytes of the dense copies this object holds."""
         return int(sum(a.nbytes for a in self._keep))
@@ -534,6 +539,7 @@ cdef struct SIPop:
     const float* alpha
     unsigned long long* rng
     const unsigned char* replan   # per agent: search (1) or keep q_pi and G (0), or NULL
+    const size_t* models    # per agent: its own SIM (learned parameters) or 0, or NULL
     int horizon
     double policy_thr
     double state_thr
@@ -560,6 +566,8 @@ cdef inline long long population_doubles(const SIM* m, int horizon) noexcept nog
 cdef void c_si_agent(const SIPop* a, Py_ssize_t i, int stages, int t) noexcept nogil:
     """Stages 2 (search) and 4 (select an action) for agent ``i`` on thread ``t``."""
     cdef const SIM* m = a.m
+    if a.models != NULL and a.models[i] != 0:  # its learned parameters, same dimensions
+        m = <const SIM*>a.models[i]
     cdef double* dbl = a.dbl + t * a.dbl_size
     cdef double* qs0 = dbl + search_doubles(m, a.horizon)
     cdef float* G = a.G + i * m.P
@@ -594,7 +602,8 @@ def population_stages(SIModel model, KModel kmodel, int stages, const float[:, :
                       double policy_prune_threshold, double state_prune_threshold,
                       double prune_penalty, int num_iter, double dF, double dF_tol,
                       bint compute_vfe, bint full, bint deterministic, double[:, ::1] dbl,
-                      int[:, ::1] ints, float[:, ::1] flt, int n_threads):
+                      int[:, ::1] ints, float[:, ::1] flt, int n_threads,
+                      object models=None):
     """Run ``stages`` (bit mask: 2 the search, 4 action selection) for every agent of a
     population, in parallel over agents, without the GIL.
 
@@ -605,12 +614,15 @@ def population_stages(SIModel model, KModel kmodel, int stages, const float[:, :
     previous action keep ``q_pi`` and ``G`` (one-step policies: nothing to shift).
     ``dbl``, ``ints`` and ``flt`` have one row per thread (``n_threads`` rows at least)
     of :func:`population_scratch_sizes` entries at least. Results do not depend on the
-    number of threads.
+    number of threads. ``models`` (optional, uintp (n,)): per agent the
+    :attr:`SIModel.c_address` of its own model (learned parameters; the same
+    dimensions as ``model``) or 0 for ``model``; the caller keeps them alive.
     """
     cdef SIPop a
     cdef const SIM* m = &model.c
     cdef Py_ssize_t i, n = qs.shape[0]
     cdef const unsigned char[::1] replan_v
+    cdef const size_t[::1] models_v
     nd, ni, nfl = population_scratch_sizes(model, kmodel, horizon)
     if horizon < 1:
         raise ValueError("population_stages: horizon must be at least 1")
@@ -639,6 +651,12 @@ def population_stages(SIModel model, KModel kmodel, int stages, const float[:, :
         if replan_v.shape[0] != n:
             raise ValueError(f"population_stages: replan must have shape ({n},)")
         a.replan = &replan_v[0]
+    a.models = NULL
+    if models is not None:
+        models_v = models
+        if models_v.shape[0] != n:
+            raise ValueError(f"population_stages: models must have shape ({n},)")
+        a.models = &models_v[0]
     a.horizon = horizon
     a.policy_thr = policy_prune_threshold; a.state_thr = state_prune_threshold
     a.penalty = prune_penalty

@@ -22,10 +22,14 @@ as ``pop._engine``; ``Population.infer_states``, ``infer_policies``,
 previous action keeps its ``q_pi`` and ``G`` (a one-step plan has nothing left
 to shift, as VANILLA with ``policy_len`` 1) and chooses again from them.
 
-Not implemented (refused with NotImplementedError): per-agent ``C`` (the
-search reads the model's preferences) and policy evaluation for agents with
-learned parameters (``update_A`` / ``update_B`` / ``update_D`` on a
-sophisticated population; the search reads the shared model).
+An agent that learned (``pop.update_A`` / ``update_B`` / ``update_D``) searches
+with its own parameters, as an ``Agent`` that learned: the engine builds the
+search's dense copy of that agent's model (``pop[i]``'s) once per change of the
+population's parameters, in Python, so learning populations pay that per
+learning agent and update; the search itself stays in the one compiled loop.
+
+Not implemented (refused with NotImplementedError at construction): per-agent
+``C`` (the search reads the model's preferences).
 
 The engine keeps no per-agent arrays of its own (``rows`` is empty): the
 search's state lives in per-thread scratch, sized once per population and
@@ -86,6 +90,7 @@ class SophisticatedEngine:
         self._model = model
         self._sm = _si.si_model(model)
         self._scratch = None  # (doubles, ints, floats), one row per thread
+        self._own = (None, {})  # (parameter version, {agent: SIModel of its learned model})
 
     @property
     def options(self) -> dict:
@@ -105,7 +110,6 @@ class SophisticatedEngine:
 
     def infer_policies(self, pop, replan=None) -> None:
         """The search for every agent (or those in ``replan``); fills ``pop.q_pi``, ``pop.G``."""
-        self._check_runnable(pop)
         self._drive(pop, _POLICIES, replan)
 
     def sample_action(self, pop) -> None:
@@ -115,7 +119,6 @@ class SophisticatedEngine:
     def step(self, pop, obs, replan=None) -> None:
         """infer_states, infer_policies and sample_action (nothing runs if refused)."""
         from fa_core.population import _INFER_STATES
-        self._check_runnable(pop)
         pop._run(_INFER_STATES, obs)
         self._drive(pop, _POLICIES | _SAMPLE, replan)
 
@@ -135,13 +138,24 @@ class SophisticatedEngine:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _check_runnable(self, pop) -> None:
-        learned = pop.__dict__.get("_learned")
-        if learned is not None and np.any(learned.own[:pop.n_agents]):
-            raise NotImplementedError(
-                "sophisticated=True in a Population searches with the shared model: agents "
-                "with learned parameters (update_A / update_B / update_D) are not supported; "
-                "step them as fa_core.Agent(sophisticated=True)")
+    def _models(self, pop):
+        """Per agent the address of its own search model (learned parameters) or 0; None
+        when every agent reads the shared model. The cache lives until parameters change."""
+        d = pop.__dict__
+        n, learned = d["_n"], d["_learned"]
+        if learned is None or not learned.own[:n].any():
+            return None
+        version = d.get("_param_version", 0)
+        if self._own[0] != version:
+            self._own = (version, {})
+        cache = self._own[1]
+        addr = np.zeros(n, np.uintp)
+        for i in np.nonzero(learned.own[:n])[0].tolist():
+            sm = cache.get(i)
+            if sm is None:
+                sm = cache[i] = _si.si_model(pop._agent_model(i))
+            addr[i] = sm.c_address
+        return addr
 
     def _scratch_for(self, kmodel, threads: int):
         nd, ni, nf = _sophisticated.population_scratch_sizes(self._sm, kmodel, self.si_horizon)
@@ -160,6 +174,7 @@ class SophisticatedEngine:
         km = d["_model"].kmodel
         dbl, ints, flt = self._scratch_for(km, threads)
         num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
+        models = self._models(pop) if stages & _POLICIES else None
         rows = pop._rows
         _sophisticated.population_stages(
             self._sm, km, stages, rows("qs"), rows("q_pi"), rows("G"), rows("actions"),
@@ -167,7 +182,7 @@ class SophisticatedEngine:
             self.si_policy_prune_threshold, self.si_state_prune_threshold,
             self.si_prune_penalty, num_iter, dF, dF_tol, compute_vfe,
             d["sampling_mode"] == "full", d["action_selection"] == "deterministic",
-            dbl, ints, flt, threads)
+            dbl, ints, flt, threads, models)
 
 
 def check_population(model, n_agents: int, C) -> None:

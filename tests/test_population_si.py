@@ -246,20 +246,50 @@ def test_refused_models_and_options():
         Population(gm, 3, sophisticated=True, use_utility=False)
 
 
-def test_learning_agents_refused_before_anything_changes():
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_learning_agents_search_their_own_models(n_threads):
+    """update_A / update_B between steps: each agent's next search reads its learned model."""
     spec = builtin_models.tmaze()
-    pA = [np.asarray(a, dtype=float) * 10 + 1 for a in spec["A"]]
-    gm = fa_core.GenerativeModel(**spec, pA=pA)
-    pop = Population(gm, 4, seed=0, sophisticated=True, si_horizon=2)
-    obs = np.array([[0, 0, 1]] * 4)
-    pop.step(obs)
-    pop.update_A(obs)
-    before = snapshot(pop)
-    with pytest.raises(NotImplementedError, match="learned parameters"):
-        pop.step(obs)
-    with pytest.raises(NotImplementedError, match="learned parameters"):
+    rng = np.random.default_rng(3)
+    pA = [np.asarray(a, dtype=float) * 10 + rng.uniform(0.5, 1.5, np.shape(a)) for a in spec["A"]]
+    pB = [np.asarray(b, dtype=float) * 10 + rng.uniform(0.5, 1.5, np.shape(b)) for b in spec["B"]]
+    gm = fa_core.GenerativeModel(**spec, pA=pA, pB=pB)
+    n = 6
+    pop = Population(gm, n, seed=0, n_threads=n_threads, sophisticated=True, si_horizon=2)
+    agents = agents_for(gm, n, si_horizon=2)
+    env = Env(gm, n, 1)
+    obs = env.observe()
+    for t in range(4):
+        qs_prev = pop.qs.copy()
+        prev = [copy.deepcopy(a.qs) for a in agents]
+        pop.infer_states(obs)
+        if t:
+            pop.update_B(qs_prev)
+        pop.update_A(obs)
         pop.infer_policies()
-    assert_same_state(snapshot(pop), before)
+        pop.sample_action()
+        for i, agent in enumerate(agents):
+            agent.infer_states(list(obs[i]))
+            if t:
+                agent.update_B(prev[i])
+            agent.update_A(list(obs[i]))
+            q_pi, G = agent.infer_policies()
+            np.testing.assert_allclose(pop.q_pi[i], q_pi, rtol=2e-5, atol=1e-6,
+                                       err_msg=f"q_pi agent {i} step {t}")
+            np.testing.assert_allclose(pop.G[i], G, rtol=2e-5, atol=1e-6,
+                                       err_msg=f"G agent {i} step {t}")
+            agent.sample_action()
+            agent.action = pop.actions[i]
+        obs = env.step(pop.actions)
+    # the learned models really differ from the shared one's search
+    shared = Population(gm, n, seed=0, sophisticated=True, si_horizon=2)
+    shared.qs = pop.qs
+    shared.infer_policies()
+    assert np.abs(shared.G - pop.G).max() > 1e-3
+    # and pop[i] (its learned model) searches to the same numbers
+    G_row = pop.G[2].copy()
+    _, G_m = pop[2].infer_policies()
+    np.testing.assert_array_equal(G_m, G_row)
 
 
 # -- membership and persistence mid-run ------------------------------------------------------

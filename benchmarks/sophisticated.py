@@ -12,8 +12,9 @@ A second table times whole steps (``infer_states``, ``infer_policies``,
 ``fa_core.Population(sophisticated=True)`` of ``--population`` agents (one
 thread, then every core), the same number of ``fa_core.Agent(sophisticated=True)``
 stepped one by one, and one pymdp agent (its steps per second are the
-agent-steps per second of pymdp agents stepped one by one). Every agent sees the
-model's first observation at every step.
+agent-steps per second of pymdp agents stepped one by one). Every step starts
+from a reset (no previous action, the prior ``D``) with the model's first
+observation, so all three do the same searches.
 
 Run from the repository root::
 
@@ -100,13 +101,17 @@ def run_population_case(name: str, horizon: int, n_agents: int, steps: tuple[int
     for t in threads:
         pop = fa_core.Population(gm, n_agents, seed=0, n_threads=t, sophisticated=True,
                                  si_horizon=horizon)
+        def pop_step(pop=pop):
+            pop.reset()
+            pop.step(batch)
         out[f"Population, {t} thread{'s' if t > 1 else ''}"] = agent_steps_per_second(
-            lambda pop=pop: pop.step(batch), n_agents, steps[1])
+            pop_step, n_agents, steps[1])
     agents = [fa_core.Agent(model=gm, sophisticated=True, si_horizon=horizon, seed=i)
               for i in range(n_agents)]
 
     def agents_step():
         for a in agents:
+            a.reset()
             a.infer_states(list(obs))
             a.infer_policies()
             a.sample_action()
@@ -115,6 +120,7 @@ def run_population_case(name: str, horizon: int, n_agents: int, steps: tuple[int
     ref = PymdpAgent(**copy.deepcopy(kw), sophisticated=True, si_horizon=horizon)
 
     def ref_step():
+        ref.reset()
         ref.infer_states(list(obs))
         ref.infer_policies()
         ref.sample_action()
@@ -171,7 +177,7 @@ def main(argv=None) -> int:
             for h in args.horizons:
                 reps = table.get(h, (1, 10))
                 print(f"{name} si_horizon={h}: population ...", file=sys.stderr, flush=True)
-                res = run_population_case(name, h, args.population, (reps[0], 3), threads)
+                res = run_population_case(name, h, args.population, (reps[0], 8), threads)
                 vals = list(res.values())
                 print(f"| {name} | {h} | " + " | ".join(f"{v:,.0f}" for v in vals)
                       + f" | {vals[len(threads) - 1] / vals[-1]:.0f}x |")

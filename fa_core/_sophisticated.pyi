@@ -26,6 +26,8 @@ class SIModel:
     ) -> None: ...
     def scratch_sizes(self, horizon: int) -> tuple[int, int]: ...
     @property
+    def c_address(self) -> int: ...
+    @property
     def nbytes(self) -> int: ...
 
 def search(
@@ -44,4 +46,37 @@ def search(
     int_scratch: npt.NDArray[np.int32],
     G: npt.NDArray[np.float32],
     q_pi: npt.NDArray[np.float32],
+) -> None: ...
+
+def tie_rtol(G: npt.NDArray[np.float32], q_pi: npt.NDArray[np.float32]) -> float: ...
+def population_scratch_sizes(
+    model: SIModel, kmodel: Any, horizon: int
+) -> tuple[int, int, int]: ...
+def population_stages(
+    model: SIModel,
+    kmodel: Any,
+    stages: int,
+    qs: npt.NDArray[np.float32],
+    q_pi: npt.NDArray[np.float32],
+    G: npt.NDArray[np.float32],
+    action: npt.NDArray[np.int32],
+    has_action: npt.NDArray[np.uint8],
+    alpha: npt.NDArray[np.float32],
+    rng: npt.NDArray[np.uint64],
+    replan: npt.NDArray[np.uint8] | None,
+    horizon: int,
+    policy_prune_threshold: float,
+    state_prune_threshold: float,
+    prune_penalty: float,
+    num_iter: int,
+    dF: float,
+    dF_tol: float,
+    compute_vfe: bool,
+    full: bool,
+    deterministic: bool,
+    dbl: npt.NDArray[np.float64],
+    ints: npt.NDArray[np.int32],
+    flt: npt.NDArray[np.float32],
+    n_threads: int,
+    models: npt.NDArray[np.uintp] | None = None,
 ) -> None: ...

@@ -13,6 +13,8 @@ Here the same search runs without the GIL and without recursion: the path
 from the root to the current node is an explicit stack of ``horizon``
 frames in a scratch buffer the caller sizes with :meth:`SIModel.scratch_sizes`,
 so the depth costs memory linear in ``horizon`` and never the C stack.
+:func:`population_stages` runs the same search for every agent of a
+``fa_core.Population`` in one parallel loop (``fa_core.population_si``).
 Every frame holds its node's beliefs, each policy's predicted states and
 outcomes, ``G``, ``q_pi``, and where the walk over policies and outcomes
 stands. Beliefs and sums are double precision; the model's matrices are
@@ -20,12 +22,16 @@ float32 copies, dense (models searched this way are small: the tree is
 exponential in the horizon).
 """
 
-from libc.math cimport log
+from cython.parallel cimport prange, threadid
+
+from libc.math cimport fabsf, log
 from libc.string cimport memcpy
 
 from fa_core._math cimport (EPS_D, divergence_from_prior, expected_utility, fpi_sweep_of,
                             inductive_cost, inductive_row, joint_of_marginals,
                             predicted_outcomes, softmax, state_info_gain_dense)
+from fa_core._model cimport KModel, ModelC, scratch_check
+from fa_core._selection cimport c_sample_action, sample_action_scratch
 
 import numpy as np
 cimport numpy as cnp
@@ -283,6 +289,20 @@ cdef double free_energy(const SIM* m, const double* qs, const double* logprior, 
     return F
 
 
+cdef inline long long search_doubles(const SIM* m, int horizon) noexcept nogil:
+    """Doubles of :func:`c_search`'s scratch: ``horizon`` frames, then the work of
+    :func:`infer_states` (4 S + 2 max_K) or :func:`node_eval` (max_K + max_no)."""
+    cdef long long work = 4 * m.S + 2 * m.max_K
+    if m.max_K + m.max_no > work:
+        work = m.max_K + m.max_no
+    return <long long>horizon * m.FD + work
+
+
+cdef inline long long search_ints(const SIM* m, int horizon) noexcept nogil:
+    """Ints of :func:`c_search`'s scratch: ``horizon`` frames."""
+    return <long long>horizon * m.FI
+
+
 cdef void c_search(const SIM* m, const double* qs0, int horizon, double policy_thr,
                    double state_thr, double penalty, double gamma, int num_iter, double dF,
                    double dF_tol, int compute_vfe, double* dbl, int* ints) noexcept nogil:
@@ -344,6 +364,15 @@ cdef void c_search(const SIM* m, const double* qs0, int horizon, double policy_t
         fi = ints + level * m.FI
         G = fd + m.S + m.P * m.S + m.P * m.SO
         G[fi[FI_POLICY]] += val * G[2 * m.P + m.nm]  # pp[nm]: the outcome's probability
+
+
+cdef inline void root_out(const SIM* m, const double* dbl, float* G, float* q_pi) noexcept nogil:
+    """The root's ``G`` and ``q_pi`` (frame 0 of a finished :func:`c_search`), in float32."""
+    cdef const double* G0 = dbl + m.S + m.P * m.S + m.P * m.SO
+    cdef int p
+    for p in range(m.P):
+        G[p] = <float>G0[p]
+        q_pi[p] = <float>G0[m.P + p]
 
 
 cdef class SIModel:
@@ -437,10 +466,12 @@ cdef class SIModel:
 
     def scratch_sizes(self, int horizon):
         """(doubles, ints) of scratch one search of depth ``horizon`` needs."""
-        cdef const SIM* m = &self.c
-        work = 4 * m.S + 2 * m.max_K                     # state inference
-        work = max(work, m.max_K + m.max_no)             # scoring a node
-        return horizon * m.FD + work, horizon * m.FI
+        return search_doubles(&self.c, horizon), search_ints(&self.c, horizon)
+
+    @property
+    def c_address(self):
+        """Address of this model's C struct, for :func:`population_stages`'s ``models``."""
+        return <size_t>&self.c
 
     @property
     def nbytes(self):
@@ -459,8 +490,6 @@ def search(SIModel model, const double[::1] qs, int horizon, double policy_prune
     least ``model.scratch_sizes(horizon)`` entries; ``horizon >= 1``.
     """
     cdef const SIM* m = &model.c
-    cdef int p
-    cdef double* G0
     nd, ni = model.scratch_sizes(horizon)
     if horizon < 1 or dbl_scratch.shape[0] < nd or int_scratch.shape[0] < ni \
             or qs.shape[0] != m.S or G.shape[0] != m.P or q_pi.shape[0] != m.P:
@@ -469,7 +498,173 @@ def search(SIModel model, const double[::1] qs, int horizon, double policy_prune
         c_search(m, &qs[0], horizon, policy_prune_threshold, state_prune_threshold,
                  prune_penalty, gamma, num_iter, dF, dF_tol, compute_vfe, &dbl_scratch[0],
                  &int_scratch[0])
-        G0 = &dbl_scratch[0] + m.S + m.P * m.S + m.P * m.SO
-        for p in range(m.P):
-            G[p] = <float>G0[p]
-            q_pi[p] = <float>G0[m.P + p]
+        root_out(m, &dbl_scratch[0], &G[0], &q_pi[0])
+
+
+# ---------------------------------------------------------------------------
+# Populations: the search for every agent, in parallel over agents
+# ---------------------------------------------------------------------------
+
+cdef double c_si_tie_rtol(const float* G, const float* q_pi, int P) noexcept nogil:
+    """:func:`fa_core.sophisticated.tie_rtol`: 16 float32 epsilons times ``1 + max |G|``
+    over the policies with probability at least 1e-6 of the largest (pruned policies,
+    at ``-prune_penalty``, do not widen the band)."""
+    cdef int p
+    cdef float mx = q_pi[0], gmax = 0.0, thr
+    for p in range(1, P):
+        if q_pi[p] > mx:
+            mx = q_pi[p]
+    thr = <float>1e-6 * mx
+    for p in range(P):
+        if q_pi[p] >= thr and fabsf(G[p]) > gmax:
+            gmax = fabsf(G[p])
+    return 16.0 * 1.1920928955078125e-07 * (1.0 + <double>gmax)
+
+
+def tie_rtol(const float[::1] G, const float[::1] q_pi):
+    """The tie band (relative) of a search that gave ``G`` and ``q_pi`` (see c_si_tie_rtol)."""
+    if G.shape[0] != q_pi.shape[0] or G.shape[0] < 1:
+        raise ValueError("tie_rtol: G and q_pi must have the same positive length")
+    return c_si_tie_rtol(&G[0], &q_pi[0], G.shape[0])
+
+
+cdef struct SIPop:
+    const SIM* m
+    const ModelC* km        # the population's compiled model (action selection)
+    const float* qs         # (n, S)
+    float* q_pi             # (n, P)
+    float* G                # (n, P)
+    int* action             # (n, nf)
+    unsigned char* has_action
+    const float* alpha
+    unsigned long long* rng
+    const unsigned char* replan   # per agent: search (1) or keep q_pi and G (0), or NULL
+    const size_t* models    # per agent: its own SIM (learned parameters) or 0, or NULL
+    int horizon
+    double policy_thr
+    double state_thr
+    double penalty
+    int num_iter
+    double dF
+    double dF_tol
+    int compute_vfe
+    int full
+    int deterministic
+    double* dbl             # (threads, dbl_size): the search's scratch, then the root beliefs
+    long long dbl_size
+    int* ints               # (threads, int_size)
+    long long int_size
+    float* flt              # (threads, flt_size): action selection
+    long long flt_size
+
+
+cdef inline long long population_doubles(const SIM* m, int horizon) noexcept nogil:
+    """Doubles per thread of :func:`c_si_agent`: the search's, then the root beliefs (S)."""
+    return search_doubles(m, horizon) + m.S
+
+
+cdef void c_si_agent(const SIPop* a, Py_ssize_t i, int stages, int t) noexcept nogil:
+    """Stages 2 (search) and 4 (select an action) for agent ``i`` on thread ``t``."""
+    cdef const SIM* m = a.m
+    if a.models != NULL and a.models[i] != 0:  # its learned parameters, same dimensions
+        m = <const SIM*>a.models[i]
+    cdef double* dbl = a.dbl + t * a.dbl_size
+    cdef double* qs0 = dbl + search_doubles(m, a.horizon)
+    cdef float* G = a.G + i * m.P
+    cdef float* q_pi = a.q_pi + i * m.P
+    cdef int k
+    if (stages & 2) and not (a.replan != NULL and not a.replan[i] and a.has_action[i]):
+        scratch_check(population_doubles(m, a.horizon), a.dbl_size, b"c_si_agent (doubles)")
+        scratch_check(search_ints(m, a.horizon), a.int_size, b"c_si_agent (ints)")
+        for k in range(m.S):
+            qs0[k] = a.qs[i * m.S + k]
+        c_search(m, qs0, a.horizon, a.policy_thr, a.state_thr, a.penalty, 1.0, a.num_iter,
+                 a.dF, a.dF_tol, a.compute_vfe, dbl, a.ints + t * a.int_size)
+        root_out(m, dbl, G, q_pi)
+    if stages & 4:
+        scratch_check(sample_action_scratch(a.km), a.flt_size, b"c_si_agent (selection)")
+        c_sample_action(a.km, q_pi, a.full, a.deterministic, a.alpha[i],
+                        c_si_tie_rtol(G, q_pi, m.P), a.rng + i, a.action + i * m.nf,
+                        a.flt + t * a.flt_size)
+        a.has_action[i] = 1
+
+
+def population_scratch_sizes(SIModel model, KModel kmodel, int horizon):
+    """(doubles, ints, floats) of scratch per thread that :func:`population_stages` needs."""
+    return (population_doubles(&model.c, horizon), search_ints(&model.c, horizon),
+            sample_action_scratch(&kmodel.c))
+
+
+def population_stages(SIModel model, KModel kmodel, int stages, const float[:, ::1] qs,
+                      float[:, ::1] q_pi, float[:, ::1] G, int[:, ::1] action,
+                      unsigned char[::1] has_action, const float[::1] alpha,
+                      unsigned long long[::1] rng, object replan, int horizon,
+                      double policy_prune_threshold, double state_prune_threshold,
+                      double prune_penalty, int num_iter, double dF, double dF_tol,
+                      bint compute_vfe, bint full, bint deterministic, double[:, ::1] dbl,
+                      int[:, ::1] ints, float[:, ::1] flt, int n_threads,
+                      object models=None):
+    """Run ``stages`` (bit mask: 2 the search, 4 action selection) for every agent of a
+    population, in parallel over agents, without the GIL.
+
+    The search is :func:`search`'s (gamma 1, as pymdp's agent calls it) from each
+    agent's beliefs ``qs``, writing its rows of ``G`` and ``q_pi``; selection is the
+    population's (``_selection.c_sample_action``, each agent's own ``rng`` word) with
+    the search's tie band. ``replan`` (optional, uint8 (n,)): agents with 0 and a
+    previous action keep ``q_pi`` and ``G`` (one-step policies: nothing to shift).
+    ``dbl``, ``ints`` and ``flt`` have one row per thread (``n_threads`` rows at least)
+    of :func:`population_scratch_sizes` entries at least. Results do not depend on the
+    number of threads. ``models`` (optional, uintp (n,)): per agent the
+    :attr:`SIModel.c_address` of its own model (learned parameters; the same
+    dimensions as ``model``) or 0 for ``model``; the caller keeps them alive.
+    """
+    cdef SIPop a
+    cdef const SIM* m = &model.c
+    cdef Py_ssize_t i, n = qs.shape[0]
+    cdef const unsigned char[::1] replan_v
+    cdef const size_t[::1] models_v
+    nd, ni, nfl = population_scratch_sizes(model, kmodel, horizon)
+    if horizon < 1:
+        raise ValueError("population_stages: horizon must be at least 1")
+    if kmodel.c.S != m.S or kmodel.c.n_pol != m.P or kmodel.c.nf != m.nf:
+        raise ValueError("population_stages: kmodel and model are not the same model")
+    if (qs.shape[1] != m.S or q_pi.shape[0] != n or q_pi.shape[1] != m.P or G.shape[0] != n
+            or G.shape[1] != m.P or action.shape[0] != n or action.shape[1] != m.nf
+            or has_action.shape[0] != n or alpha.shape[0] != n or rng.shape[0] != n):
+        raise ValueError("population_stages: an agent array of the wrong shape")
+    if n_threads < 1:
+        n_threads = 1
+    if (dbl.shape[0] < n_threads or ints.shape[0] < n_threads or flt.shape[0] < n_threads
+            or dbl.shape[1] < nd or ints.shape[1] < ni or flt.shape[1] < nfl):
+        raise ValueError(f"population_stages: scratch must be ({n_threads}, >= {nd}), "
+                         f"({n_threads}, >= {ni}) and ({n_threads}, >= {nfl})")
+    if n == 0:
+        return
+    a.m = m
+    a.km = &kmodel.c
+    a.qs = &qs[0, 0]; a.q_pi = &q_pi[0, 0]; a.G = &G[0, 0]
+    a.action = &action[0, 0]; a.has_action = &has_action[0]
+    a.alpha = &alpha[0]; a.rng = &rng[0]
+    a.replan = NULL
+    if replan is not None:
+        replan_v = replan
+        if replan_v.shape[0] != n:
+            raise ValueError(f"population_stages: replan must have shape ({n},)")
+        a.replan = &replan_v[0]
+    a.models = NULL
+    if models is not None:
+        models_v = models
+        if models_v.shape[0] != n:
+            raise ValueError(f"population_stages: models must have shape ({n},)")
+        a.models = &models_v[0]
+    a.horizon = horizon
+    a.policy_thr = policy_prune_threshold; a.state_thr = state_prune_threshold
+    a.penalty = prune_penalty
+    a.num_iter = num_iter; a.dF = dF; a.dF_tol = dF_tol; a.compute_vfe = compute_vfe
+    a.full = full; a.deterministic = deterministic
+    a.dbl = &dbl[0, 0]; a.dbl_size = dbl.shape[1]
+    a.ints = &ints[0, 0]; a.int_size = ints.shape[1]
+    a.flt = &flt[0, 0]; a.flt_size = flt.shape[1]
+    # a search costs far more than scheduling: hand out agents a few at a time
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="dynamic", chunksize=2):
+        c_si_agent(&a, i, stages, threadid())

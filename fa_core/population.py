@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from fa_core import _kernels, _learning, engines
+from fa_core import _kernels, _learning, engines, population_si
 from fa_core import options as _opt
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
@@ -86,6 +86,12 @@ class Population:
         :func:`fa_core.options.seed_sequence`. A Generator gives 128 bits of entropy.
     n_threads : int, optional
         Threads for the agent loop; default all cores available to the process.
+    sophisticated : bool
+        Evaluate policies by pymdp's sophisticated-inference tree search, as
+        ``Agent(sophisticated=True)`` (one-step policies; ``q_pi = softmax(G)``
+        at gamma 1 without ``E``): see :mod:`fa_core.population_si`.
+    si_horizon, si_policy_prune_threshold, si_state_prune_threshold, si_prune_penalty
+        The search's depth and pruning, as :class:`fa_core.Agent`.
     streams : array of shape (n_agents,) uint64, optional
         The agents' random-stream words, instead of drawing them from ``seed``:
         :mod:`fa_core.distributed` gives each shard the words
@@ -143,7 +149,9 @@ class Population:
                  sampling_mode="marginal", inference_params=None, seed=None,
                  n_threads: int | None = None, streams=None, modalities_to_learn="all",
                  lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0,
-                 save_belief_hist=False):
+                 save_belief_hist=False, sophisticated=False, si_horizon=3,
+                 si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
+                 si_prune_penalty=512):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         n = _opt.check_int("n_agents", n_agents, 0, None)
@@ -168,8 +176,17 @@ class Population:
         lnC = None if C is None else self._ln_C(C, n, model)
         lnE = None if E is None else self._ln_E(E, n, model)
         seed_seq = _opt.seed_sequence(seed)
+        engine = None  # None: VANILLA policy evaluation in population_stages
+        if _opt.check_bool("sophisticated", sophisticated):
+            population_si.check_population(model, n, C)
+            engine = population_si.SophisticatedEngine(
+                model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
+                si_prune_penalty, E=E, use_utility=opts["use_utility"],
+                use_states_info_gain=opts["use_states_info_gain"],
+                use_param_info_gain=opts["use_param_info_gain"])
         d = self.__dict__
         d["_model"] = model
+        d["_engine"] = engine
         d["_lock"] = threading.RLock()
         for name, value in opts.items():
             self._set_option(name, value)
@@ -508,7 +525,11 @@ class Population:
         array([1., 0., 0., 0.], dtype=float32)
         """
         with self._lock:
-            self._run(_INFER_STATES, self._check_obs(obs))
+            engine = self.__dict__["_engine"]
+            if engine is not None:
+                engine.infer_states(self, self._check_obs(obs))
+            else:
+                self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
     def infer_policies(self, replan=None):
@@ -541,7 +562,11 @@ class Population:
         with self._lock:
             if replan is not None:
                 replan = _check_replan(replan, self._n)
-            self._run(_INFER_POLICIES, None, replan)
+            engine = self.__dict__["_engine"]
+            if engine is not None:
+                engine.infer_policies(self, replan)
+            else:
+                self._run(_INFER_POLICIES, None, replan)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:
@@ -564,7 +589,11 @@ class Population:
         (array([3, 0], dtype=int32), 1)
         """
         with self._lock:
-            self._run(_SAMPLE)
+            engine = self.__dict__["_engine"]
+            if engine is not None:
+                engine.sample_action(self)
+            else:
+                self._run(_SAMPLE)
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
@@ -622,7 +651,11 @@ class Population:
             obs = self._check_obs(obs)
             if replan is not None:
                 replan = _check_replan(replan, self._n)
-            self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
+            engine = self.__dict__["_engine"]
+            if engine is not None:
+                engine.step(self, obs, replan)
+            else:
+                self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
@@ -644,6 +677,8 @@ class Population:
             self._rows("qs")[:] = self._uniform_qs()
             self._rows("has_action")[:] = 0
             self._rows("curr_timestep")[:] = 0
+            if self.__dict__["_engine"] is not None:
+                self.__dict__["_engine"].reset(self)
 
     def qs_factor(self, f: int) -> np.ndarray:
         """Every agent's beliefs over one factor.
@@ -907,6 +942,8 @@ class Population:
         history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
         scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch")
                       if include_scratch and d.get(k) is not None)
+        if include_scratch and d["_engine"] is not None:
+            scratch += d["_engine"].scratch_nbytes
         return MemoryReport(n_agents=self._n, shared_model=self.model.nbytes,
                             private_params=private, beliefs=beliefs, history=history,
                             scratch=scratch)
@@ -1063,6 +1100,7 @@ class Population:
                 state[name] = None if arr is None else arr.copy()
             learned = d["_learned"]
             state["learned"] = None if learned is None else learned.state(d["_n"])
+            state["engine"] = None if d["_engine"] is None else d["_engine"].state()
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -1076,8 +1114,11 @@ class Population:
         arrays = {name: state.pop(name)
                   for name in Population._ARRAYS + Population._OPTIONAL + _HIST}
         learned = state.pop("learned")
+        engine = state.pop("engine")
         d = self.__dict__
         d["_model"] = state.pop("model")
+        d["_engine"] = None if engine is None else \
+            population_si.restore(d["_model"], engine, "restored population")
         d["_learn_mods"] = tuple(state.pop("modalities_to_learn"))
         d["_learn_facs"] = tuple(state.pop("factors_to_learn"))
         d["_learned"] = None
@@ -1416,6 +1457,8 @@ class PopulationMember(Agent):
         self.sophisticated, self.si_horizon = False, 3
         self.si_policy_prune_threshold = self.si_state_prune_threshold = 1 / 16
         self.si_prune_penalty = 512
+        if pop.__dict__["_engine"] is not None:  # the population's algorithm and its options
+            pop.__dict__["_engine"].member(self)
         self.edge_handling_params = {"use_BMA": True, "policy_sep_prior": False}
         self.factorized = False
         self._hist_len = self._act_hist_len = None
@@ -1541,7 +1584,8 @@ _POP_FIELDS = {"model", "inference_params", "use_utility", "use_states_info_gain
 
 #: fields added with learning; states without them (saved before) get these values
 _POP_DEFAULTS = {"lr_pA": 1.0, "lr_pB": 1.0, "lr_pD": 1.0, "modalities_to_learn": "all",
-                 "factors_to_learn": "all", "qs_t0": None, "has_qs_t0": None, "learned": None}
+                 "factors_to_learn": "all", "qs_t0": None, "has_qs_t0": None, "learned": None,
+                 "engine": None}
 
 
 def check_population_state(state, model, what: str = "unpickled population") -> None:
@@ -1610,6 +1654,8 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
         check_vector(what, "qs_t0", state["qs_t0"], (n, S))
     check_learned_state(state["learned"], model, n, state["modalities_to_learn"],
                         state["factors_to_learn"], what)
+    if state["engine"] is not None:  # the algorithm's options, checked as the constructor does
+        population_si.restore(model, state["engine"], what)
 
 
 def check_checkpoint(model: GenerativeModel, blobs, members, seed_seq, n_seeded,

@@ -192,10 +192,13 @@ class Population:
         d["_qs_t0"] = np.zeros((0, sum(model.num_states)), np.float32) if save_belief_hist \
             else None
         d["_has_qs_t0"] = np.zeros(0, np.uint8) if save_belief_hist else None
+        # optional per-agent rows live in the same growable storage as the rest
+        d["_lnC"], d["_lnE"] = lnC, lnE  # their widths, for _alloc
         self._alloc(n)
         d["_n"] = n
-        # optional per-agent rows live in the same growable storage as the rest
-        d["_lnC"], d["_lnE"] = lnC, lnE
+        for name, value in (("lnC", lnC), ("lnE", lnE)):
+            if value is not None:
+                self._rows(name)[:] = value
         self._rows("qs")[:] = self._uniform_qs()
         self._rows("q_pi")[:] = 1.0 / model.num_policies
         self._rows("rng")[:] = words

@@ -247,11 +247,16 @@ class Population:
             self._learned.resize(capacity, self._n)
         self._capacity = capacity
 
+    def _will_write(self) -> None:
+        """Hook before rows are written: a state file sets its DIRTY flag first
+        (:mod:`fa_core.storage`); nothing for a population in RAM."""
+        store = self.__dict__.get("_store")
+        if store is not None:
+            store.will_write()
+
     def _rows(self, name: str):
         """The writable storage of the first n_agents rows of a state array (or None)."""
-        store = self.__dict__.get("_store")
-        if store is not None:  # a state file: its DIRTY flag goes down before any write
-            store.will_write()
+        self._will_write()
         arr = self.__dict__.get("_" + name)
         return None if arr is None else arr[:self.__dict__["_n"]]
 
@@ -971,6 +976,7 @@ class Population:
         k = _opt.check_int("k", k, 0, None)
         with self._lock:
             streams = self._new_streams(k, streams)
+            self._will_write()
             n = self._n
             if n + k > self._capacity:
                 self._alloc(max(n + k, 2 * self._capacity, 16))
@@ -1025,8 +1031,7 @@ class Population:
         """
         with self._lock:
             n_new, moved = removal_moves(self._n, indices)
-            if self.__dict__.get("_store") is not None:
-                self.__dict__["_store"].will_write()
+            self._will_write()
             arrays = [self.__dict__["_" + name]
                       for name in Population._ARRAYS + Population._OPTIONAL + _HIST]
             arrays = [a for a in arrays if a is not None]
@@ -1248,7 +1253,8 @@ class Population:
         >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
         >>> pop.save(path)
         >>> again = Population.load(path, gm)
-        >>> bool((again.step(np.array([[1, 0, 0]] * 4)) == pop.step(np.array([[1, 0, 0]] * 4))).all())
+        >>> obs = np.array([[1, 0, 0]] * 4)
+        >>> bool((again.step(obs) == pop.step(obs)).all())
         True
         """
         _storage.save_population(self, path)

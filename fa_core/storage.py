@@ -71,7 +71,8 @@ MAGIC = b"FAPOPST1"
 VERSION = 1
 F_DIRTY = 1
 _KNOWN_FLAGS = F_DIRTY
-_SUPER = struct.Struct("<8sHH20sQQQI")  # magic, version, flags, key, generation, meta off/len, meta crc
+# magic, version, flags, model key, generation, metadata offset / length / CRC-32
+_SUPER = struct.Struct("<8sHH20sQQQI")
 _CRC = struct.Struct("<I")
 SUPER_SIZE = _SUPER.size + _CRC.size
 ALIGN = 4096
@@ -256,7 +257,7 @@ class StateFile:
         return None
 
     def _release_retired(self) -> None:
-        for mm, off, arr in self._retired:
+        for mm, off, _ in self._retired:
             if mm is None:
                 continue
             self.free.append([off, len(mm)])
@@ -399,7 +400,7 @@ def _check_layout(path, layout, meta_off) -> None:
         if nbytes:
             spans.append((off, off + nbytes, name))
     spans.sort()
-    for (a0, a1, na), (b0, b1, nb) in zip(spans, spans[1:]):
+    for (_, a1, na), (b0, _, nb) in zip(spans, spans[1:]):
         if b0 < a1:
             _fail(path, f"arrays {na!r} and {nb!r} overlap")
 

@@ -196,14 +196,11 @@ class Population:
         d["_lnC"], d["_lnE"] = lnC, lnE  # their widths, for _alloc
         self._alloc(n)
         d["_n"] = n
-        for name, value in (("lnC", lnC), ("lnE", lnE)):
+        for name, value in (("lnC", lnC), ("lnE", lnE), ("qs", self._uniform_qs()),
+                            ("q_pi", 1.0 / model.num_policies), ("rng", words),
+                            ("gamma", gamma), ("alpha", alpha)):
             if value is not None:
-                self._rows(name)[:] = value
-        self._rows("qs")[:] = self._uniform_qs()
-        self._rows("q_pi")[:] = 1.0 / model.num_policies
-        self._rows("rng")[:] = words
-        self._rows("gamma")[:] = gamma
-        self._rows("alpha")[:] = alpha
+                self._fill(name, value)
         if storage is not None:
             self.flush()
 
@@ -253,6 +250,20 @@ class Population:
         store = self.__dict__.get("_store")
         if store is not None:
             store.will_write()
+
+    def _fill(self, name: str, value) -> None:
+        """Every row of ``name`` set to ``value`` (broadcast, or one row per agent when it
+        has the rows' dimensions); for a state file chunk by chunk, each chunk's pages
+        leaving the resident set after it."""
+        rows = self._rows(name)
+        store = self.__dict__.get("_store")
+        if store is None:
+            rows[:] = value
+            return
+        per_row = np.ndim(value) == rows.ndim
+        for lo, hi in store.spans(self._n):
+            rows[lo:hi] = value[lo:hi] if per_row else value
+            store.release_rows(lo, hi)
 
     def _rows(self, name: str):
         """The writable storage of the first n_agents rows of a state array (or None)."""
@@ -497,14 +508,24 @@ class Population:
         use_param = d["use_param_info_gain"]
         num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
         rows = self._rows
-        _kernels.population_stages(
-            m.kmodel, stages, rows("qs"), rows("q_pi"), rows("G"), rows("actions"),
-            rows("has_action"), obs, rows("gamma"), rows("alpha"), rows("lnC"), rows("lnE"),
-            rows("rng"), scratch, num_iter, dF, dF_tol, compute_vfe,
-            d["use_utility"], d["use_states_info_gain"], use_param and m.has_pA,
-            use_param and m.has_pB, m.has_H, d["sampling_mode"] == "full",
-            d["action_selection"] == "deterministic", threads,
-            None if learned is None else learned.table(n), replan, shift)
+        table = None if learned is None else learned.table(n)
+        store = d.get("_store")
+        # a state file is stepped in row chunks whose pages leave the resident set after
+        # their chunk (hook: fa_core.storage), in RAM in one call
+        for lo, hi in ((0, n),) if store is None else store.spans(n):
+            part = _whole if store is None else (
+                lambda a, lo=lo, hi=hi: None if a is None else a[lo:hi])
+            _kernels.population_stages(
+                m.kmodel, stages, part(rows("qs")), part(rows("q_pi")), part(rows("G")),
+                part(rows("actions")), part(rows("has_action")), part(obs),
+                part(rows("gamma")), part(rows("alpha")), part(rows("lnC")),
+                part(rows("lnE")), part(rows("rng")), scratch, num_iter, dF, dF_tol,
+                compute_vfe, d["use_utility"], d["use_states_info_gain"],
+                use_param and m.has_pA, use_param and m.has_pB, m.has_H,
+                d["sampling_mode"] == "full", d["action_selection"] == "deterministic",
+                threads, part(table), part(replan), shift)
+            if store is not None:
+                store.release_rows(lo, hi)
         if (stages & _INFER_STATES) and d["_qs_t0"] is not None:
             first = d["_has_qs_t0"][:n] == 0  # save_belief_hist: the first posterior
             if first.any():
@@ -1415,6 +1436,10 @@ def _state_property(name: str) -> property:
 for _name in Population._ARRAYS + Population._OPTIONAL:
     setattr(Population, _name, _state_property(_name))
 del _name
+
+
+def _whole(a):
+    return a
 
 
 def _bool_option(name):

@@ -79,6 +79,8 @@ ALIGN = 4096
 DATA_START = ALIGN
 _META_MAGIC, _META_VERSION = b"FM", 1
 _CHUNK = 1 << 26  # bytes per CRC / check pass chunk
+#: bytes of state per kernel call when stepping a storage-backed population (its resident set)
+CHUNK_BYTES = 1 << 28
 _WHAT = "population state file"
 
 
@@ -276,6 +278,21 @@ class StateFile:
         if self.clean:
             self.clean = False
             self._write_super(F_DIRTY, *self._meta)
+
+    def spans(self, n: int) -> list[tuple[int, int]]:
+        """Row chunks of about ``CHUNK_BYTES`` of state for the kernels, each a multiple
+        of 64 rows (whole SIMD blocks, so the results are those of one call)."""
+        row = sum(arr.strides[0] for mm, _, arr in self.maps.values()
+                  if mm is not None and arr.ndim) or 1
+        step = max(64, CHUNK_BYTES // row // 64 * 64)
+        return [(lo, min(n, lo + step)) for lo in range(0, n, step)] or [(0, 0)]
+
+    def release_rows(self, lo: int, hi: int) -> None:
+        """Drop rows ``lo:hi`` of every array from the resident set (after their chunk)."""
+        for mm, _, arr in self.maps.values():
+            if mm is not None and arr.ndim and hi > lo:
+                row = arr.strides[0]
+                _dontneed(mm, lo * row, (hi - lo) * row)
 
     def release_pages(self) -> None:
         """Drop every array's pages from this process's resident set (they stay cached)."""

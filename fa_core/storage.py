@@ -39,17 +39,33 @@ Durability and crash safety
   its last flush, possibly part-way through a step, and the state of the last
   flush is no longer on disk: :func:`open_population` refuses it with
   :class:`~fa_core.errors.UnflushedStateError`. A process killed while the
-  file was clean leaves exactly the last flushed state. Torn or flipped bytes
-  anywhere (superblock, metadata, array data) fail a CRC-32 and raise
-  :class:`~fa_core.errors.CorruptStateError`; a shorter file fails the length
-  checks. (CRC-32 detects accidents, not tampering.)
+  file was clean leaves exactly the last flushed state. (A run that must
+  survive a kill in the middle of a step keeps a second copy: ``save()`` to
+  another path every so often.) Torn or flipped bytes in the superblock, the
+  metadata or any array fail a CRC-32 and raise
+  :class:`~fa_core.errors.CorruptStateError` (the alignment padding between
+  arrays is never read); a shorter or longer file fails the length checks.
+  Values are then checked as :meth:`Population.wake` checks them (CRC-32
+  detects accidents, not tampering; the value checks keep a crafted file from
+  driving a kernel out of bounds).
 * Growth (``add`` beyond capacity) maps new arrays at the end of the file and
   copies the rows; the old regions are reused by later growth. Learned counts
   live in RAM between flushes and are written into the metadata at each flush.
 
-Costs: ``flush()`` and ``open`` read every array once (the CRCs, and on
-opening the value checks a restore makes), in chunks whose pages are dropped
-from the process's resident set afterwards.
+Resident memory
+---------------
+A storage-backed population is stepped in row chunks of about
+:data:`CHUNK_BYTES` of state (whole SIMD blocks, so the results are those of
+one kernel call), and its constructor fills its rows the same way; after each
+chunk its pages are dropped from the process's resident set
+(``madvise(MADV_DONTNEED)``: the data stays in the page cache and the file, and
+the kernel writes dirty pages back and evicts them under memory pressure). So
+the resident set stays near one chunk plus the model whatever the number of
+agents. ``flush()`` and ``open`` read every array once (CRC-32s; on opening
+also the value checks), chunk by chunk in the same way. Learned counts are
+the exception: they are kept in RAM.
+
+Little-endian machines only; files move between them (dtypes are recorded).
 """
 
 from __future__ import annotations
@@ -325,6 +341,12 @@ class StateFile:
         self._write_super(0, meta_off, len(blob), zlib.crc32(blob))
         self.clean = True
 
+    def __del__(self):
+        fd = getattr(self, "fd", -1)
+        if fd >= 0:
+            self.fd = -1
+            os.close(fd)
+
     def close(self) -> None:
         """Unmap what can be unmapped and close the file (without flushing)."""
         mms = [t[0] for t in list(self.maps.values()) + self._retired if t[0] is not None]
@@ -462,7 +484,7 @@ def _split_state(pop_cls, arrays: dict, n: int, state: dict):
     return full, extras
 
 
-def _check_values(pop_cls, model, full: dict, n: int, path) -> None:
+def _check_values(pop_cls, model, full: dict, n: int, path, maps=None) -> None:
     """The checks a restore makes (check_population_state), over row chunks so a
     population larger than RAM is read once, with its pages dropped as it goes."""
     from fa_core.population import _HIST, check_population_state
@@ -477,6 +499,9 @@ def _check_values(pop_cls, model, full: dict, n: int, path) -> None:
         for k in names:
             part[k] = full[k][lo:hi]
         check_population_state(part, model, what)
+        for mm, _, arr in (maps or {}).values():  # this chunk's pages leave the resident set
+            if mm is not None and arr.ndim and hi > lo:
+                _dontneed(mm, lo * arr.strides[0], (hi - lo) * arr.strides[0])
     try:
         mods = learn_indices(full.get("modalities_to_learn", "all"), model.num_modalities,
                              "modalities_to_learn")
@@ -509,6 +534,7 @@ def open_population(cls, path, model, verify: bool = True):
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
     fd = os.open(path, os.O_RDWR)
+    store = None
     try:
         sb, layout, state = _read_head(path, fd, model)
         maps = _map_arrays(path, fd, layout, verify, writable=True)
@@ -518,7 +544,7 @@ def open_population(cls, path, model, verify: bool = True):
         full["_n"] = n
         full["model"] = model
         if verify:
-            _check_values(cls, model, full, n, path)
+            _check_values(cls, model, full, n, path, maps)
             _pages_dropped(maps)
         for name in full:  # the whole mapped arrays: _restore adopts them, copying nothing
             if name in maps and maps[name][2].ndim:
@@ -539,6 +565,8 @@ def open_population(cls, path, model, verify: bool = True):
         store._rebuild_free()
         store.clean = True
     except BaseException:
+        if store is not None:
+            store.fd = -1  # closed here, not again by its finaliser
         os.close(fd)
         raise
     return pop

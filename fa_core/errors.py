@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["CorruptStateError"]
+__all__ = ["CorruptStateError", "LayoutMismatchError", "ModelMismatchError",
+           "UnflushedStateError"]
 
 
 class CorruptStateError(ValueError):
@@ -27,3 +28,23 @@ class CorruptStateError(ValueError):
     ...     print(str(err).split(":")[0], isinstance(err, ValueError))
     corrupt or truncated hibernated agent True
     """
+
+
+class UnflushedStateError(CorruptStateError):
+    """A population state file written after its last ``flush()`` and not flushed again.
+
+    Its DIRTY flag is set (the process was killed mid-run, or ended without
+    ``pop.flush()``): rows may mix two states and the last flushed state is no
+    longer on disk, so :meth:`fa_core.Population.open` refuses it
+    (:mod:`fa_core.storage`).
+    """
+
+
+class ModelMismatchError(ValueError):
+    """A saved population opened with another model than the one it was written with
+    (the content keys differ)."""
+
+
+class LayoutMismatchError(ValueError):
+    """A population state file whose arrays (names, shapes, dtypes) differ from what the
+    model and the file's options need: written by another fa_core version or engine."""

@@ -29,6 +29,7 @@ import numpy as np
 
 from fa_core import _kernels, _learning, engines, population_si
 from fa_core import options as _opt
+from fa_core import storage as _storage
 from fa_core.agent import Agent, _DEFAULT_VANILLA
 from fa_core.blobformat import Reader, encode_state, frame, load_value, unframe
 from fa_core.errors import CorruptStateError
@@ -96,6 +97,12 @@ class Population:
         The agents' random-stream words, instead of drawing them from ``seed``:
         :mod:`fa_core.distributed` gives each shard the words
         :func:`agent_streams` gives its agents in one process.
+    storage : str or os.PathLike, optional
+        Keep every per-agent array in this new file, memory-mapped (the OS
+        pages state in and out, so the population may exceed RAM), flushed
+        once built; :meth:`flush` makes later changes durable and
+        :meth:`open` resumes it. FileExistsError if the file exists. See
+        :mod:`fa_core.storage` for the format and crash safety.
 
     Attributes
     ----------
@@ -151,7 +158,7 @@ class Population:
                  lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0,
                  save_belief_hist=False, sophisticated=False, si_horizon=3,
                  si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
-                 si_prune_penalty=512):
+                 si_prune_penalty=512, storage=None):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         n = _opt.check_int("n_agents", n_agents, 0, None)
@@ -185,6 +192,8 @@ class Population:
                 use_states_info_gain=opts["use_states_info_gain"],
                 use_param_info_gain=opts["use_param_info_gain"])
         d = self.__dict__
+        if storage is not None:  # hook: arrays come from the state file (fa_core.storage)
+            d["_store"] = _storage.StateFile.create(storage, model.content_key())
         d["_model"] = model
         d["_engine"] = engine
         d["_lock"] = threading.RLock()
@@ -200,15 +209,17 @@ class Population:
         d["_qs_t0"] = np.zeros((0, sum(model.num_states)), np.float32) if save_belief_hist \
             else None
         d["_has_qs_t0"] = np.zeros(0, np.uint8) if save_belief_hist else None
+        # optional per-agent rows live in the same growable storage as the rest
+        d["_lnC"], d["_lnE"] = lnC, lnE  # their widths, for _alloc
         self._alloc(n)
         d["_n"] = n
-        # optional per-agent rows live in the same growable storage as the rest
-        d["_lnC"], d["_lnE"] = lnC, lnE
-        self._rows("qs")[:] = self._uniform_qs()
-        self._rows("q_pi")[:] = 1.0 / model.num_policies
-        self._rows("rng")[:] = words
-        self._rows("gamma")[:] = gamma
-        self._rows("alpha")[:] = alpha
+        for name, value in (("lnC", lnC), ("lnE", lnE), ("qs", self._uniform_qs()),
+                            ("q_pi", 1.0 / model.num_policies), ("rng", words),
+                            ("gamma", gamma), ("alpha", alpha)):
+            if value is not None:
+                self._fill(name, value)
+        if storage is not None:
+            self.flush()
 
     # -- storage -----------------------------------------------------------------------
 
@@ -216,8 +227,10 @@ class Population:
                "alpha")
     _OPTIONAL = ("lnC", "lnE")  # per-agent log preferences / log habits, or None when shared
 
-    def _alloc(self, capacity: int) -> None:
-        """(Re)allocate storage for ``capacity`` agents, keeping the first ``self._n``."""
+    def _array_specs(self) -> dict:
+        """The registry of per-agent row arrays: ``{name: (row width or None, dtype)}``,
+        stored as ``self._<name>`` with ``capacity`` rows. Everything here is grown by
+        :meth:`add`, mapped from a state file and saved (:mod:`fa_core.storage`)."""
         m = self.model
         shapes = {"qs": (sum(m.num_states), np.float32), "q_pi": (m.num_policies, np.float32),
                   "G": (m.num_policies, np.float32), "actions": (m.num_factors, np.int32),
@@ -231,19 +244,47 @@ class Population:
         if self.__dict__.get("_qs_t0") is not None:  # save_belief_hist
             shapes["qs_t0"] = (sum(m.num_states), np.float32)
             shapes["has_qs_t0"] = (None, np.uint8)
-        for name, (width, dtype) in shapes.items():
+        return shapes
+
+    def _alloc(self, capacity: int) -> None:
+        """(Re)allocate storage for ``capacity`` agents, keeping the first ``self._n``."""
+        store = self.__dict__.get("_store")
+        for name, (width, dtype) in self._array_specs().items():
             shape = (capacity,) if width is None else (capacity, width)
-            new = np.zeros(shape, dtype=dtype)
+            new = np.zeros(shape, dtype=dtype) if store is None else \
+                store.array(name, shape, dtype)
             old = self.__dict__.get("_" + name)
-            if old is not None:
+            if old is not None and new is not old:
                 new[:self._n] = old[:self._n]
             self.__dict__["_" + name] = new
         if self.__dict__.get("_learned") is not None:
             self._learned.resize(capacity, self._n)
         self._capacity = capacity
 
+    def _will_write(self) -> None:
+        """Hook before rows are written: a state file sets its DIRTY flag first
+        (:mod:`fa_core.storage`); nothing for a population in RAM."""
+        store = self.__dict__.get("_store")
+        if store is not None:
+            store.will_write()
+
+    def _fill(self, name: str, value) -> None:
+        """Every row of ``name`` set to ``value`` (broadcast, or one row per agent when it
+        has the rows' dimensions); for a state file chunk by chunk, each chunk's pages
+        leaving the resident set after it."""
+        rows = self._rows(name)
+        store = self.__dict__.get("_store")
+        if store is None:
+            rows[:] = value
+            return
+        per_row = np.ndim(value) == rows.ndim
+        for lo, hi in store.spans(self._n):
+            rows[lo:hi] = value[lo:hi] if per_row else value
+            store.release_rows(lo, hi)
+
     def _rows(self, name: str):
         """The writable storage of the first n_agents rows of a state array (or None)."""
+        self._will_write()
         arr = self.__dict__.get("_" + name)
         return None if arr is None else arr[:self.__dict__["_n"]]
 
@@ -486,14 +527,24 @@ class Population:
             learned.use_weights()  # the kernels read the weights from now on
         num_iter, dF, dF_tol, compute_vfe = d["_fpi"]
         rows = self._rows
-        _kernels.population_stages(
-            m.kmodel, stages, rows("qs"), rows("q_pi"), rows("G"), rows("actions"),
-            rows("has_action"), obs, rows("gamma"), rows("alpha"), rows("lnC"), rows("lnE"),
-            rows("rng"), scratch, num_iter, dF, dF_tol, compute_vfe,
-            d["use_utility"], d["use_states_info_gain"], use_param and m.has_pA,
-            use_param and m.has_pB, m.has_H, d["sampling_mode"] == "full",
-            d["action_selection"] == "deterministic", threads,
-            None if learned is None else learned.table(n), replan, shift)
+        table = None if learned is None else learned.table(n)
+        store = d.get("_store")
+        # a state file is stepped in row chunks whose pages leave the resident set after
+        # their chunk (hook: fa_core.storage), in RAM in one call
+        for lo, hi in ((0, n),) if store is None else store.spans(n):
+            part = _whole if store is None else (
+                lambda a, lo=lo, hi=hi: None if a is None else a[lo:hi])
+            _kernels.population_stages(
+                m.kmodel, stages, part(rows("qs")), part(rows("q_pi")), part(rows("G")),
+                part(rows("actions")), part(rows("has_action")), part(obs),
+                part(rows("gamma")), part(rows("alpha")), part(rows("lnC")),
+                part(rows("lnE")), part(rows("rng")), scratch, num_iter, dF, dF_tol,
+                compute_vfe, d["use_utility"], d["use_states_info_gain"],
+                use_param and m.has_pA, use_param and m.has_pB, m.has_H,
+                d["sampling_mode"] == "full", d["action_selection"] == "deterministic",
+                threads, part(table), part(replan), shift)
+            if store is not None:
+                store.release_rows(lo, hi)
         if (stages & _INFER_STATES) and d["_qs_t0"] is not None:
             first = d["_has_qs_t0"][:n] == 0  # save_belief_hist: the first posterior
             if first.any():
@@ -984,6 +1035,7 @@ class Population:
         k = _opt.check_int("k", k, 0, None)
         with self._lock:
             streams = self._new_streams(k, streams)
+            self._will_write()
             n = self._n
             if n + k > self._capacity:
                 self._alloc(max(n + k, 2 * self._capacity, 16))
@@ -1038,6 +1090,7 @@ class Population:
         """
         with self._lock:
             n_new, moved = removal_moves(self._n, indices)
+            self._will_write()
             arrays = [self.__dict__["_" + name]
                       for name in Population._ARRAYS + Population._OPTIONAL + _HIST]
             arrays = [a for a in arrays if a is not None]
@@ -1083,31 +1136,35 @@ class Population:
 
     # -- persistence ---------------------------------------------------------------------
 
+    def _small_state(self) -> dict:
+        """The state without the model and the row arrays: options, seed sequence, counts
+        of agents and stream draws, learned counts (plain values)."""
+        d = self.__dict__
+        state = {k: v for k, v in d.items() if not k.startswith("_")
+                 or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
+        state["inference_params"] = dict(d["_params"])
+        state["modalities_to_learn"] = list(d["_learn_mods"])
+        state["factors_to_learn"] = list(d["_learn_facs"])
+        learned = d["_learned"]
+        state["learned"] = None if learned is None else learned.state(d["_n"])
+        state["engine"] = None if d["_engine"] is None else d["_engine"].state()
+        return state
+
     def __getstate__(self) -> dict:
         with self._lock:
             d = self.__dict__
-            state = {k: v for k, v in d.items() if not k.startswith("_")
-                     or k in ("_seed_seq", "_n_seeded", "_n")}  # storage and scratch are rebuilt
+            state = self._small_state()
             state["model"] = d["_model"]
-            state["inference_params"] = dict(d["_params"])
-            for name in Population._ARRAYS + Population._OPTIONAL:
-                arr = self._rows(name)
-                state[name] = None if arr is None else arr.copy()
-            state["modalities_to_learn"] = list(d["_learn_mods"])
-            state["factors_to_learn"] = list(d["_learn_facs"])
-            for name in _HIST:
-                arr = self._rows(name)
-                state[name] = None if arr is None else arr.copy()
-            learned = d["_learned"]
-            state["learned"] = None if learned is None else learned.state(d["_n"])
-            state["engine"] = None if d["_engine"] is None else d["_engine"].state()
+            for name in Population._ARRAYS + Population._OPTIONAL + _HIST:
+                arr = d.get("_" + name)
+                state[name] = None if arr is None else arr[:d["_n"]].copy()
         return state
 
     def __setstate__(self, state: dict) -> None:
         check_population_state(state, state.get("model"), "unpickled population")
         self._restore(state)
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: dict, capacity: int | None = None) -> None:
         state = dict(state)
         for name, default in _POP_DEFAULTS.items():  # states saved before learning existed
             state.setdefault(name, default)
@@ -1133,10 +1190,10 @@ class Population:
             d["_" + name] = arrays[name]
         n = d["_n"]
         d["_n"] = 0
-        self._alloc(n)
+        self._alloc(n if capacity is None else capacity)
         d["_n"] = n
         for name, arr in arrays.items():
-            if arr is not None:
+            if arr is not None and arr is not d["_" + name]:  # a state file's: in place
                 d["_" + name][:n] = arr
         if learned is not None:
             d["_learned"] = LearnedParams.restored(d["_model"], self._capacity, n, learned,
@@ -1225,6 +1282,162 @@ class Population:
         pop._restore(state)
         return pop
 
+    # -- state files (fa_core.storage) -------------------------------------------------
+
+    @property
+    def storage(self) -> str | None:
+        """The path of the state file holding this population's arrays, or None (in RAM)."""
+        store = self.__dict__.get("_store")
+        return None if store is None else store.path
+
+    def save(self, path) -> None:
+        """Write the whole population to a state file, atomically; see :meth:`load`.
+
+        The file (:mod:`fa_core.storage`: versioned, CRC-32 checksummed, no
+        pickle) holds every per-agent array, the options, the random streams and
+        seed sequence and the learned counts, and names the model by its content
+        key. It is written to a temporary file, fsynced and renamed over
+        ``path``, so a crash leaves the previous file or none, never a partial
+        one. Works for in-RAM and storage-backed populations alike.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write (replaced if it exists).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> pop = Population(gm, 4, seed=0)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+        >>> pop.save(path)
+        >>> again = Population.load(path, gm)
+        >>> obs = np.array([[1, 0, 0]] * 4)
+        >>> bool((again.step(obs) == pop.step(obs)).all())
+        True
+        """
+        _storage.save_population(self, path)
+
+    @classmethod
+    def load(cls, path, model: GenerativeModel) -> Population:
+        """An in-RAM population read from a file :meth:`save` or :meth:`flush` wrote.
+
+        Every check :meth:`wake` makes is made (magic, version, CRC-32s of the
+        superblock, metadata and every array, then the values against the model).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        model : GenerativeModel
+            The population's model (its content key must be the file's).
+
+        Returns
+        -------
+        Population
+            Steps exactly as the saved population would have.
+
+        Raises
+        ------
+        fa_core.errors.CorruptStateError
+            Corrupt, truncated or out-of-range contents
+            (:class:`~fa_core.errors.UnflushedStateError`: a storage-backed
+            file changed after its last flush).
+        fa_core.errors.ModelMismatchError
+            ``model`` is not the file's model.
+        fa_core.errors.LayoutMismatchError
+            The file's arrays are not the ones this model and options need.
+        """
+        return _storage.load_population(cls, path, model)
+
+    @classmethod
+    def open(cls, path, model: GenerativeModel, *, verify: bool = True) -> Population:
+        """Resume a storage-backed population from its state file (memory-mapped, in place).
+
+        The population continues exactly where the last :meth:`flush` left it
+        (arrays, options, random streams, learned counts); later changes go to
+        the file and become durable at the next :meth:`flush`. See
+        :mod:`fa_core.storage` for the crash-safety design.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            A file made by ``Population(..., storage=path)`` or :meth:`save`.
+        model : GenerativeModel
+            The population's model.
+        verify : bool
+            Check every array's CRC-32 and values (one pass over the file,
+            pages dropped as it goes). ``False`` skips that pass and checks
+            only the superblock and metadata.
+
+        Returns
+        -------
+        Population
+
+        Raises
+        ------
+        fa_core.errors.UnflushedStateError
+            The file was written after its last flush and not flushed again.
+        fa_core.errors.CorruptStateError
+            Corrupt or truncated header, metadata or data.
+        fa_core.errors.ModelMismatchError, fa_core.errors.LayoutMismatchError
+            Another model, or arrays other than this model and options need.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+        >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+        >>> pop = Population(gm, 4, seed=0, storage=path)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> pop.flush()
+        >>> pop.close()
+        >>> again = Population.open(path, gm)
+        >>> int(again.curr_timestep[0]), again.storage == path
+        (1, True)
+        """
+        return _storage.open_population(cls, path, model, verify=verify)
+
+    def flush(self) -> None:
+        """Make a storage-backed population's current state durable (its commit record).
+
+        msyncs the mapped arrays, writes their CRC-32s and the small state into
+        the metadata, fsyncs, then clears the superblock's DIRTY flag and
+        fsyncs again. Until then a crash leaves a file that refuses to open
+        (:class:`~fa_core.errors.UnflushedStateError`). Reads every array once.
+
+        Raises
+        ------
+        ValueError
+            If the population is in RAM (use :meth:`save`).
+        """
+        store = self.__dict__.get("_store")
+        if store is None:
+            raise ValueError("flush() is for storage-backed populations "
+                             "(Population(..., storage=PATH)); use save(PATH) for this one")
+        with self._lock:
+            store.flush(self._small_state(), self._capacity, self._n)
+
+    def close(self) -> None:
+        """Close a storage-backed population's file without flushing (nothing in RAM).
+
+        The population must not be used afterwards; unflushed changes stay
+        undurable (the file refuses to open until flushed). Call :meth:`flush` first.
+        """
+        store = self.__dict__.pop("_store", None)
+        if store is None:
+            return
+        with self._lock:
+            for name in self._array_specs():
+                self.__dict__.pop("_" + name, None)
+            self.__dict__["_n"] = 0
+            store.close()
+
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
                 f"n_threads={self.n_threads})")
@@ -1265,6 +1478,10 @@ def _state_property(name: str) -> property:
 for _name in Population._ARRAYS + Population._OPTIONAL:
     setattr(Population, _name, _state_property(_name))
 del _name
+
+
+def _whole(a):
+    return a
 
 
 # the keywords shared with Agent and ShardedPopulation are checked in fa_core.options

@@ -143,10 +143,22 @@ class Population:
                  sampling_mode="marginal", inference_params=None, seed=None,
                  n_threads: int | None = None, streams=None, modalities_to_learn="all",
                  lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0,
-                 save_belief_hist=False):
+                 save_belief_hist=False, inference_algo="VANILLA", inference_horizon=1,
+                 use_BMA=True, policy_sep_prior=False):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         n = _opt.check_int("n_agents", n_agents, 0, None)
+        # an engine runs inference_algo="MMP" (fa_core.population_mmp); None: VANILLA
+        engine = None
+        if inference_algo == "MMP":
+            from fa_core import population_mmp
+            engine = population_mmp.build(
+                model, inference_horizon=inference_horizon, use_BMA=use_BMA,
+                policy_sep_prior=policy_sep_prior, inference_params=inference_params, C=C, E=E,
+                use_param_info_gain=use_param_info_gain, save_belief_hist=save_belief_hist)
+            inference_params = None  # the engine's; the VANILLA ones stay at their defaults
+        elif inference_algo != "VANILLA":
+            raise ValueError(f"inference_algo must be 'VANILLA' or 'MMP', got {inference_algo!r}")
         # every option is checked before anything is stored
         opts = {name: check(value) for name, check, value in (
             ("inference_params", _opt.check_inference_params, inference_params),
@@ -170,6 +182,7 @@ class Population:
         seed_seq = _opt.seed_sequence(seed)
         d = self.__dict__
         d["_model"] = model
+        d["_engine"] = engine
         d["_lock"] = threading.RLock()
         for name, value in opts.items():
             self._set_option(name, value)
@@ -192,6 +205,8 @@ class Population:
         self._rows("rng")[:] = words
         self._rows("gamma")[:] = gamma
         self._rows("alpha")[:] = alpha
+        if engine is not None:
+            engine.reset(self)
 
     # -- storage -----------------------------------------------------------------------
 
@@ -214,8 +229,12 @@ class Population:
         if self.__dict__.get("_qs_t0") is not None:  # save_belief_hist
             shapes["qs_t0"] = (sum(m.num_states), np.float32)
             shapes["has_qs_t0"] = (None, np.uint8)
+        engine = self.__dict__.get("_engine")
+        if engine is not None:  # the engine's per-agent rows: name -> (shape per agent, dtype)
+            shapes.update(engine.rows)
         for name, (width, dtype) in shapes.items():
-            shape = (capacity,) if width is None else (capacity, width)
+            shape = (capacity,) if width is None else (capacity, *width) \
+                if isinstance(width, tuple) else (capacity, width)
             new = np.zeros(shape, dtype=dtype)
             old = self.__dict__.get("_" + name)
             if old is not None:
@@ -224,6 +243,15 @@ class Population:
         if self.__dict__.get("_learned") is not None:
             self._learned.resize(capacity, self._n)
         self._capacity = capacity
+
+    def _engine_rows(self) -> tuple:
+        """Names of the engine's per-agent arrays (none for VANILLA)."""
+        engine = self.__dict__.get("_engine")
+        return () if engine is None else tuple(engine.rows)
+
+    def _threads(self) -> int:
+        """Threads for one kernel call: beyond the number of agents they get no work."""
+        return max(1, min(self.__dict__["n_threads"], self.__dict__["_n"]))
 
     def _rows(self, name: str):
         """The writable storage of the first n_agents rows of a state array (or None)."""
@@ -506,7 +534,10 @@ class Population:
         array([1., 0., 0., 0.], dtype=float32)
         """
         with self._lock:
-            self._run(_INFER_STATES, self._check_obs(obs))
+            if self._engine is not None:
+                self._engine.infer_states(self, self._check_obs(obs))
+            else:
+                self._run(_INFER_STATES, self._check_obs(obs))
         return self.qs
 
     def infer_policies(self, replan=None):
@@ -539,7 +570,10 @@ class Population:
         with self._lock:
             if replan is not None:
                 replan = _check_replan(replan, self._n)
-            self._run(_INFER_POLICIES, None, replan)
+            if self._engine is not None:
+                self._engine.infer_policies(self, replan)
+            else:
+                self._run(_INFER_POLICIES, None, replan)
         return self.q_pi, self.G
 
     def sample_action(self) -> np.ndarray:
@@ -562,9 +596,16 @@ class Population:
         (array([3, 0], dtype=int32), 1)
         """
         with self._lock:
-            self._run(_SAMPLE)
-            self._rows("curr_timestep")[:] += 1
+            self._sample()
         return self.actions
+
+    def _sample(self) -> None:
+        """Action selection (common to every engine), time, and the engine's step_time."""
+        self._run(_SAMPLE)
+        self._rows("curr_timestep")[:] += 1
+        engine = self._engine
+        if engine is not None and hasattr(engine, "step_time"):
+            engine.step_time(self)
 
     def step(self, obs, replan=None) -> np.ndarray:
         """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one call.
@@ -620,6 +661,14 @@ class Population:
             obs = self._check_obs(obs)
             if replan is not None:
                 replan = _check_replan(replan, self._n)
+            engine = self._engine
+            if engine is not None:
+                if replan is not None and hasattr(engine, "check_replan"):
+                    engine.check_replan(replan)  # before anything moves
+                engine.infer_states(self, obs)
+                engine.infer_policies(self, replan)
+                self._sample()
+                return self.actions
             self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
             self._rows("curr_timestep")[:] += 1
         return self.actions
@@ -642,6 +691,8 @@ class Population:
             self._rows("qs")[:] = self._uniform_qs()
             self._rows("has_action")[:] = 0
             self._rows("curr_timestep")[:] = 0
+            if self._engine is not None:
+                self._engine.reset(self)
 
     def qs_factor(self, f: int) -> np.ndarray:
         """Every agent's beliefs over one factor.
@@ -748,6 +799,8 @@ class Population:
 
     def _update_A(self, obs, row) -> None:
         with self._lock:
+            if self._engine is not None:
+                self._engine.refuse_learning("update_A")
             m = self.model
             if not m.has_pA:
                 raise ValueError("update_A needs pA (Dirichlet parameters over A): build the "
@@ -802,6 +855,8 @@ class Population:
 
     def _update_B(self, qs_prev, row) -> None:
         with self._lock:
+            if self._engine is not None:
+                self._engine.refuse_learning("update_B")
             m = self.model
             if not m.has_pB:
                 raise ValueError("update_B needs pB (Dirichlet parameters over B): build the "
@@ -853,6 +908,8 @@ class Population:
             if m.pD is None:
                 raise ValueError("update_D needs pD (Dirichlet parameters over D): build the "
                                  "model with pD=")
+            if qs_t0 is None and self._engine is not None:  # MMP: the window's prior
+                qs_t0 = self._engine.window_start_belief(self)[sl]
             if qs_t0 is None:
                 d = self.__dict__
                 if d["_qs_t0"] is None:
@@ -902,10 +959,12 @@ class Population:
             private = learned.nbytes + sum(km.table_nbytes for km in learned.kmodels
                                            if km is not None)
         beliefs = sum(d["_" + k].nbytes for k in Population._ARRAYS + Population._OPTIONAL
-                      if d.get("_" + k) is not None)
+                      + self._engine_rows() if d.get("_" + k) is not None)
         history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
         scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch")
                       if include_scratch and d.get(k) is not None)
+        if include_scratch and d.get("_engine") is not None:
+            scratch += d["_engine"].scratch_nbytes()
         return MemoryReport(n_agents=self._n, shared_model=self.model.nbytes,
                             private_params=private, beliefs=beliefs, history=history,
                             scratch=scratch)
@@ -950,7 +1009,7 @@ class Population:
             if n + k > self._capacity:
                 self._alloc(max(n + k, 2 * self._capacity, 16))
             d = self.__dict__
-            for name in Population._ARRAYS:
+            for name in Population._ARRAYS + self._engine_rows():
                 d["_" + name][n:n + k] = 0
             for name in Population._OPTIONAL:  # newcomers copy agent 0's preferences / habits
                 arr = d["_" + name]
@@ -969,6 +1028,8 @@ class Population:
             rows("rng")[new] = streams
             rows("gamma")[new] = rows("gamma")[0] if n else 16.0
             rows("alpha")[new] = rows("alpha")[0] if n else 16.0
+            if d["_engine"] is not None:
+                d["_engine"].reset(self, new)
         return np.arange(n, n + k)
 
     def remove(self, indices) -> dict[int, int]:
@@ -1001,7 +1062,8 @@ class Population:
         with self._lock:
             n_new, moved = removal_moves(self._n, indices)
             arrays = [self.__dict__["_" + name]
-                      for name in Population._ARRAYS + Population._OPTIONAL + _HIST]
+                      for name in Population._ARRAYS + Population._OPTIONAL + _HIST
+                      + self._engine_rows()]
             arrays = [a for a in arrays if a is not None]
             learned = self.__dict__["_learned"]
             for src, dst in moved.items():
@@ -1028,6 +1090,8 @@ class Population:
         i %= self._n
         if self.lnC is not None or self.lnE is not None:
             raise NotImplementedError("pop[i] is not available with per-agent C or E")
+        if self._engine is not None:
+            return self._engine.member(self, i)
         return PopulationMember(self, i)
 
     def _agent_model(self, i: int) -> GenerativeModel:
@@ -1062,6 +1126,10 @@ class Population:
                 state[name] = None if arr is None else arr.copy()
             learned = d["_learned"]
             state["learned"] = None if learned is None else learned.state(d["_n"])
+            engine = d["_engine"]
+            state["engine"] = None if engine is None else {
+                "options": engine.options(),
+                "rows": {name: self._rows(name).copy() for name in engine.rows}}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -1075,8 +1143,13 @@ class Population:
         arrays = {name: state.pop(name)
                   for name in Population._ARRAYS + Population._OPTIONAL + _HIST}
         learned = state.pop("learned")
+        engine_state = state.pop("engine")
         d = self.__dict__
         d["_model"] = state.pop("model")
+        d["_engine"] = None
+        if engine_state is not None:
+            from fa_core.population_mmp import MMPEngine
+            d["_engine"] = MMPEngine.from_options(d["_model"], engine_state["options"])
         d["_learn_mods"] = tuple(state.pop("modalities_to_learn"))
         d["_learn_facs"] = tuple(state.pop("factors_to_learn"))
         d["_learned"] = None
@@ -1095,6 +1168,9 @@ class Population:
         d["_n"] = n
         for name, arr in arrays.items():
             if arr is not None:
+                d["_" + name][:n] = arr
+        if engine_state is not None:
+            for name, arr in engine_state["rows"].items():
                 d["_" + name][:n] = arr
         if learned is not None:
             d["_learned"] = LearnedParams.restored(d["_model"], self._capacity, n, learned,
@@ -1554,7 +1630,8 @@ _POP_FIELDS = {"model", "inference_params", "use_utility", "use_states_info_gain
 
 #: fields added with learning; states without them (saved before) get these values
 _POP_DEFAULTS = {"lr_pA": 1.0, "lr_pB": 1.0, "lr_pD": 1.0, "modalities_to_learn": "all",
-                 "factors_to_learn": "all", "qs_t0": None, "has_qs_t0": None, "learned": None}
+                 "factors_to_learn": "all", "qs_t0": None, "has_qs_t0": None, "learned": None,
+                 "engine": None}
 
 
 def check_population_state(state, model, what: str = "unpickled population") -> None:
@@ -1623,6 +1700,9 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
         check_vector(what, "qs_t0", state["qs_t0"], (n, S))
     check_learned_state(state["learned"], model, n, state["modalities_to_learn"],
                         state["factors_to_learn"], what)
+    if state["engine"] is not None:
+        from fa_core.population_mmp import check_engine_state
+        check_engine_state(state["engine"], model, n, what)
 
 
 def check_checkpoint(model: GenerativeModel, blobs, members, seed_seq, n_seeded,

@@ -542,8 +542,6 @@ def population_infer_policies(MMPModel model, const int[:, :, ::1] pol, int hori
     cdef float* f0
     cdef double* d0
     cdef double* lg
-    cdef double* lnlh
-    cdef int* i0
     cdef int tid, nt = n_threads if n_threads > 1 else 1
     cdef int past
     if n == 0:
@@ -554,8 +552,6 @@ def population_infer_policies(MMPModel model, const int[:, :, ::1] pol, int hori
         f0 = &fs[tid, 0]
         d0 = &ds[tid, 0]
         lg = d0 + a.n_ds
-        lnlh = lg + a.P
-        i0 = &ints[tid, 0]
         past = <int>(nobs[i] if nobs[i] < horizon else horizon)
         agent_infer_policies(&a, &q[i, 0, 0, 0], &F[i, 0], past,
                              &lnE[0 if shared_E else i, 0], gamma[i], use_utility,

@@ -90,6 +90,15 @@ class Population:
         The agents' random-stream words, instead of drawing them from ``seed``:
         :mod:`fa_core.distributed` gives each shard the words
         :func:`agent_streams` gives its agents in one process.
+    inference_algo : {"VANILLA", "MMP"}
+        As :class:`fa_core.Agent`. ``"MMP"`` runs marginal message passing for
+        every agent with ``Agent``'s numbers (:mod:`fa_core.population_mmp`);
+        ``inference_params`` are then MMP's (``num_iter``, ``tau``). Not with
+        per-agent ``C``, ``save_belief_hist`` or ``replan``; ``update_D`` learns
+        from each agent's window prior, ``update_A`` / ``update_B`` raise as
+        ``Agent``'s do; ``pop[i]`` is a view for reading.
+    inference_horizon, use_BMA, policy_sep_prior
+        MMP's options, as :class:`fa_core.Agent`.
 
     Attributes
     ----------

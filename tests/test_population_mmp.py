@@ -79,10 +79,16 @@ def compare(pop, i, agent, q_pi, G, where) -> None:
                                        err_msg=f"qs[{p}][{t}], {where}")
 
 
+def flat_beliefs(x) -> np.ndarray:
+    """Per-factor beliefs, or per policy then factor, as one flat vector."""
+    if isinstance(x[0], np.ndarray) and x[0].dtype == object:
+        return np.concatenate([np.concatenate(list(r)) for r in x])
+    return np.concatenate(list(x))
+
+
 def compare_prior(pop, i, agent, where) -> None:
     lb_p, lb_a = pop[i].latest_belief, agent.latest_belief
-    flat = (lambda x: np.concatenate([np.concatenate(list(r)) for r in x])
-            if x[0].dtype == object else np.concatenate(list(x)))
+    flat = flat_beliefs
     np.testing.assert_allclose(flat(lb_p), flat(lb_a), rtol=RTOL, atol=ATOL,
                                err_msg=f"latest_belief, {where}")
 
@@ -171,7 +177,7 @@ def test_per_agent_E_and_gamma_match_agents():
     agents = [fa_core.Agent(model=gm, E=E[i], gamma=float(gamma[i]), **opts) for i in range(n)]
     env = Env(gm, n, 0)
     obs = env.observe()
-    for t in range(3):
+    for _ in range(3):
         pop.step(obs)
         for i, agent in enumerate(agents):
             agent.infer_states(list(obs[i]))
@@ -226,7 +232,7 @@ def test_update_D_matches_agents_and_A_B_refused():
     agents = agents_for(gm, n, opts)
     env = Env(gm, n, 3)
     obs = env.observe()
-    for t in range(4):
+    for _ in range(4):
         pop.step(obs)
         for i, agent in enumerate(agents):
             agent.infer_states(list(obs[i]))

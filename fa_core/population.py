@@ -270,6 +270,8 @@ class Population:
     def __setattr__(self, name, value):
         if name in Population._ARRAYS or name in Population._OPTIONAL:
             self.set(name, value)
+        elif name == "inference_params" and self.__dict__.get("_engine") is not None:
+            self._engine.set_params(value)  # the engine's options (MMP: num_iter, tau)
         elif name in _OPTION_CHECKS:
             self._set_option(name, _OPTION_CHECKS[name](value))
         elif name in ("model", "n_agents"):
@@ -290,7 +292,9 @@ class Population:
     @property
     def inference_params(self):
         """State-inference options (read-only mapping; assign a dict to change them)."""
-        return types.MappingProxyType(self.__dict__["_params"])
+        engine = self.__dict__.get("_engine")
+        return types.MappingProxyType(self.__dict__["_params"] if engine is None
+                                      else engine.params)
 
     @property
     def model(self) -> GenerativeModel:
@@ -1498,7 +1502,7 @@ class PopulationMember(Agent):
         self._pviews = self._pdirty = self._pi_ref = self._G_ref = None
         self._prev_actions = None
         self._rng, self._randint = np.random, np.random.randint
-        params = pop.inference_params
+        params = pop.__dict__["_params"]  # VANILLA's (an engine keeps its own)
         self.inference_params = dict(params)
         self._fpi = (int(params["num_iter"]), float(params["dF"]), float(params["dF_tol"]),
                      bool(params["compute_vfe"]))

@@ -135,6 +135,15 @@ class MMPEngine:
                 "inference_params": dict(self.params), "use_BMA": self.use_BMA,
                 "policy_sep_prior": self.policy_sep_prior}
 
+    def set_params(self, inference_params) -> None:
+        """``pop.inference_params = ...``: MMP's options, checked as the constructor checks
+        them (a refused value changes nothing)."""
+        params = mmp.check_params(inference_params, self.horizon)
+        if not params.get("factorized", True):
+            raise ValueError("inference_params['factorized']=False (pymdp's run_mmp) is not "
+                             "implemented for a Population; use fa_core.Agent")
+        self.params = params
+
     @staticmethod
     def from_options(model, opts: dict) -> MMPEngine:
         """The engine ``options()`` describes (checked as the constructor checks them)."""

@@ -410,3 +410,15 @@ def test_add_and_remove_mid_run_carry_each_agents_window():
     assert list(new) == [4, 5, 6]
     agents += agents_for(gm, 3, opts)
     lockstep(gm, pop, agents, 3, env_seed=2, start=3)
+
+
+def test_inference_params_are_mmps_and_checked_when_assigned():
+    gm = gm_of("tmaze-len2")
+    pop = Population(gm, 2, seed=0, inference_algo="MMP", inference_params={"num_iter": 3})
+    assert pop.inference_params["num_iter"] == 3 and pop[0].inference_params["num_iter"] == 3
+    with pytest.raises(ValueError, match="unknown keys"):
+        pop.inference_params = {"dF": 1.0}
+    assert pop.inference_params["num_iter"] == 3
+    pop.inference_params = {"num_iter": 5, "tau": 0.5}
+    again = pickle.loads(pickle.dumps(pop))
+    assert again.inference_params["num_iter"] == 5 and again.inference_params["tau"] == 0.5

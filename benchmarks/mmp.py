@@ -15,6 +15,12 @@ Run from the repository root::
 
     python benchmarks/mmp.py            # default repeats
     python benchmarks/mmp.py --quick    # a quick look
+
+A second table times ``fa_core.Population(..., inference_algo="MMP")`` (every
+agent's step in one compiled call over agents, OpenMP threads) against the
+same agents stepped one by one as ``fa_core.Agent`` and as pymdp's agent:
+agent-steps per second and microseconds per agent-step (builtin tmaze,
+``policy_len=2``, ``inference_horizon=3``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ except ImportError:  # run from a checkout without installing: use the tree
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from fa_core import builtin_models
 import fa_core
+import numpy as np
 
 import pymdp.legacy.algos.mmp as pymdp_mmp
 from pymdp.legacy.agent import Agent as PymdpAgent
@@ -48,9 +55,14 @@ CASES = (
 )
 #: Timed steps (pymdp, fa_core).
 REPEATS, QUICK = (20, 500), (5, 100)
+#: Population case: (builtin model, policy_len, inference_horizon), agents, timed steps
+POP_CASE = ("tmaze", 2, 3)
+POP_AGENTS, POP_STEPS, POP_QUICK = 256, 40, 10
+#: wall time, and CPU time of the process (on a shared machine wall time includes waiting)
+CLOCKS = (time.perf_counter, time.process_time)
 
 
-def time_steps(agent, observations, warmup: int, repeats: int) -> float:
+def time_steps(agent, observations, warmup: int, repeats: int, clock=time.perf_counter) -> float:
     """Median seconds per step over ``repeats`` steps after ``warmup`` steps (gc paused)."""
     times = []
     gc.collect()
@@ -58,12 +70,12 @@ def time_steps(agent, observations, warmup: int, repeats: int) -> float:
     try:
         for k in range(warmup + repeats):
             obs = observations[k % len(observations)]
-            t0 = time.perf_counter()
+            t0 = clock()
             agent.infer_states(obs)
             agent.infer_policies()
             agent.sample_action()
             if k >= warmup:
-                times.append(time.perf_counter() - t0)
+                times.append(clock() - t0)
     finally:
         gc.enable()
     return statistics.median(times)
@@ -72,9 +84,14 @@ def time_steps(agent, observations, warmup: int, repeats: int) -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer timed steps")
+    ap.add_argument("--population-only", action="store_true",
+                    help="only the Population MMP table")
     args = ap.parse_args(argv)
     reps = QUICK if args.quick else REPEATS
     pymdp_mmp.print = lambda *a, **k: None  # silence pymdp's debug prints
+    if args.population_only:
+        population_table(args.quick)
+        return
     print("| model | pymdp step | fa_core step | ratio |")
     print("|---|---|---|---|")
     for label, name, policy_len, horizon, bma, sep in CASES:
@@ -86,6 +103,61 @@ def main(argv=None) -> None:
         t_fa = time_steps(fa_core.Agent(**kw, seed=0), obs, horizon + 1, reps[1])
         print(f"| {label} | {t_ref * 1e3:.2f} ms | {t_fa * 1e6:.1f} us | {t_ref / t_fa:.0f}x |",
               flush=True)
+    population_table(args.quick)
+
+
+def time_population(pop, observations, warmup: int, repeats: int,
+                    clock=time.perf_counter) -> float:
+    """Median seconds per population step (every agent) after ``warmup`` steps."""
+    n = pop.n_agents
+    times = []
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(warmup + repeats):
+            # every agent sees what the timed Agent sees: the same work per agent-step (MMP's
+            # cost depends on the observations: near-certain beliefs reach float32 subnormals)
+            obs = np.tile(np.asarray(observations[k % len(observations)], np.int64), (n, 1))
+            t0 = clock()
+            pop.step(obs)
+            if k >= warmup:
+                times.append(clock() - t0)
+    finally:
+        gc.enable()
+    return statistics.median(times)
+
+
+def population_table(quick: bool) -> None:
+    """Population MMP vs Agent MMP vs pymdp: agent-steps/s and us per agent-step."""
+    name, policy_len, horizon = POP_CASE
+    kwargs = builtin_models.get(name)
+    obs = observation_sequence(kwargs, 256)
+    kw = dict(kwargs, inference_algo="MMP", policy_len=policy_len, inference_horizon=horizon)
+    steps = POP_QUICK if quick else POP_STEPS
+    gm = fa_core.GenerativeModel(**kwargs, policy_len=policy_len)
+    rows = []
+    for threads in sorted({1, fa_core.population.default_threads()}):
+        times = []
+        for clock in CLOCKS:
+            pop = fa_core.Population(gm, POP_AGENTS, seed=0, n_threads=threads,
+                                     inference_algo="MMP", inference_horizon=horizon)
+            times.append(time_population(pop, obs, horizon + 1, steps, clock) / POP_AGENTS)
+        rows.append((f"Population MMP, {POP_AGENTS} agents, {threads} thread(s)", *times))
+    # the same timed steps for every runner (their cost depends on the observations)
+    for label, make in (("fa_core.Agent MMP, one by one", lambda: fa_core.Agent(**kw, seed=0)),
+                        ("pymdp legacy Agent MMP, one by one", lambda: PymdpAgent(**kw))):
+        rows.append((label, *[time_steps(make(), obs, horizon + 1, steps, clock)
+                              for clock in CLOCKS]))
+    print()
+    print(f"Population: {name}, policy_len={policy_len}, inference_horizon={horizon}; wall time "
+          "and process CPU time (all threads) per agent-step, medians")
+    print()
+    print("| runner | agent-steps/s (wall) | us per agent-step (wall) | us per agent-step (CPU) "
+          "| vs pymdp (CPU) |")
+    print("|---|---|---|---|---|")
+    for label, wall, cpu in rows:
+        print(f"| {label} | {1.0 / wall:,.0f} | {wall * 1e6:.1f} | {cpu * 1e6:.1f} "
+              f"| {rows[-1][2] / cpu:.0f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ flattened in C order (the last parent varies fastest), as numpy does.
 """
 
 from libc.math cimport log
-from libc.string cimport memset
+from libc.string cimport memcpy, memmove, memset
+from cython.parallel cimport prange, threadid
 
 from fa_core._math cimport (EPS_D, expected_utility, joint_of_marginals, predicted_outcomes,
                             softmax, state_info_gain_dense)
@@ -21,53 +22,6 @@ import numpy as np
 cimport numpy as cnp
 
 cnp.import_array()
-
-
-cdef struct MC:
-    int nf
-    int S
-    int* ns
-    int* s_off
-    int max_ns
-    # likelihood terms of lnA (one per modality, or one joint term for pymdp's run_mmp)
-    int* l_dep
-    int* l_dep_off
-    int* l_off         # offset of term l within one step's likelihood block
-    int lh_stride      # floats per step of likelihood
-    int* f_l           # terms touching factor f: f_l[f_l_off[f]:f_l_off[f+1]]
-    int* f_l_off
-    # transitions: B[f] stored (nc[f], ns[f], K) at B + b_off[f]
-    float* B
-    long long* b_off
-    int* b_dep
-    int* b_dep_off
-    int* b_K
-    int* ch            # children of f (factors whose B has f as a parent)
-    int* ch_off
-    # B[f][..., u] as CSC over its K columns, exact zeros left out: column k of action u
-    # holds entries c_ptr[c_col[f] + u * (K + 1) + k] .. (+1) of c_row / c_val
-    long long* c_col
-    long long* c_ptr
-    int* c_row
-    float* c_val
-    # 1 / (row sums of B[i][..., u] + ns[parent] * 1e-16) for single-parent factors
-    # (spm_norm of the transpose, applied as a row scaling): (nc, ns[i]) at rz + rz_off[i]
-    float* rz
-    long long* rz_off
-    # observation model for the expected free energy: A[m] (no[m], K) at A + a_off[m]
-    int nm
-    int* no
-    float* A
-    long long* a_off
-    float* aH          # per column sum_o A log(A + exp(-16)), at aH + ah_off[m]
-    long long* ah_off
-    int* a_dep
-    int* a_dep_off
-    int max_no
-    # log softmax C per modality, (no[m], n_steps) row-major at lnC + lnc_off[m]
-    float* lnC
-    long long* lnc_off
-    int n_steps
 
 
 cdef void contract_except(const MC* m, const float* T, int rows, const int* dep, int nd,
@@ -293,11 +247,6 @@ cdef class MMPModel:
     Built by :class:`fa_core.mmp.MMPState` from a validated model; keeps the
     arrays it points into alive and never changes them.
     """
-    cdef MC c
-    cdef list _keep
-    cdef readonly int n_fs
-    cdef readonly int n_ds
-
     def __init__(self, dict d):
         self._keep = []
         c = &self.c
@@ -412,3 +361,259 @@ def infer_policies(MMPModel model, const float[:, :, ::1] q, int t0, bint use_ut
         softmax(lg, n_pol)
         for p in range(n_pol):
             q_pi[p] = <float>lg[p]
+
+
+# ---------------------------------------------------------------------------
+# Population drivers: the kernels above for every agent of a population, over
+# agents on OpenMP threads. Per-agent state lives in the caller's (n_agents, ...)
+# arrays (fa_core.population_mmp); each thread carves its scratch row below.
+# ---------------------------------------------------------------------------
+
+cdef struct PopMMP:
+    const MC* m
+    int H, T, P, L, R0, HT, TL, nm
+    const int* pol       # (P, T, nf) policies
+    int num_iter
+    double tau, fut_w
+    int n_fs, n_ds, n_d, n_i
+
+
+def population_scratch_widths(MMPModel model, int horizon, int policy_len, int n_pol):
+    """(floats, doubles, ints) of scratch one thread needs in the drivers below.
+
+    Doubles: ``c_mmp``'s / ``c_efe``'s (``n_ds``), the policy logits (``n_pol``) and the
+    window's log likelihoods (``horizon * lh_stride``); ints: every policy's window
+    actions (``n_pol * max(horizon + policy_len - 1, 1) * nf``). Each driver carves its
+    thread's rows in this order (``fs``, then ``ds``: c_mmp / c_efe scratch, logits, log
+    likelihoods; ``ints``: actions).
+    """
+    cdef int R = horizon + policy_len - 1
+    return (model.n_fs, model.n_ds + n_pol + horizon * model.c.lh_stride,
+            n_pol * (R if R > 1 else 1) * model.c.nf)
+
+
+cdef PopMMP _args(MMPModel model, int horizon, int policy_len, const int[:, :, ::1] pol,
+                  int R0, tuple scratch) except *:
+    cdef PopMMP a
+    a.m = &model.c
+    a.H, a.T, a.P, a.R0 = horizon, policy_len, pol.shape[0], R0
+    a.L = horizon + policy_len
+    a.HT = horizon + policy_len - 1 if horizon + policy_len > 2 else 1
+    a.TL = horizon - 1 if horizon > 1 else 1
+    a.nm = model.c.nm
+    a.pol = &pol[0, 0, 0]
+    widths = population_scratch_widths(model, horizon, policy_len, a.P)
+    a.n_fs, a.n_d, a.n_i = widths
+    a.n_ds = model.n_ds
+    for arr, w in zip(scratch, widths):
+        if arr.shape[1] < w:
+            raise ValueError(f"scratch rows of {arr.shape[1]} < {w}")
+    return a
+
+
+cdef void current_marginal(const PopMMP* a, const float* q, int t, const float* q_pi,
+                           float* qs) noexcept nogil:
+    """``qs = sum_p q_pi[p] q[p, t]``: the current step's beliefs averaged over policies."""
+    cdef int S = a.m.S, p, s
+    cdef double acc
+    for s in range(S):
+        acc = 0.0
+        for p in range(a.P):
+            acc += <double>q_pi[p] * q[(<long long>p * a.L + t) * S + s]
+        qs[s] = <float>acc
+
+
+cdef void agent_infer_states(const PopMMP* a, const int* obs, float* lh, float* q, float* F,
+                             const float* prior, const int* head, const int* tail,
+                             long long* nobs, long long nact, unsigned char* fresh, float* qs,
+                             const float* q_pi, float* fs, double* ds, double* lnlh,
+                             int* acts) noexcept nogil:
+    """One agent's window update for one observation (fa_core.mmp.MMPState: push_observation,
+    window_actions and infer_states)."""
+    cdef const MC* m = a.m
+    cdef int LH = m.lh_stride, S = m.S, nf = m.nf, H = a.H, T = a.T
+    cdef int k, mm, K, past, infer_len, R, Rw, p, r, f, wlen
+    cdef const int* wa
+    cdef long long i
+    # the observation's likelihood terms (rows of A) at the window's end
+    if nobs[0] >= H:
+        memmove(lh, lh + LH, <size_t>(H - 1) * LH * sizeof(float))
+        k = H - 1
+    else:
+        k = <int>nobs[0]
+    for mm in range(a.nm):
+        K = (m.l_off[mm + 1] if mm + 1 < a.nm else LH) - m.l_off[mm]
+        memcpy(lh + <long long>k * LH + m.l_off[mm], m.A + m.a_off[mm] + <long long>obs[mm] * K,
+               K * sizeof(float))
+    nobs[0] += 1
+    past = k + 1
+    infer_len = past + T
+    R = infer_len - 1
+    Rw = R if R > 1 else 1
+    # the window's past actions as pymdp slices them, then each policy's
+    if nobs[0] > H and H > 1:
+        wlen = <int>(nact if nact < H - 1 else H - 1)
+        wa = tail + (a.TL - wlen) * nf
+    else:
+        wlen = <int>(nact if nact < a.HT else a.HT)
+        wa = head
+    k = wlen if wlen < R else R
+    for p in range(a.P):
+        for r in range(R):
+            for f in range(nf):
+                acts[(p * Rw + r) * nf + f] = wa[r * nf + f] if r < k else \
+                    a.pol[(p * T + r - k) * nf + f]
+    for i in range(<long long>past * LH):
+        lnlh[i] = log(<double>lh[i] + EPS_D)
+    for p in range(a.P):
+        F[p] = <float>c_mmp(m, lh, lnlh, past, infer_len, infer_len - 2, acts + p * Rw * nf,
+                            prior + (p if a.R0 > 1 else 0) * S, q + <long long>p * a.L * S,
+                            a.num_iter, a.tau, a.fut_w, fs, ds, NULL, NULL)
+    fresh[0] = 1
+    current_marginal(a, q, past - 1, q_pi, qs)
+
+
+def population_infer_states(MMPModel model, const int[:, :, ::1] pol, int horizon,
+                            const int[:, ::1] obs, float[:, :, ::1] lh, float[:, :, :, ::1] q,
+                            float[:, ::1] F, const float[:, :, ::1] prior,
+                            const int[:, :, ::1] head, const int[:, :, ::1] tail,
+                            long long[::1] nobs, const long long[::1] nact,
+                            unsigned char[::1] fresh, float[:, ::1] qs, const float[:, ::1] q_pi,
+                            int num_iter, double tau, double fut_w, float[:, ::1] fs,
+                            double[:, ::1] ds, int[:, ::1] ints, int n_threads):
+    """Every agent's MMP window update for its observation ``obs[i]`` (fa_core.Agent's
+    numbers), in parallel over agents; ``qs[i]`` becomes the current step's beliefs averaged
+    over policies with ``q_pi[i]``. Shapes and the windows' actions were checked by
+    fa_core.population_mmp; ``fs`` / ``ds`` / ``ints`` have one row per thread
+    (:func:`population_scratch_widths`)."""
+    cdef Py_ssize_t i, n = obs.shape[0]
+    cdef PopMMP a = _args(model, horizon, pol.shape[1], pol, prior.shape[1], (fs, ds, ints))
+    cdef float* f0
+    cdef double* d0
+    cdef double* lg
+    cdef double* lnlh
+    cdef int* i0
+    cdef int tid, nt = n_threads if n_threads > 1 else 1
+    a.num_iter, a.tau, a.fut_w = num_iter, tau, fut_w
+    if n == 0:
+        return
+    for i in prange(n, nogil=True, num_threads=nt, schedule="static",
+                    chunksize=4):
+        tid = threadid()  # this thread's scratch, as population_scratch_widths lays it out
+        f0 = &fs[tid, 0]
+        d0 = &ds[tid, 0]
+        lg = d0 + a.n_ds
+        lnlh = lg + a.P
+        i0 = &ints[tid, 0]
+        agent_infer_states(&a, &obs[i, 0], &lh[i, 0, 0], &q[i, 0, 0, 0], &F[i, 0],
+                           &prior[i, 0, 0], &head[i, 0, 0], &tail[i, 0, 0], &nobs[i], nact[i],
+                           &fresh[i], &qs[i, 0], &q_pi[i, 0], f0, d0, lnlh, i0)
+
+
+cdef void agent_infer_policies(const PopMMP* a, const float* q, const float* F, int past,
+                               const float* lnE, double gamma, int use_util, int use_sig,
+                               float* G, float* q_pi, float* qs, float* fs, double* ds,
+                               double* lg) noexcept nogil:
+    """One agent's G over its window and ``q_pi = softmax(gamma G - F + lnE)``."""
+    cdef int p
+    cdef double g
+    for p in range(a.P):
+        g = c_efe(a.m, q + <long long>p * a.L * a.m.S, past - 1, use_util, use_sig, fs, ds)
+        G[p] = <float>g
+        lg[p] = gamma * g - F[p] + lnE[p]
+    softmax(lg, a.P)
+    for p in range(a.P):
+        q_pi[p] = <float>lg[p]
+    current_marginal(a, q, past - 1, q_pi, qs)
+
+
+def population_infer_policies(MMPModel model, const int[:, :, ::1] pol, int horizon,
+                              const float[:, :, :, ::1] q, const float[:, ::1] F,
+                              const long long[::1] nobs, const float[:, ::1] lnE, bint shared_E,
+                              const float[::1] gamma, bint use_utility,
+                              bint use_states_info_gain, float[:, ::1] G, float[:, ::1] q_pi,
+                              float[:, ::1] qs, float[:, ::1] fs, double[:, ::1] ds,
+                              int[:, ::1] ints, int n_threads):
+    """Every agent's ``G`` and ``q_pi`` from its last window update (``lnE`` one shared row
+    if ``shared_E``, else one per agent), in parallel over agents; ``qs`` as in
+    :func:`population_infer_states`, with the new ``q_pi``."""
+    cdef Py_ssize_t i, n = q.shape[0]
+    cdef PopMMP a = _args(model, horizon, pol.shape[1], pol, 1, (fs, ds, ints))
+    cdef float* f0
+    cdef double* d0
+    cdef double* lg
+    cdef int tid, nt = n_threads if n_threads > 1 else 1
+    cdef int past
+    if n == 0:
+        return
+    for i in prange(n, nogil=True, num_threads=nt, schedule="static",
+                    chunksize=4):
+        tid = threadid()  # this thread's scratch, as population_scratch_widths lays it out
+        f0 = &fs[tid, 0]
+        d0 = &ds[tid, 0]
+        lg = d0 + a.n_ds
+        past = <int>(nobs[i] if nobs[i] < horizon else horizon)
+        agent_infer_policies(&a, &q[i, 0, 0, 0], &F[i, 0], past,
+                             &lnE[0 if shared_E else i, 0], gamma[i], use_utility,
+                             use_states_info_gain, &G[i, 0], &q_pi[i, 0], &qs[i, 0], f0, d0, lg)
+
+
+cdef inline int _factor_of(const MC* m, int s) noexcept nogil:
+    cdef int f = 0
+    while f + 1 < m.nf and m.s_off[f + 1] <= s:
+        f += 1
+    return f
+
+
+cdef void agent_step_time(const PopMMP* a, const int* action, long long t, int* head, int* tail,
+                          long long* nact, const float* q, const float* q_pi,
+                          const unsigned char* fresh, float* prior) noexcept nogil:
+    """One agent's step_time: the action into its history and, once the window moves (``t >=
+    horizon``), the window's prior (fa_core.mmp.set_latest_beliefs with no argument)."""
+    cdef int nf = a.m.nf, S = a.m.S, p, s, f
+    cdef double acc
+    if nact[0] < a.HT:
+        for f in range(nf):
+            head[nact[0] * nf + f] = action[f]
+    if a.H > 1:
+        memmove(tail, tail + nf, <size_t>(a.TL - 1) * nf * sizeof(int))
+        for f in range(nf):
+            tail[(a.TL - 1) * nf + f] = action[f]
+    nact[0] += 1
+    if t < a.H:
+        return
+    # each policy's belief about the window's first step: the kernel's, or uniform after reset
+    if a.R0 == 1:  # use_BMA: their average under q_pi
+        for s in range(S):
+            acc = 0.0
+            for p in range(a.P):
+                acc += <double>q_pi[p] * (q[<long long>p * a.L * S + s] if fresh[0] else
+                                          <double><float>(1.0 / a.m.ns[_factor_of(a.m, s)]))
+            prior[s] = <float>acc
+    else:  # policy_sep_prior: one per policy
+        for p in range(a.P):
+            for s in range(S):
+                prior[p * S + s] = q[<long long>p * a.L * S + s] if fresh[0] else \
+                    <float>(1.0 / a.m.ns[_factor_of(a.m, s)])
+
+
+def population_step_time(MMPModel model, const int[:, :, ::1] pol, int horizon,
+                         const int[:, ::1] actions, const long long[::1] curr_timestep,
+                         int[:, :, ::1] head, int[:, :, ::1] tail, long long[::1] nact,
+                         const float[:, :, :, ::1] q, const float[:, ::1] q_pi,
+                         const unsigned char[::1] fresh, float[:, :, ::1] prior, int n_threads):
+    """Every agent's step_time after its action was selected and its time advanced."""
+    cdef Py_ssize_t i, n = actions.shape[0]
+    cdef PopMMP a
+    cdef int nt = n_threads if n_threads > 1 else 1
+    a.m = &model.c
+    a.H, a.T, a.P, a.R0 = horizon, pol.shape[1], pol.shape[0], prior.shape[1]
+    a.L = horizon + a.T
+    a.HT = horizon + a.T - 1 if horizon + a.T > 2 else 1
+    a.TL = horizon - 1 if horizon > 1 else 1
+    if n == 0:
+        return
+    for i in prange(n, nogil=True, num_threads=nt, schedule="static",
+                    chunksize=64):
+        agent_step_time(&a, &actions[i, 0], curr_timestep[i], &head[i, 0, 0], &tail[i, 0, 0],
+                        &nact[i], &q[i, 0, 0, 0], &q_pi[i, 0], &fresh[i], &prior[i, 0, 0])

@@ -103,6 +103,15 @@ class Population:
         once built; :meth:`flush` makes later changes durable and
         :meth:`open` resumes it. FileExistsError if the file exists. See
         :mod:`fa_core.storage` for the format and crash safety.
+    inference_algo : {"VANILLA", "MMP"}
+        As :class:`fa_core.Agent`. ``"MMP"`` runs marginal message passing for
+        every agent with ``Agent``'s numbers (:mod:`fa_core.population_mmp`);
+        ``inference_params`` are then MMP's (``num_iter``, ``tau``). Not with
+        per-agent ``C``, ``save_belief_hist`` or ``replan``; ``update_D`` learns
+        from each agent's window prior, ``update_A`` / ``update_B`` raise as
+        ``Agent``'s do; ``pop[i]`` is a view for reading.
+    inference_horizon, use_BMA, policy_sep_prior
+        MMP's options, as :class:`fa_core.Agent`.
 
     Attributes
     ----------
@@ -156,12 +165,24 @@ class Population:
                  sampling_mode="marginal", inference_params=None, seed=None,
                  n_threads: int | None = None, streams=None, modalities_to_learn="all",
                  lr_pA=1.0, factors_to_learn="all", lr_pB=1.0, lr_pD=1.0,
-                 save_belief_hist=False, sophisticated=False, si_horizon=3,
+                 save_belief_hist=False, inference_algo="VANILLA", inference_horizon=1,
+                 use_BMA=True, policy_sep_prior=False, sophisticated=False, si_horizon=3,
                  si_policy_prune_threshold=1 / 16, si_state_prune_threshold=1 / 16,
                  si_prune_penalty=512, storage=None):
         if not isinstance(model, GenerativeModel):
             raise TypeError(f"model must be a GenerativeModel, got {type(model).__name__}")
         n = _opt.check_int("n_agents", n_agents, 0, None)
+        # an engine runs inference_algo="MMP" (fa_core.population_mmp); None: VANILLA
+        engine = None
+        if inference_algo == "MMP":
+            from fa_core import population_mmp
+            engine = population_mmp.build(
+                model, inference_horizon=inference_horizon, use_BMA=use_BMA,
+                policy_sep_prior=policy_sep_prior, inference_params=inference_params, C=C, E=E,
+                use_param_info_gain=use_param_info_gain, save_belief_hist=save_belief_hist)
+            inference_params = None  # the engine's; the VANILLA ones stay at their defaults
+        elif inference_algo != "VANILLA":
+            raise ValueError(f"inference_algo must be 'VANILLA' or 'MMP', got {inference_algo!r}")
         # every option is checked before anything is stored
         opts = {name: check(value) for name, check, value in (
             ("inference_params", _opt.check_inference_params, inference_params),
@@ -183,8 +204,10 @@ class Population:
         lnC = None if C is None else self._ln_C(C, n, model)
         lnE = None if E is None else self._ln_E(E, n, model)
         seed_seq = _opt.seed_sequence(seed)
-        engine = None  # None: VANILLA policy evaluation in population_stages
         if _opt.check_bool("sophisticated", sophisticated):
+            if engine is not None:
+                raise ValueError("sophisticated=True runs with inference_algo='VANILLA' only, "
+                                 f"got inference_algo={inference_algo!r}")
             population_si.check_population(model, n, C)
             engine = population_si.SophisticatedEngine(
                 model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
@@ -218,6 +241,8 @@ class Population:
                             ("gamma", gamma), ("alpha", alpha)):
             if value is not None:
                 self._fill(name, value)
+        if engine is not None:
+            engine.reset(self)
         if storage is not None:
             self.flush()
 
@@ -244,13 +269,17 @@ class Population:
         if self.__dict__.get("_qs_t0") is not None:  # save_belief_hist
             shapes["qs_t0"] = (sum(m.num_states), np.float32)
             shapes["has_qs_t0"] = (None, np.uint8)
+        engine = self.__dict__.get("_engine")
+        if engine is not None:  # the engine's per-agent rows: name -> (shape per agent, dtype)
+            shapes.update(engine.rows)
         return shapes
 
     def _alloc(self, capacity: int) -> None:
         """(Re)allocate storage for ``capacity`` agents, keeping the first ``self._n``."""
         store = self.__dict__.get("_store")
         for name, (width, dtype) in self._array_specs().items():
-            shape = (capacity,) if width is None else (capacity, width)
+            shape = (capacity,) if width is None else (capacity, *width) \
+                if isinstance(width, tuple) else (capacity, width)
             new = np.zeros(shape, dtype=dtype) if store is None else \
                 store.array(name, shape, dtype)
             old = self.__dict__.get("_" + name)
@@ -282,6 +311,15 @@ class Population:
             rows[lo:hi] = value[lo:hi] if per_row else value
             store.release_rows(lo, hi)
 
+    def _engine_rows(self) -> tuple:
+        """Names of the engine's per-agent arrays (none for VANILLA)."""
+        engine = self.__dict__.get("_engine")
+        return () if engine is None else tuple(engine.rows)
+
+    def _threads(self) -> int:
+        """Threads for one kernel call: beyond the number of agents they get no work."""
+        return max(1, min(self.__dict__["n_threads"], self.__dict__["_n"]))
+
     def _rows(self, name: str):
         """The writable storage of the first n_agents rows of a state array (or None)."""
         self._will_write()
@@ -291,6 +329,8 @@ class Population:
     def __setattr__(self, name, value):
         if name in Population._ARRAYS or name in Population._OPTIONAL:
             self.set(name, value)
+        elif name == "inference_params" and self.__dict__.get("_engine") is not None:
+            self._engine.set_params(value)  # the engine's options (MMP: num_iter, tau)
         elif name in _OPTION_CHECKS:
             self._set_option(name, _OPTION_CHECKS[name](value))
         elif name in ("model", "n_agents"):
@@ -311,7 +351,9 @@ class Population:
     @property
     def inference_params(self):
         """State-inference options (read-only mapping; assign a dict to change them)."""
-        return types.MappingProxyType(self.__dict__["_params"])
+        engine = self.__dict__.get("_engine")
+        return types.MappingProxyType(self.__dict__["_params"] if engine is None
+                                      else engine.params)
 
     @property
     def model(self) -> GenerativeModel:
@@ -640,13 +682,19 @@ class Population:
         (array([3, 0], dtype=int32), 1)
         """
         with self._lock:
-            engine = self.__dict__["_engine"]
-            if engine is not None:
-                engine.sample_action(self)
-            else:
-                self._run(_SAMPLE)
-            self._rows("curr_timestep")[:] += 1
+            self._sample()
         return self.actions
+
+    def _sample(self) -> None:
+        """Action selection, time, and the engine's step_time (MMP's window)."""
+        engine = self.__dict__["_engine"]
+        if engine is not None:
+            engine.sample_action(self)
+        else:
+            self._run(_SAMPLE)
+        self._rows("curr_timestep")[:] += 1
+        if engine is not None:
+            engine.step_time(self)
 
     def step(self, obs, replan=None) -> np.ndarray:
         """:meth:`infer_states`, :meth:`infer_policies` and :meth:`sample_action` in one call.
@@ -704,9 +752,13 @@ class Population:
                 replan = _check_replan(replan, self._n)
             engine = self.__dict__["_engine"]
             if engine is not None:
+                if replan is not None:
+                    engine.check_replan(replan)  # before anything moves
                 engine.step(self, obs, replan)
-            else:
-                self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
+                self._rows("curr_timestep")[:] += 1
+                engine.step_time(self)
+                return self.actions
+            self._run(_INFER_STATES | _INFER_POLICIES | _SAMPLE, obs, replan)
             self._rows("curr_timestep")[:] += 1
         return self.actions
 
@@ -835,6 +887,8 @@ class Population:
 
     def _update_A(self, obs, row) -> None:
         with self._lock:
+            if self._engine is not None:
+                self._engine.refuse_learning("update_A")
             m = self.model
             if not m.has_pA:
                 raise ValueError("update_A needs pA (Dirichlet parameters over A): build the "
@@ -889,6 +943,8 @@ class Population:
 
     def _update_B(self, qs_prev, row) -> None:
         with self._lock:
+            if self._engine is not None:
+                self._engine.refuse_learning("update_B")
             m = self.model
             if not m.has_pB:
                 raise ValueError("update_B needs pB (Dirichlet parameters over B): build the "
@@ -940,6 +996,9 @@ class Population:
             if m.pD is None:
                 raise ValueError("update_D needs pD (Dirichlet parameters over D): build the "
                                  "model with pD=")
+            start = None if self._engine is None else self._engine.window_start_belief(self)
+            if qs_t0 is None and start is not None:  # MMP: the window's prior
+                qs_t0 = start[sl]
             if qs_t0 is None:
                 d = self.__dict__
                 if d["_qs_t0"] is None:
@@ -989,7 +1048,7 @@ class Population:
             private = learned.nbytes + sum(km.table_nbytes for km in learned.kmodels
                                            if km is not None)
         beliefs = sum(d["_" + k].nbytes for k in Population._ARRAYS + Population._OPTIONAL
-                      if d.get("_" + k) is not None)
+                      + self._engine_rows() if d.get("_" + k) is not None)
         history = sum(d["_" + k].nbytes for k in _HIST if d.get("_" + k) is not None)
         scratch = sum(d[k].nbytes for k in ("_scratch", "_learn_scratch")
                       if include_scratch and d.get(k) is not None)
@@ -1040,7 +1099,7 @@ class Population:
             if n + k > self._capacity:
                 self._alloc(max(n + k, 2 * self._capacity, 16))
             d = self.__dict__
-            for name in Population._ARRAYS:
+            for name in Population._ARRAYS + self._engine_rows():
                 d["_" + name][n:n + k] = 0
             for name in Population._OPTIONAL:  # newcomers copy agent 0's preferences / habits
                 arr = d["_" + name]
@@ -1059,6 +1118,8 @@ class Population:
             rows("rng")[new] = streams
             rows("gamma")[new] = rows("gamma")[0] if n else 16.0
             rows("alpha")[new] = rows("alpha")[0] if n else 16.0
+            if d["_engine"] is not None:
+                d["_engine"].reset(self, new)
         return np.arange(n, n + k)
 
     def remove(self, indices) -> dict[int, int]:
@@ -1092,7 +1153,8 @@ class Population:
             n_new, moved = removal_moves(self._n, indices)
             self._will_write()
             arrays = [self.__dict__["_" + name]
-                      for name in Population._ARRAYS + Population._OPTIONAL + _HIST]
+                      for name in Population._ARRAYS + Population._OPTIONAL + _HIST
+                      + self._engine_rows()]
             arrays = [a for a in arrays if a is not None]
             learned = self.__dict__["_learned"]
             for src, dst in moved.items():
@@ -1119,6 +1181,10 @@ class Population:
         i %= self._n
         if self.lnC is not None or self.lnE is not None:
             raise NotImplementedError("pop[i] is not available with per-agent C or E")
+        engine = self._engine
+        member = None if engine is None else engine.member(self, i)  # MMP: a window view
+        if member is not None:
+            return member
         return PopulationMember(self, i)
 
     def _agent_model(self, i: int) -> GenerativeModel:
@@ -1158,6 +1224,10 @@ class Population:
             for name in Population._ARRAYS + Population._OPTIONAL + _HIST:
                 arr = d.get("_" + name)
                 state[name] = None if arr is None else arr[:d["_n"]].copy()
+            engine = d["_engine"]
+            if engine is not None and engine.rows:  # MMP's windows; a state file maps them
+                state["engine"] = dict(state["engine"], rows={
+                    name: d["_" + name][:d["_n"]].copy() for name in engine.rows})
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -1171,11 +1241,11 @@ class Population:
         arrays = {name: state.pop(name)
                   for name in Population._ARRAYS + Population._OPTIONAL + _HIST}
         learned = state.pop("learned")
-        engine = state.pop("engine")
+        engine_state = state.pop("engine")
         d = self.__dict__
         d["_model"] = state.pop("model")
-        d["_engine"] = None if engine is None else \
-            population_si.restore(d["_model"], engine, "restored population")
+        d["_engine"] = None if engine_state is None else \
+            _restored_engine(d["_model"], engine_state, "restored population")
         d["_learn_mods"] = tuple(state.pop("modalities_to_learn"))
         d["_learn_facs"] = tuple(state.pop("factors_to_learn"))
         d["_learned"] = None
@@ -1195,6 +1265,15 @@ class Population:
         for name, arr in arrays.items():
             if arr is not None and arr is not d["_" + name]:  # a state file's: in place
                 d["_" + name][:n] = arr
+        if engine_state is not None and d["_engine"].rows:
+            rows = engine_state.get("rows")
+            if rows is None:  # a state file's mapped rows, adopted by _alloc: checked here
+                _check_engine_state(dict(engine_state, rows={
+                    name: d["_" + name][:n] for name in d["_engine"].rows}),
+                    d["_model"], n, "restored population")
+            else:
+                for name, arr in rows.items():
+                    d["_" + name][:n] = arr
         if learned is not None:
             d["_learned"] = LearnedParams.restored(d["_model"], self._capacity, n, learned,
                                                    d["_learn_mods"], d["_learn_facs"])
@@ -1658,7 +1737,7 @@ class PopulationMember(Agent):
         self._pviews = self._pdirty = self._pi_ref = self._G_ref = None
         self._prev_actions = None
         self._rng, self._randint = np.random, np.random.randint
-        params = pop.inference_params
+        params = pop.__dict__["_params"]  # VANILLA's (an engine keeps its own)
         self.inference_params = dict(params)
         self._engine = engines.VanillaEngine((int(params["num_iter"]), float(params["dF"]),
                                               float(params["dF_tol"]),
@@ -1675,7 +1754,7 @@ class PopulationMember(Agent):
         self.si_policy_prune_threshold = self.si_state_prune_threshold = 1 / 16
         self.si_prune_penalty = 512
         if pop.__dict__["_engine"] is not None:  # the population's algorithm and its options
-            pop.__dict__["_engine"].member(self)
+            pop.__dict__["_engine"].configure_member(self)
         self.edge_handling_params = {"use_BMA": True, "policy_sep_prior": False}
         self.factorized = False
         self._hist_len = self._act_hist_len = None
@@ -1872,7 +1951,25 @@ def check_population_state(state, model, what: str = "unpickled population") -> 
     check_learned_state(state["learned"], model, n, state["modalities_to_learn"],
                         state["factors_to_learn"], what)
     if state["engine"] is not None:  # the algorithm's options, checked as the constructor does
-        population_si.restore(model, state["engine"], what)
+        _check_engine_state(state["engine"], model, n, what)
+
+
+def _restored_engine(model, state, what: str):
+    """The engine a restored population's ``state["engine"]`` describes (checked)."""
+    from fa_core import population_mmp  # it imports PopulationMember from here
+    if type(state) is dict and "algo" in state:
+        return population_si.restore(model, state, what)
+    return population_mmp.MMPEngine.from_options(model, state["options"])
+
+
+def _check_engine_state(state, model, n: int, what: str) -> None:
+    """Refuse a restored engine state: the sophisticated search's options, or MMP's
+    options and (when they travel in the state) per-agent window rows."""
+    from fa_core import population_mmp
+    if type(state) is dict and "algo" in state:
+        population_si.restore(model, state, what)
+    else:
+        population_mmp.check_engine_state(state, model, n, what)
 
 
 def check_checkpoint(model: GenerativeModel, blobs, members, seed_seq, n_seeded,

@@ -42,6 +42,7 @@ import numpy as np
 
 from fa_core import _sophisticated, engines
 from fa_core import sophisticated as _si
+from fa_core.population_engine import PopulationEngine
 from fa_core.restore_checks import fail
 
 #: the keywords of ``Population(sophisticated=True, ...)``, with Agent's defaults
@@ -52,7 +53,7 @@ DEFAULTS = {"si_horizon": 3, "si_policy_prune_threshold": 1 / 16,
 _POLICIES, _SAMPLE = 2, 4
 
 
-class SophisticatedEngine:
+class SophisticatedEngine(PopulationEngine):
     """Policy evaluation of a population by sophisticated inference.
 
     Parameters
@@ -122,10 +123,10 @@ class SophisticatedEngine:
         pop._run(_INFER_STATES, obs)
         self._drive(pop, _POLICIES | _SAMPLE, replan)
 
-    def reset(self, pop) -> None:
+    def reset(self, pop, rows=None) -> None:
         """Nothing of the engine's own to reset (it keeps no per-agent state)."""
 
-    def member(self, agent) -> None:
+    def configure_member(self, agent) -> None:
         """Make ``pop[i]`` (a PopulationMember) run the agent's search with these options."""
         agent.sophisticated = True
         for name, value in self.options.items():

@@ -526,3 +526,31 @@ def test_kill_at_a_random_moment_of_a_stepping_run(tmp_path):
     ref = _reference(9, steps)
     _assert_same(ref, got)
     np.testing.assert_array_equal(_step(ref, steps), _step(got, steps))
+
+
+@pytest.mark.parametrize("algo", [dict(inference_algo="MMP", inference_horizon=3),
+                                  dict(sophisticated=True, si_horizon=2)],
+                         ids=["MMP", "sophisticated"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_populations_save_load_and_open_step_as_in_ram(tmp_path, algo, threads):
+    """MMP's window rows and the search's options travel in save files and state files."""
+    from fa_core import builtin_models
+    gm = GenerativeModel(**builtin_models.tmaze(), policy_len=1 if "si_horizon" in algo else 2)
+    obs = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 1], [0, 2, 1], [0, 0, 1]])
+    ram = Population(gm, 5, seed=3, n_threads=threads, **algo)
+    disk = Population(gm, 5, seed=3, n_threads=threads, storage=tmp_path / "s.fap", **algo)
+    for _ in range(2):
+        ram.step(obs)
+        disk.step(obs)
+    ram.save(tmp_path / "r.fap")
+    disk.flush()
+    disk.close()
+    loaded = Population.load(tmp_path / "r.fap", gm)
+    reopened = Population.open(tmp_path / "s.fap", gm)
+    for _ in range(3):  # past the MMP window's horizon
+        want = ram.step(obs).copy()
+        for other in (loaded, reopened):
+            np.testing.assert_array_equal(other.step(obs), want)
+            np.testing.assert_array_equal(other.q_pi, ram.q_pi)
+            np.testing.assert_array_equal(other.qs, ram.qs)
+    reopened.close()

@@ -41,7 +41,7 @@ from fa_core.mmp import MMPState
 from fa_core.model import GenerativeModel, model_by_key, resolve_model
 from fa_core.restore_checks import check_actions, check_agent, check_mmp_record
 
-__all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads", "AgentPool",
+__all__ = ["hibernate", "wake", "blob_model_key", "dumps", "loads",
            "FLOAT16_REL_ERROR", "FLOAT16_ABS_ERROR"]
 
 #: Largest relative error float16 rounding puts on a belief entry in the normal

@@ -117,7 +117,8 @@ class SpillFile:
     def _create(self) -> None:
         self.gen, self.n_records = 0, 0
         self._fd = self._new_data(0)
-        self.end, self._crc = _DATA_HEAD.size, zlib.crc32(_DATA_HEAD.pack(_DATA_MAGIC, 0))
+        self.end = self._live = _DATA_HEAD.size
+        self._crc = zlib.crc32(_DATA_HEAD.pack(_DATA_MAGIC, 0))
         self.commit()
 
     def _open_existing(self) -> None:
@@ -153,6 +154,7 @@ class SpillFile:
             raise
         self._fd, self.gen, self.end, self.n_records, self._crc = (
             fd, gen, length, n_records, data_crc)
+        self._live = _DATA_HEAD.size + sum(e.rec_len for e in self.entries.values())
 
     def _scan(self, buf: memoryview, gen: int, n_records: int, data_crc: int) -> None:
         """Check the committed region record by record and build ``entries``."""
@@ -161,8 +163,6 @@ class SpillFile:
             if magic != _DATA_MAGIC or got_gen != gen:
                 _fail(self.path, f"data file header {bytes(magic)!r}/{got_gen} is not "
                                  f"{_DATA_MAGIC!r}/{gen}")
-            if zlib.crc32(buf) != data_crc:
-                _fail(self.path, "checksum mismatch over the committed records")
             pos, n, count, entries = _DATA_HEAD.size, len(buf), 0, self.entries
             while pos < n:
                 if n - pos < _REC.size + _CRC.size:
@@ -196,6 +196,8 @@ class SpillFile:
                 count += 1
             if count != n_records:
                 _fail(self.path, f"{count} records, its commit record gives {n_records}")
+            if zlib.crc32(buf) != data_crc:
+                _fail(self.path, "checksum mismatch over the committed records")
         except CorruptStateError:
             self.entries = {}
             raise
@@ -237,6 +239,8 @@ class SpillFile:
         """Append agent ``agent_id``'s blob; it replaces any earlier record of that id."""
         off, meta_len = self._append(PUT, agent_id, cls_name, blob)
         rec_len = _REC.size + meta_len + len(blob) + _CRC.size
+        old = self.entries.get(agent_id)
+        self._live += rec_len - (0 if old is None else old.rec_len)
         self.entries[agent_id] = Entry(off, rec_len, off + _REC.size + meta_len, len(blob),
                                        cls_name, self._keys.setdefault(key, key))
 
@@ -244,7 +248,7 @@ class SpillFile:
         """Append a record removing ``agent_id`` (KeyError if it is not on disk)."""
         self.entries[agent_id]  # noqa: B018 - KeyError before anything is written
         self._append(DELETE, agent_id, None)
-        del self.entries[agent_id]
+        self._live -= self.entries.pop(agent_id).rec_len
 
     def read(self, entry: Entry) -> bytes:
         """The blob ``entry`` names."""
@@ -261,7 +265,7 @@ class SpillFile:
     @property
     def live_nbytes(self) -> int:
         """Bytes of the records that hold the agents on disk (the rest compaction reclaims)."""
-        return _DATA_HEAD.size + sum(e.rec_len for e in self.entries.values())
+        return self._live
 
     # -- durability ------------------------------------------------------------------
 
@@ -306,7 +310,7 @@ class SpillFile:
             raise
         old_fd, old_gen = self._fd, self.gen
         self._fd, self.gen, self.end, self._crc = fd, gen, end, crc
-        self.n_records, self.entries = len(entries), entries
+        self.n_records, self.entries, self._live = len(entries), entries, end
         self.commit()  # the new generation is the file from here on
         os.close(old_fd)
         os.unlink(self._data_path(old_gen))

@@ -853,10 +853,9 @@ class ShardedPopulation:
             self._scatter_call("update_D", self._checked_beliefs(qs_t0))
             return
         missing = self._gather_calls("qs_t0_missing", [()] * self.n_shards)
-        for s, row in enumerate(missing):
-            if row == -1:
-                raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
-                                 "infer_states call")
+        if -1 in missing:
+            raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
+                             "infer_states call")
         bad = [int(self._members[s][row]) for s, row in enumerate(missing) if row is not None]
         if bad:
             raise ValueError(f"update_D needs qs_t0: agent {min(bad)} has not inferred its "

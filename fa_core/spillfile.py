@@ -43,6 +43,10 @@ _DATA_HEAD = struct.Struct("<8sQ")  # magic, generation
 _REC = struct.Struct("<B3xII")  # kind, metadata bytes, blob bytes
 _COMMIT_MAGIC, _DATA_MAGIC, _VERSION = b"FAPOOLC\0", b"FAPOOLD\0", 1
 PUT, DELETE = 1, 2
+_INT_META = struct.Struct("<6sqc")  # dump_value of (int, None): tuple of 2, "i" + int64, "N"
+_INT_META_HEAD = b"t\x02\x00\x00\x00i"
+_BLOB_HEAD = struct.Struct("<2sBB20sII")  # fa_core.blobformat's frame header
+_BLOB_HEADER = _BLOB_HEAD.size + 4  # and its CRC-32
 _WHAT = "AgentPool spill file"
 
 
@@ -175,9 +179,14 @@ class SpillFile:
                 body = buf[pos:pos + rec_len - _CRC.size]
                 if zlib.crc32(body) != _CRC.unpack_from(buf, pos + rec_len - _CRC.size)[0]:
                     _fail(self.path, f"record {count} at offset {pos}: checksum mismatch")
-                r = Reader(body[:_REC.size + meta_len], _WHAT, _REC.size)
-                meta = load_value(r)
-                r.done()
+                meta_raw = body[_REC.size:_REC.size + meta_len]
+                if meta_len == _INT_META.size and meta_raw[:6] == _INT_META_HEAD \
+                        and meta_raw[14] == 78:  # (int id, None): most pools, decoded fast
+                    meta = (_INT_META.unpack(meta_raw)[1], None)
+                else:
+                    r = Reader(meta_raw, _WHAT)
+                    meta = load_value(r)
+                    r.done()
                 if type(meta) is not tuple or len(meta) != 2 or not (
                         meta[1] is None or type(meta[1]) is str):
                     _fail(self.path, f"record {count} at offset {pos}: malformed metadata")
@@ -203,7 +212,12 @@ class SpillFile:
             raise
 
     def _key(self, blob, count: int) -> bytes:
-        from fa_core.lifecycle import blob_model_key
+        from fa_core.lifecycle import _MAGIC, _VERSION, blob_model_key
+        if len(blob) >= _BLOB_HEAD.size:  # the header fields blob_model_key checks, inline
+            magic, version, _, key, stored, _ = _BLOB_HEAD.unpack_from(blob)
+            if magic == _MAGIC and version == _VERSION and len(blob) == _BLOB_HEADER + stored:
+                key = bytes(key)
+                return self._keys.setdefault(key, key)
         try:
             key = blob_model_key(blob)
         except CorruptStateError as exc:

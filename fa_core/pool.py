@@ -62,9 +62,9 @@ class AgentPool(MutableMapping):
         With ``spill``: the :class:`~fa_core.Agent` subclasses of agents in a
         reopened file (waking one of another class raises ValueError).
     garbage_ratio : float
-        With ``spill``: compact the file (:meth:`compact`) by itself once this
-        share of it is dead records (replaced or deleted agents) and it is
-        larger than 1 MiB.
+        With ``spill``: :meth:`flush` also compacts the file (:meth:`compact`)
+        once this share of it is dead records (replaced or deleted agents) and
+        it is larger than 1 MiB.
 
     Notes
     -----
@@ -76,7 +76,8 @@ class AgentPool(MutableMapping):
     A spilled pool appends every hibernated agent to its data file;
     :meth:`flush` writes the awake agents too and commits (durably: fsync,
     then an atomic rename of the commit file), and so do :meth:`close`,
-    :meth:`compact` and leaving a ``with`` block. A process killed at any
+    :meth:`compact` and leaving a ``with`` block, and nothing else (so a
+    commit is always a state the caller chose). A process killed at any
     point leaves a file that reopens as it was at the last commit; a file
     damaged otherwise (truncated, bits flipped) raises
     :class:`~fa_core.errors.CorruptStateError` when opened or woken, never a
@@ -216,7 +217,12 @@ class AgentPool(MutableMapping):
             raise TypeError(f"AgentPool holds fa_core.Agent objects, got {type(agent).__name__}")
         _check_hibernatable(agent)
         self._check_id(agent_id)
-        if agent_id in self:
+        if self._spill is not None:
+            # no delete record: its record on disk stays the last durable state until the
+            # new agent is hibernated or flushed, so a commit never lacks a replaced agent
+            self._live_spill()
+            self._drop_awake(agent_id)
+        elif agent_id in self:
             del self[agent_id]
         self._admit(agent_id, agent)
 
@@ -225,11 +231,9 @@ class AgentPool(MutableMapping):
             spill = self._live_spill()
             if agent_id not in self._awake and agent_id not in spill.entries:
                 raise KeyError(agent_id)
-            self._awake.pop(agent_id, None)
-            self._awake_bytes -= self._sizes.pop(agent_id, 0)
+            self._drop_awake(agent_id)
             if agent_id in spill.entries:
                 spill.delete(agent_id)
-                self._maybe_compact()
         elif agent_id in self._awake:
             del self._awake[agent_id]
             self._awake_bytes -= self._sizes.pop(agent_id, 0)
@@ -323,7 +327,10 @@ class AgentPool(MutableMapping):
             raise ValueError(f"no live model has content key {key.hex()}: keep the agent's "
                              "model alive")
         blob = bytes(blob)
-        if agent_id in self:
+        if self._spill is not None:
+            self._live_spill()
+            self._drop_awake(agent_id)  # the put replaces its record: no delete in between
+        elif agent_id in self:
             del self[agent_id]
         self._store(agent_id, blob, key, model, cls)
 
@@ -404,7 +411,8 @@ class AgentPool(MutableMapping):
     def flush(self) -> None:
         """Write every awake agent to the spill file too and commit it (durable on return).
 
-        Awake agents stay awake. Without ``spill`` this does nothing.
+        Awake agents stay awake. Then compacts the file if its dead records
+        exceed ``garbage_ratio``. Without ``spill`` this does nothing.
 
         Examples
         --------
@@ -484,6 +492,10 @@ class AgentPool(MutableMapping):
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _drop_awake(self, agent_id) -> None:
+        if self._awake.pop(agent_id, None) is not None:
+            self._awake_bytes -= self._sizes.pop(agent_id, 0)
+
     def _live_spill(self):
         if self._spill._fd < 0:
             raise ValueError(f"the AgentPool spilled to {self._spill.path!r} is closed")
@@ -543,7 +555,6 @@ class AgentPool(MutableMapping):
         if self._spill is not None:
             self._write(agent_id, agent)
             self.n_hibernated += 1
-            self._maybe_compact()
             return
         blob = hibernate(agent, **self._hib)
         self._store(agent_id, blob, blob_model_key(blob), agent._model, type(agent))
@@ -554,7 +565,6 @@ class AgentPool(MutableMapping):
         if self._spill is not None:
             self._models.setdefault(key, [model, 0])
             self._live_spill().put(agent_id, self._class_key(cls), blob, key)
-            self._maybe_compact()
             return
         entry = self._models.get(key)
         if entry is None:

@@ -148,8 +148,11 @@ def test_compaction_starts_by_itself_past_the_garbage_ratio(tmp_path, model):
     pool = AgentPool(max_awake=1, spill=tmp_path / "auto.pool", garbage_ratio=0.5)
     blobs = stamped(model, 3000)
     for round_ in range(4):  # each round replaces every record: garbage piles up
+        before = pool.n_compactions
         for i in range(3000):
             pool.set_hibernated(i, blobs[(i + round_) % 3000])
+        assert pool.n_compactions == before  # compaction commits: only at flush
+        pool.flush()
     assert pool.n_compactions >= 1
     assert pool.spill_nbytes - pool.spill_live_nbytes <= 0.5 * pool.spill_nbytes
     assert all(pool.get_hibernated(i) == blobs[(i + 3) % 3000] for i in range(3000))

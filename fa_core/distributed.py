@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import time
 import warnings
+import zlib
 
 import numpy as np
 
@@ -47,7 +49,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without ray
     raise ImportError("fa_core.distributed needs Ray: pip install 'fa_core[ray]'") from exc
 
 from fa_core import options as _opt
-from fa_core.model import GenerativeModel
+from fa_core.blobformat import Reader, dump_value, frame, load_value, unframe
+from fa_core.errors import CorruptStateError
+from fa_core.model import GenerativeModel, resolve_model
 from fa_core.population import (Population, agent_streams, check_checkpoint, check_obs,
                                 removal_moves)
 
@@ -181,6 +185,120 @@ class _Shard:
 
     def compute_seconds(self) -> float:
         return self.compute_s
+
+    def member(self, row: int, name: str):
+        """Attribute ``name`` of agent ``row`` (``pop[row].pA``, ...): learned parameters."""
+        return getattr(self.pop[row], name)
+
+    def qs_t0_missing(self) -> int | None:
+        """None if every agent has a first posterior; -1 without ``save_belief_hist``;
+        else the first row without one."""
+        d = self.pop.__dict__
+        if d["_qs_t0"] is None:
+            return -1
+        has = d["_has_qs_t0"][:self.pop.n_agents]
+        return None if has.all() else int(np.argmin(has))
+
+    def save(self, path: str) -> tuple[int, int, int]:
+        return save_shard(self.pop, path)
+
+    def load_pending(self, path: str, nbytes: int, crc: int, n_agents: int) -> str | None:
+        """Read a shard file into a pending population; an error message, or None."""
+        self.pending = None
+        try:
+            pop = load_shard(path, self.model, nbytes, crc)
+        except (OSError, CorruptStateError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if pop.n_agents != n_agents:
+            return f"it holds {pop.n_agents} agents, the manifest gives {n_agents}"
+        pop.n_threads = self.n_threads
+        self.pending = pop
+        return None
+
+    def commit_pending(self, keep: bool) -> None:
+        if keep:
+            self.pop = self.pending
+        self.pending = None
+
+
+# -- checkpoints on files: one file per shard, written by the shard, and a manifest --------
+
+MANIFEST = "manifest.fashard"
+_MANIFEST_MAGIC, _MANIFEST_VERSION = b"FS", 1
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` durably: a temporary file, fsync, rename, fsync the folder."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_shard(pop: Population, path: str) -> tuple[int, int, int]:
+    """The one place a shard's population goes to its file (atomically, checksummed).
+
+    The file holds :meth:`Population.hibernate` bytes (their own length,
+    version and CRC-32); returns ``(n_agents, bytes, crc32)`` for the manifest.
+    """
+    blob = pop.hibernate()
+    _atomic_write(path, blob)
+    return pop.n_agents, len(blob), zlib.crc32(blob)
+
+
+def load_shard(path: str, model: GenerativeModel, nbytes: int, crc: int) -> Population:
+    """The population :func:`save_shard` wrote to ``path``, checked against the manifest."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) != nbytes or zlib.crc32(blob) != crc:
+        raise CorruptStateError(f"corrupt or truncated shard file {path!r}: {len(blob)} bytes "
+                                f"and CRC-32 {zlib.crc32(blob):#010x}, its manifest gives "
+                                f"{nbytes} and {crc:#010x}")
+    return Population.wake(blob, model)
+
+
+def _read_manifest(directory: str, what: str) -> tuple[bytes, dict]:
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no sharded checkpoint in {directory!r} (no {MANIFEST})") from None
+    _, key, body = unframe(blob, _MANIFEST_MAGIC, _MANIFEST_VERSION, 0, what)
+    r = Reader(body, what)
+    man = load_value(r)
+    r.done()
+
+    def fail(msg):
+        raise CorruptStateError(f"corrupt or truncated {what}: {msg}")
+
+    if type(man) is not dict or set(man) != {"shards", "members", "seed_seq", "n_seeded"}:
+        fail("its manifest does not hold shards, members, seed_seq and n_seeded")
+    shards, members = man["shards"], man["members"]
+    if type(shards) is not list or type(members) is not list or len(shards) != len(members) \
+            or not shards:
+        fail("its manifest's shard and member lists differ in length")
+    for s, (sh, m) in enumerate(zip(shards, members)):
+        if type(sh) is not tuple or len(sh) != 4 or type(sh[0]) is not str or \
+                os.path.basename(sh[0]) != sh[0] or not all(type(x) is int for x in sh[1:]):
+            fail(f"shard {s}'s entry is not (file, agents, bytes, crc32)")
+        if not isinstance(m, np.ndarray) or m.dtype.kind not in "iu" or m.shape != (sh[1],):
+            fail(f"shard {s} holds {sh[1]} agents but its member list is "
+                 f"{getattr(m, 'shape', type(m).__name__)}")
+    total = sum(sh[1] for sh in shards)
+    every = np.concatenate([np.asarray(m, np.int64) for m in members])
+    if not np.array_equal(np.sort(every), np.arange(total)):
+        fail(f"its member lists do not number the {total} agents 0..{total - 1} once each")
+    if type(man["seed_seq"]) is not np.random.SeedSequence or type(man["n_seeded"]) is not int:
+        fail("its seed sequence or stream count is malformed")
+    return key, man
 
 
 class ShardedPopulation:
@@ -643,18 +761,167 @@ class ShardedPopulation:
         self._index()
         return moved
 
-    # -- checkpoints and failure ----------------------------------------------------------
+    # -- learning ----------------------------------------------------------------------------
 
-    def checkpoint(self) -> Checkpoint:
-        """Hibernate every shard into a :class:`Checkpoint` held on the driver.
+    def update_A(self, obs) -> None:
+        """:meth:`Population.update_A <fa_core.Population.update_A>` on every shard.
 
-        :meth:`restore` rolls back to the latest one.
+        Parameters
+        ----------
+        obs : array_like of int, shape (n_agents, n_modalities)
+            One outcome index per agent and modality, in global order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> spec = builtin_models.tmaze()
+        >>> gm = GenerativeModel(**spec, pA=[np.asarray(a, float) * 10 + 1 for a in spec["A"]])
+        >>> pop = ShardedPopulation(gm, 4, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.infer_states(obs)
+        >>> pop.update_A(obs)
+        >>> pop.shutdown()
+        """
+        if not self.model.has_pA:
+            raise ValueError("update_A needs pA (Dirichlet parameters over A): build the "
+                             "model with pA=")
+        obs = check_obs(self.model, self.n_agents, obs)
+        self._scatter_call("update_A", obs)
+
+    def update_B(self, qs_prev) -> None:
+        """:meth:`Population.update_B <fa_core.Population.update_B>` on every shard.
+
+        Parameters
+        ----------
+        qs_prev : array, (n_agents, sum(num_states))
+            Every agent's previous beliefs in global order (``pop.gather("qs")``
+            before the step).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> spec = builtin_models.tmaze()
+        >>> gm = GenerativeModel(**spec, pB=[np.asarray(b, float) * 10 + 1 for b in spec["B"]])
+        >>> pop = ShardedPopulation(gm, 4, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.step(obs)
+        >>> qs_prev = pop.gather("qs")
+        >>> _ = pop.infer_states(obs)
+        >>> pop.update_B(qs_prev)
+        >>> pop.shutdown()
+        """
+        if not self.model.has_pB:
+            raise ValueError("update_B needs pB (Dirichlet parameters over B): build the "
+                             "model with pB=")
+        prev = self._checked_beliefs(qs_prev)
+        has = self.gather("has_action")
+        if len(has) and not has.all():
+            raise ValueError(f"update_B needs an action: agent {int(np.argmin(has))} has none "
+                             "(call sample_action or step first)")
+        self._scatter_call("update_B", prev)
+
+    def update_D(self, qs_t0=None) -> None:
+        """:meth:`Population.update_D <fa_core.Population.update_D>` on every shard.
+
+        Parameters
+        ----------
+        qs_t0 : array, (n_agents, sum(num_states)), optional
+            Initial beliefs in global order. Default: each agent's first
+            posterior (``save_belief_hist=True``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> spec = builtin_models.tmaze()
+        >>> gm = GenerativeModel(**spec, pD=[np.asarray(d, float) * 10 + 1 for d in spec["D"]])
+        >>> pop = ShardedPopulation(gm, 4, n_shards=2, seed=0, cpus_per_shard=0.5,
+        ...                         save_belief_hist=True)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> pop.update_D()
+        >>> pop.shutdown()
+        """
+        if self.model.pD is None:
+            raise ValueError("update_D needs pD (Dirichlet parameters over D): build the "
+                             "model with pD=")
+        if qs_t0 is not None:
+            self._scatter_call("update_D", self._checked_beliefs(qs_t0))
+            return
+        missing = self._gather_calls("qs_t0_missing", [()] * self.n_shards)
+        if -1 in missing:
+            raise ValueError("update_D needs qs_t0, or save_belief_hist=True and one "
+                             "infer_states call")
+        bad = [int(self._members[s][row]) for s, row in enumerate(missing) if row is not None]
+        if bad:
+            raise ValueError(f"update_D needs qs_t0: agent {min(bad)} has not inferred its "
+                             "states yet")
+        self._scatter_call("update_D")
+
+    def _checked_beliefs(self, qs) -> np.ndarray:
+        """``qs`` checked on the driver as one Population checks it, before any shard runs."""
+        probe = Population(self.model, 0, n_threads=1)
+        shape = (self.n_agents, sum(self.model.num_states))
+        return np.ascontiguousarray(probe._checked("qs", qs, shape, np.dtype(np.float32)))
+
+    def member(self, i: int, name: str):
+        """Attribute ``name`` of global agent ``i``, read in its shard (``pop[i].name``).
+
+        Parameters
+        ----------
+        i : int
+            A global agent index.
+        name : str
+            An agent attribute, e.g. ``"pA"``, ``"A"``, ``"pB"``, ``"qs"``.
 
         Returns
         -------
-        checkpoint : Checkpoint
+        value
+            A copy of ``Population[i].name`` from the agent's shard.
+
+        Examples
+        --------
+        >>> from fa_core import GenerativeModel, builtin_models
+        >>> from fa_core.distributed import ShardedPopulation
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> pop = ShardedPopulation(gm, 4, n_shards=2, seed=0, cpus_per_shard=0.5)
+        >>> float(pop.member(3, "gamma"))
+        16.0
+        >>> pop.shutdown()
+        """
+        s, r = self.locate(i)
+        return self._gather_calls("member", [(r, name)], shards=[s])[0]
+
+    # -- checkpoints and failure ----------------------------------------------------------
+
+    def checkpoint(self, directory=None) -> Checkpoint | str:
+        """Hibernate every shard into a :class:`Checkpoint` on the driver, or into files.
+
+        :meth:`restore` rolls back to the latest one.
+
+        With ``directory``, every shard writes its own file there in parallel
+        (atomically: a temporary file, fsync, rename; checksummed), then the
+        driver writes a small manifest (shard files, agent counts and
+        checksums, the index mapping, the model's content key) the same way,
+        last: a process killed during a checkpoint leaves the previous one
+        whole. Files of earlier checkpoints are removed once the manifest is
+        in place. The shards' state never passes through the driver. On a
+        cluster of several machines the directory must be shared by all.
+
+        Parameters
+        ----------
+        directory : str or os.PathLike, optional
+            Where to write the checkpoint (created if absent).
+
+        Returns
+        -------
+        checkpoint : Checkpoint or str
             Every shard's :meth:`Population.hibernate <fa_core.Population.hibernate>`
-            bytes and the index mapping.
+            bytes and the index mapping; with ``directory``, its path.
 
         Examples
         --------
@@ -667,12 +934,83 @@ class ShardedPopulation:
         >>> ckpt = pop.checkpoint()
         >>> len(ckpt.blobs)
         2
+        >>> import tempfile
+        >>> folder = pop.checkpoint(tempfile.mkdtemp())    # one file per shard, and a manifest
+        >>> pop.restore(folder)
+        []
         >>> pop.shutdown()
         """
+        if directory is not None:
+            return self._checkpoint_files(os.fspath(directory))
         blobs = self._gather_calls("call", [("hibernate",)] * self.n_shards)
         self._checkpoint = Checkpoint(self.model, blobs, [m.copy() for m in self._members],
                                       self._seed_seq, self._n_seeded)
         return self._checkpoint
+
+    def _checkpoint_files(self, directory: str) -> str:
+        os.makedirs(directory, exist_ok=True)
+        tag = secrets.token_hex(4)  # new names: an interrupted checkpoint clobbers no old file
+        names = [f"shard-{s:05d}-{tag}.fapop" for s in range(self.n_shards)]
+        saved = self._gather_calls("save", [(os.path.join(directory, nm),) for nm in names])
+        for s, (n, _, _) in enumerate(saved):
+            if n != len(self._members[s]):  # pragma: no cover - a driver bookkeeping bug
+                raise RuntimeError(f"shard {s} saved {n} agents, the driver counts "
+                                   f"{len(self._members[s])}")
+        manifest = {"shards": [(nm, *info) for nm, info in zip(names, saved)],
+                    "members": [m.astype(np.int64) for m in self._members],
+                    "seed_seq": self._seed_seq, "n_seeded": self._n_seeded}
+        body = bytearray()
+        dump_value(body, manifest, "sharded checkpoint")
+        _atomic_write(os.path.join(directory, MANIFEST),
+                      frame(_MANIFEST_MAGIC, _MANIFEST_VERSION, 0, self.model.content_key(),
+                            bytes(body), False))
+        keep = set(names)
+        for name in os.listdir(directory):  # earlier checkpoints' files, interrupted writes
+            if name.startswith("shard-") and (name.endswith(".fapop") and name not in keep
+                                              or name.endswith(".fapop.tmp")):
+                os.unlink(os.path.join(directory, name))
+        self._checkpoint = directory
+        return directory
+
+    def _restore_files(self, directory: str) -> list[int]:
+        what = f"sharded checkpoint in {directory!r}"
+        key, man = _read_manifest(directory, what)
+        if key != self.model.content_key():
+            raise ValueError(f"the {what} holds another model than this population")
+        shards_info = man["shards"]
+        dead = set(self._lost) | set(self._probe_dead())
+        actors, started = [], []
+        for s in range(len(shards_info)):
+            if s < len(self._shards) and s not in dead:
+                actors.append(self._shards[s])
+            else:
+                actors.append(self._start(n_agents=0))
+                started.append(actors[-1])
+        # every shard reads its own file into a pending population; all or none are kept
+        refs = [a.load_pending.remote(os.path.join(directory, nm), nbytes, crc, n)
+                for a, (nm, n, nbytes, crc) in zip(actors, shards_info)]
+        try:
+            errors = ray.get(refs)
+        except RayActorError as exc:
+            errors = [f"its actor died ({exc})" if dead_ else None
+                      for dead_ in _failed(refs)]
+        failed = [(s, e) for s, e in enumerate(errors) if e is not None]
+        ray.get([a.commit_pending.remote(not failed) for a, d in
+                 zip(actors, _failed(refs)) if not d])
+        if failed:
+            for actor in started:
+                ray.kill(actor)
+            s, e = failed[0]
+            raise CorruptStateError(f"{what}: shard {s} ({shards_info[s][0]}): {e}; "
+                                    "the population is unchanged")
+        for s in range(len(shards_info), len(self._shards)):
+            ray.kill(self._shards[s])
+        self._shards, self._lost = actors, []
+        self._members = [np.asarray(m, np.int64).copy() for m in man["members"]]
+        self._seed_seq, self._n_seeded = man["seed_seq"], man["n_seeded"]
+        self._index()
+        self._checkpoint = directory
+        return sorted(s for s in dead if s < len(shards_info))
 
     def restore(self, checkpoint: Checkpoint | None = None) -> list[int]:
         """Roll every shard back to ``checkpoint``, starting new actors for lost shards.
@@ -682,8 +1020,9 @@ class ShardedPopulation:
 
         Parameters
         ----------
-        checkpoint : Checkpoint, optional
-            Default: the last one taken.
+        checkpoint : Checkpoint or str or os.PathLike, optional
+            Default: the last one taken. A directory that :meth:`checkpoint`
+            wrote: each shard reads its own file there (all or none are taken).
 
         Returns
         -------
@@ -693,7 +1032,10 @@ class ShardedPopulation:
         Raises
         ------
         CorruptStateError
-            If a blob or member list of the checkpoint does not fit the model.
+            If a blob or member list of the checkpoint does not fit the model,
+            or a shard file is missing, truncated or corrupt (nothing changes).
+        FileNotFoundError
+            If the directory holds no checkpoint manifest.
 
         Examples
         --------
@@ -714,6 +1056,8 @@ class ShardedPopulation:
         ckpt = self._checkpoint if checkpoint is None else checkpoint
         if ckpt is None:
             raise RuntimeError("no checkpoint to restore: call checkpoint() first")
+        if isinstance(ckpt, (str, os.PathLike)):
+            return self._restore_files(os.fspath(ckpt))
         if not isinstance(ckpt, Checkpoint):
             raise TypeError(f"restore takes a Checkpoint, got {type(ckpt).__name__}")
         if ckpt.model.content_key() != self.model.content_key():
@@ -746,14 +1090,20 @@ class ShardedPopulation:
         return [s for s, d in enumerate(dead) if d]
 
     @classmethod
-    def wake(cls, checkpoint: Checkpoint, *, cpus_per_shard: float = 1.0,
+    def wake(cls, checkpoint: Checkpoint | str, *, model: GenerativeModel | None = None,
+             cpus_per_shard: float = 1.0,
              actor_options: dict | None = None) -> ShardedPopulation:
         """A sharded population started from a :class:`Checkpoint`, one new actor per shard.
 
         Parameters
         ----------
-        checkpoint : Checkpoint
-            E.g. one pickled by a previous session (trusted sources only).
+        checkpoint : Checkpoint or str or os.PathLike
+            E.g. one pickled by a previous session (trusted sources only), or a
+            directory :meth:`checkpoint` wrote (its shard files are read by the
+            new shards).
+        model : GenerativeModel, optional
+            For a directory: the population's model (default: the live model
+            with the manifest's content key).
         cpus_per_shard : float
             As the constructor.
         actor_options : dict, optional
@@ -781,7 +1131,13 @@ class ShardedPopulation:
         self = cls.__new__(cls)
         if not ray.is_initialized():
             ray.init()
-        self.model = checkpoint.model
+        if isinstance(checkpoint, (str, os.PathLike)):
+            directory = os.fspath(checkpoint)
+            key, _ = _read_manifest(directory, f"sharded checkpoint in {directory!r}")
+            model = resolve_model(key, model, "sharded population")
+        else:
+            model = checkpoint.model
+        self.model = model
         self._cpus, self._actor_options = float(cpus_per_shard), dict(actor_options or {})
         self._model_ref = ray.put(self.model)
         self._shards, self._lost, self._checkpoint = [], [], None

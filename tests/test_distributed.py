@@ -298,3 +298,155 @@ def test_generator_seed_and_memory_report_follow_population():
         assert report.shared_model >= sum(p.shared_model for p in parts)
     finally:
         sp.shutdown()
+
+
+# -- checkpoints on files (issue 15) -----------------------------------------------------------
+
+
+def test_checkpoint_to_files_resumes_as_an_uninterrupted_run(sharded, tmp_path):
+    gm = make_model("rand-2f2m")
+    steps, at = 6, 2
+    reference = run(Population(gm, N_AGENTS, seed=9, **OPTIONS), Env(gm, N_AGENTS, 5), steps)
+    sp = sharded(gm, N_AGENTS, n_shards=3, seed=9, **OPTIONS)
+    env = Env(gm, N_AGENTS, 5)
+    history = run(sp, env, 1)
+    sp.checkpoint(tmp_path)  # an earlier checkpoint: its files go when the next is written
+    history += run(sp, env, at - 1)
+    assert sp.checkpoint(tmp_path) == str(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 4 and files[0] == "manifest.fashard"  # one file per shard
+    saved_env = copy.deepcopy(env)
+    history += run(sp, env, 1)  # progress after the checkpoint is lost with the shard
+    kill(sp.actors[1])
+    with pytest.raises(ShardLostError):
+        sp.step(env.obs)
+    assert sp.restore() == [1]  # the latest checkpoint: the directory
+    env, history = saved_env, history[:at]
+    history += run(sp, env, steps - at)
+    for a, b in zip(reference, history):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_wake_from_a_checkpoint_directory(sharded, tmp_path):
+    gm = make_model("rand-len2")
+    pop = Population(gm, N_AGENTS, seed=2, **OPTIONS)
+    sp = sharded(gm, N_AGENTS, n_shards=2, seed=2, **OPTIONS)
+    run(pop, Env(gm, N_AGENTS, 0), 2)
+    run(sp, Env(gm, N_AGENTS, 0), 2)
+    sp.checkpoint(tmp_path)
+    sp.shutdown()
+    woken = ShardedPopulation.wake(tmp_path, model=gm, cpus_per_shard=0.5)
+    try:
+        assert woken.shard_sizes == sp.shard_sizes
+        assert_same(pop, woken)
+        np.testing.assert_array_equal(woken.add(2), pop.add(2))  # stream draws continue
+        for a, b in zip(run(pop, Env(gm, pop.n_agents, 1), 2),
+                        run(woken, Env(gm, woken.n_agents, 1), 2)):
+            np.testing.assert_array_equal(b, a)
+        assert_same(pop, woken)
+    finally:
+        woken.shutdown()
+
+
+def test_missing_or_corrupt_checkpoint_files_refused_and_nothing_changes(sharded, tmp_path):
+    from fa_core import CorruptStateError
+    gm = make_model("rand-2f2m")
+    sp = sharded(gm, 6, n_shards=2, seed=0)
+    sp.checkpoint(tmp_path)
+    run(sp, Env(gm, 6, 0), 1)
+    before = sp.gather("qs")
+    shard1 = sorted(tmp_path.glob("shard-00001-*.fapop"))[0]
+    good = shard1.read_bytes()
+    manifest = (tmp_path / "manifest.fashard").read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 8
+    for damage, match in ((good[:-3], "shard 1"), (bytes(flipped), "CRC-32"), (None, "shard 1")):
+        if damage is None:
+            shard1.unlink()
+        else:
+            shard1.write_bytes(damage)
+        with pytest.raises(CorruptStateError, match=match):
+            sp.restore(tmp_path)
+        np.testing.assert_array_equal(sp.gather("qs"), before)
+    shard1.write_bytes(good)
+    (tmp_path / "manifest.fashard").write_bytes(manifest[:-1])
+    with pytest.raises(CorruptStateError, match="manifest|truncated"):
+        sp.restore(tmp_path)
+    (tmp_path / "manifest.fashard").unlink()
+    with pytest.raises(FileNotFoundError, match="no sharded checkpoint"):
+        sp.restore(tmp_path)
+    other = fa_core.GenerativeModel(**builtin_models.tmaze())
+    osp = sharded(other, 2, n_shards=1, seed=0)
+    osp.checkpoint(tmp_path / "other")
+    with pytest.raises(ValueError, match="another model"):
+        sp.restore(tmp_path / "other")
+    np.testing.assert_array_equal(sp.gather("qs"), before)
+
+
+# -- learning (issue 14) ----------------------------------------------------------------------
+
+
+def _learning_model():
+    from random_models import dirichlet_counts, random_model
+    rng = np.random.default_rng(11)
+    d = random_model(rng, (3, 2), (3, 2), (2, 2), sparsity=0.4, C_scale=2.0)
+    pA, pB, pD = (dirichlet_counts(rng, d[k]) for k in ("A", "B", "D"))
+    return fa_core.GenerativeModel(A=d["A"], B=d["B"], C=d["C"], pA=pA, pB=pB, pD=pD)
+
+
+@pytest.mark.parametrize("n_shards", [1, 3])
+def test_learning_equals_one_population(sharded, n_shards):
+    gm = _learning_model()
+    opts = dict(OPTIONS, save_belief_hist=True, lr_pA=0.5, lr_pB=2.0)
+    pop = Population(gm, N_AGENTS, seed=3, **opts)
+    sp = sharded(gm, N_AGENTS, n_shards=n_shards, seed=3, **opts)
+    env = Env(gm, N_AGENTS, 4)
+    with pytest.raises(ValueError, match="update_D needs qs_t0: agent 0"):
+        sp.update_D()
+    for t in range(4):
+        obs = env.observe()
+        prev = pop.qs.copy()
+        np.testing.assert_array_equal(sp.infer_states(obs), pop.infer_states(obs))
+        if t:
+            pop.update_B(prev)
+            sp.update_B(prev)
+        else:
+            with pytest.raises(ValueError, match="update_B needs an action: agent 0"):
+                sp.update_B(prev)
+        pop.update_A(obs)
+        sp.update_A(obs)
+        for a, b in zip(sp.infer_policies(), pop.infer_policies()):
+            np.testing.assert_array_equal(a, b)
+        actions = pop.sample_action()
+        np.testing.assert_array_equal(sp.sample_action(), actions)
+        env.step(actions)
+    pop.update_D()
+    sp.update_D()
+    pop.update_D(pop.qs)
+    sp.update_D(sp.gather("qs"))
+    assert_same(pop, sp)
+    for i in (0, 7, N_AGENTS - 1):
+        for name in ("pA", "A", "pB", "B", "pD", "D"):
+            for x, y in zip(sp.member(i, name), getattr(pop[i], name)):
+                np.testing.assert_array_equal(x, y, err_msg=f"{name} of agent {i}")
+
+
+def test_learning_refuses_bad_input_before_any_shard_learns(sharded):
+    gm = _learning_model()
+    sp = sharded(gm, 4, n_shards=2, seed=0)
+    obs = Env(gm, 4, 0).observe()
+    sp.step(obs)
+    before = sp.member(3, "pA")
+    with pytest.raises(ValueError, match="shape"):
+        sp.update_B(np.ones((3, 5)))
+    bad = obs.copy()
+    bad[3, 1] = gm.num_obs[1]
+    with pytest.raises(ValueError, match=r"obs\[3, 1\]"):
+        sp.update_A(bad)
+    with pytest.raises(ValueError, match="save_belief_hist"):
+        sp.update_D()
+    for x, y in zip(sp.member(3, "pA"), before):
+        np.testing.assert_array_equal(x, y)
+    plain = sharded(make_model("rand-2f2m"), 2, n_shards=1, seed=0)
+    with pytest.raises(ValueError, match="pA"):
+        plain.update_A(Env(plain.model, 2, 0).observe())

@@ -25,9 +25,7 @@ loops run without bounds checks and cannot fail.
 
 from cython.parallel cimport prange, threadid
 
-from libc.math cimport logf
-
-from fa_core._math cimport EPS, agent_evidence, log_likelihood
+from fa_core._math cimport EPS, agent_evidence, fa_log_eps, fa_simd_level, log_likelihood
 from fa_core._model cimport BL, FA_CORE_CHECKED, ModelC
 from fa_core._model cimport KModel as KModelC
 from fa_core._policies cimport c_infer_policies, c_infer_policies_block
@@ -42,10 +40,23 @@ from fa_core._states import infer_states, predict_states
 
 # the entry points re-exported from the stage modules, and the driver
 __all__ = ["CHECKED_BUILD", "KModel", "action_marginals", "infer_policies", "infer_states",
-           "load_observation", "population_stages", "predict_states", "select_highest", "tie_rtol"]
+           "load_observation", "population_stages", "predict_states", "select_highest",
+           "simd_isa", "tie_rtol"]
 
 # True in the debugging build of setup.py's FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
 CHECKED_BUILD = bool(FA_CORE_CHECKED)
+
+
+def simd_isa():
+    """The instruction set of the vectorised exp / log / sums, chosen when the module loaded.
+
+    Returns
+    -------
+    str
+        ``"avx2+fma"`` on CPUs that have both (unless ``FA_CORE_SIMD=sse2`` was set in the
+        environment), ``"sse2"`` on other x86-64 CPUs, ``"scalar"`` (libm) elsewhere.
+    """
+    return {2: "avx2+fma", 1: "sse2"}.get(fa_simd_level(), "scalar")
 
 
 # ---------------------------------------------------------------------------
@@ -101,11 +112,9 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
     cdef float* qs = a.qs + i * m.S
     cdef float* ll_all = sc
     cdef float* logprior = sc + m.nll
-    cdef int k
     if stages & 1:
         if a.prior != NULL:  # given by the caller (fa_core.jax's empirical prior)
-            for k in range(m.S):
-                logprior[k] = logf(a.prior[i * m.S + k] + EPS)
+            fa_log_eps(a.prior + i * m.S, logprior, m.S, EPS)
             log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
         else:
             agent_evidence(m, a.has_action[i], qs, a.action + i * m.nf, a.obs + i * m.nm,

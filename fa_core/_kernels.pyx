@@ -201,7 +201,7 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     stage 1 instead of ``D`` / the prediction from ``qs`` and ``action``.
     """
     cdef PopArgs a
-    cdef Py_ssize_t i, n = qs.shape[0]
+    cdef Py_ssize_t i, nblk, chunk, n = qs.shape[0]
     cdef float[:, ::1] lnC_v
     cdef float[:, ::1] lnE_v
     cdef const size_t[::1] models_v
@@ -248,11 +248,19 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
             a.shift_keys = shift[3]
     if n_threads < 1:
         n_threads = 1
+    # Guided schedule: large chunks first, then smaller ones down to `chunk`, so the threads
+    # finish together when agents cost different amounts (iterations to converge, fewer
+    # agents than a static split divides evenly). `chunk` keeps at least 8 chunks per
+    # thread, and at most 8 blocks (64 agents: one cache line of has_action per chunk,
+    # so neighbouring chunks of different threads rarely write the same line).
     if model.blocked:
-        for i in prange((n + BL - 1) // BL, nogil=True, num_threads=n_threads,
-                        schedule="static", chunksize=8):
+        nblk = (n + BL - 1) // BL
+        chunk = max(1, min(8, nblk // (8 * n_threads)))
+        for i in prange(nblk, nogil=True, num_threads=n_threads, schedule="guided",
+                        chunksize=chunk):
             c_block_stages(&a, i * BL, BL if n - i * BL > BL else n - i * BL, stages,
                            a.scratch + threadid() * a.scratch_size)
         return
-    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
+    chunk = max(8, min(64, n // (8 * n_threads)))
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="guided", chunksize=chunk):
         c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)

@@ -9,12 +9,15 @@ from fa_core._selection import select_highest as select_highest, tie_rtol as tie
 from fa_core._states import infer_states as infer_states, predict_states as predict_states
 
 __all__ = ["CHECKED_BUILD", "KModel", "action_marginals", "infer_policies", "infer_states",
-           "load_observation", "population_stages", "predict_states", "select_highest", "tie_rtol"]
+           "load_observation", "population_stages", "predict_states", "select_highest",
+           "simd_isa", "tie_rtol"]
 
 _F32 = npt.NDArray[np.float32]
 _I32 = npt.NDArray[np.int32]
 
 CHECKED_BUILD: bool  # built with FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
+
+def simd_isa() -> str: ...
 
 def population_stages(
     model: KModel, stages: int, qs: _F32, q_pi: _F32, G: _F32, action: _I32,

@@ -25,9 +25,7 @@ loops run without bounds checks and cannot fail.
 
 from cython.parallel cimport prange, threadid
 
-from libc.math cimport logf
-
-from fa_core._math cimport EPS, agent_evidence, log_likelihood
+from fa_core._math cimport EPS, agent_evidence, fa_log_eps, fa_simd_level, log_likelihood
 from fa_core._model cimport BL, FA_CORE_CHECKED, ModelC
 from fa_core._model cimport KModel as KModelC
 from fa_core._policies cimport c_infer_policies, c_infer_policies_block
@@ -42,10 +40,23 @@ from fa_core._states import infer_states, predict_states
 
 # the entry points re-exported from the stage modules, and the driver
 __all__ = ["CHECKED_BUILD", "KModel", "action_marginals", "infer_policies", "infer_states",
-           "load_observation", "population_stages", "predict_states", "select_highest", "tie_rtol"]
+           "load_observation", "population_stages", "predict_states", "select_highest",
+           "simd_isa", "tie_rtol"]
 
 # True in the debugging build of setup.py's FA_CORE_CHECKED_BUILD=1 (bounds checks, sanitizers)
 CHECKED_BUILD = bool(FA_CORE_CHECKED)
+
+
+def simd_isa():
+    """The instruction set of the vectorised exp / log / sums, chosen when the module loaded.
+
+    Returns
+    -------
+    str
+        ``"avx2+fma"`` on CPUs that have both (unless ``FA_CORE_SIMD=sse2`` was set in the
+        environment), ``"sse2"`` on other x86-64 CPUs, ``"scalar"`` (libm) elsewhere.
+    """
+    return {2: "avx2+fma", 1: "sse2"}.get(fa_simd_level(), "scalar")
 
 
 # ---------------------------------------------------------------------------
@@ -101,11 +112,9 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
     cdef float* qs = a.qs + i * m.S
     cdef float* ll_all = sc
     cdef float* logprior = sc + m.nll
-    cdef int k
     if stages & 1:
         if a.prior != NULL:  # given by the caller (fa_core.jax's empirical prior)
-            for k in range(m.S):
-                logprior[k] = logf(a.prior[i * m.S + k] + EPS)
+            fa_log_eps(a.prior + i * m.S, logprior, m.S, EPS)
             log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
         else:
             agent_evidence(m, a.has_action[i], qs, a.action + i * m.nf, a.obs + i * m.nm,
@@ -192,7 +201,7 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     stage 1 instead of ``D`` / the prediction from ``qs`` and ``action``.
     """
     cdef PopArgs a
-    cdef Py_ssize_t i, n = qs.shape[0]
+    cdef Py_ssize_t i, nblk, chunk, n = qs.shape[0]
     cdef float[:, ::1] lnC_v
     cdef float[:, ::1] lnE_v
     cdef const size_t[::1] models_v
@@ -239,11 +248,19 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
             a.shift_keys = shift[3]
     if n_threads < 1:
         n_threads = 1
+    # Guided schedule: large chunks first, then smaller ones down to `chunk`, so the threads
+    # finish together when agents cost different amounts (iterations to converge, fewer
+    # agents than a static split divides evenly). `chunk` keeps at least 8 chunks per
+    # thread, and at most 8 blocks (64 agents: one cache line of has_action per chunk,
+    # so neighbouring chunks of different threads rarely write the same line).
     if model.blocked:
-        for i in prange((n + BL - 1) // BL, nogil=True, num_threads=n_threads,
-                        schedule="static", chunksize=8):
+        nblk = (n + BL - 1) // BL
+        chunk = max(1, min(8, nblk // (8 * n_threads)))
+        for i in prange(nblk, nogil=True, num_threads=n_threads, schedule="guided",
+                        chunksize=chunk):
             c_block_stages(&a, i * BL, BL if n - i * BL > BL else n - i * BL, stages,
                            a.scratch + threadid() * a.scratch_size)
         return
-    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static", chunksize=64):
+    chunk = max(8, min(64, n // (8 * n_threads)))
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="guided", chunksize=chunk):
         c_agent_stages(&a, i, stages, a.scratch + threadid() * a.scratch_size)

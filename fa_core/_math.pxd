@@ -22,7 +22,7 @@ float instantiation serving the float32 kernels and marginal message passing.
 """
 
 from cython cimport floating
-from libc.math cimport expf, logf, exp, log
+from libc.math cimport logf, exp, log
 from libc.string cimport memset, memcpy
 
 from fa_core._model cimport BL, MAX_ND, Mat, ModelC
@@ -61,6 +61,16 @@ cdef extern from "_simd.h":
     double fa_dot(const float* a, const float* x, int n) noexcept nogil
     void fa_exp_shifted(float* x, const float* sub, int n, int lanes) noexcept nogil
     void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) noexcept nogil
+    # vectorised array math (SSE2, or AVX2+FMA chosen at load time: see _simd.h)
+    int fa_simd_level() noexcept nogil
+    double fa_exp_sum(float* x, int n, float sub) noexcept nogil
+    void fa_log_eps(const float* x, float* out, int n, float eps) noexcept nogil
+    double fa_xlogx_sum(const float* q, int n, float eps) noexcept nogil
+    double fa_xlogx_diff_sum(const float* q, const float* lp, int n, float eps) noexcept nogil
+    double fa_dot_d(const float* a, const float* b, int n) noexcept nogil
+    float fa_max(const float* x, int n) noexcept nogil
+    float fa_exp1(float x, int isa) noexcept nogil
+    float fa_log1(float x, int isa) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -68,19 +78,21 @@ cdef extern from "_simd.h":
 # ---------------------------------------------------------------------------
 
 cdef inline void softmax(floating* x, int n) noexcept nogil:
-    """``x = exp(x - max x) / sum`` in place (pymdp's softmax); the sum is double."""
+    """``x = exp(x - max x) / sum`` in place (pymdp's softmax); the sum is double.
+
+    The float instantiation runs the vector exp of ``_simd.h``; the double one libm's."""
     cdef int i
     cdef floating mx = x[0]
     cdef double tot = 0.0
-    for i in range(1, n):
-        if x[i] > mx:
-            mx = x[i]
-    for i in range(n):
-        if floating is float:
-            x[i] = expf(x[i] - mx)
-        else:
+    if floating is float:
+        tot = fa_exp_sum(x, n, fa_max(x, n))
+    else:
+        for i in range(1, n):
+            if x[i] > mx:
+                mx = x[i]
+        for i in range(n):
             x[i] = exp(x[i] - mx)
-        tot += x[i]
+            tot += x[i]
     for i in range(n):
         x[i] = <floating>(x[i] / tot)
 
@@ -305,7 +317,6 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
     """out[k] = log(M[o, k] + 1e-16): log likelihood of outcome ``o``."""
     cdef int k, j
-    cdef const float* row
     if M.onehot:
         for k in range(M.cols):
             out[k] = M.logval[k] if M.idx[k] == o else LOG_EPS
@@ -319,9 +330,7 @@ cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
     elif M.logval != NULL:
         memcpy(out, M.logval + <long long>o * M.cols, M.cols * sizeof(float))
     else:  # large dense matrix: no log cache (see model.LOG_CACHE_MAX_ENTRIES)
-        row = M.val + <long long>o * M.cols
-        for k in range(M.cols):
-            out[k] = logf(row[k] + EPS)
+        fa_log_eps(M.val + <long long>o * M.cols, out, M.cols, EPS)
 
 
 cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noexcept nogil:
@@ -335,7 +344,8 @@ cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noe
             acc = 0.0
             for j in range(M.indptr[k], M.indptr[k + 1]):
                 acc += p[M.idx[j]] * M.val[j]
-            out[k] = logf(<float>acc + EPS)
+            out[k] = <float>acc
+        fa_log_eps(out, out, M.cols, EPS)
     else:
         memset(out, 0, M.cols * sizeof(float))
         for r in range(M.rows):
@@ -344,8 +354,7 @@ cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noe
                 row = M.val + <long long>r * M.cols
                 for k in range(M.cols):
                     out[k] += pr * row[k]
-        for k in range(M.cols):
-            out[k] = logf(out[k] + EPS)
+        fa_log_eps(out, out, M.cols, EPS)
 
 
 cdef inline double mat_quad(const Mat* M, const float* y, const float* x) noexcept nogil:
@@ -387,10 +396,8 @@ cdef inline void predict_states(const ModelC* m, const float* qs, const int* act
 
 cdef inline void log_prior(const ModelC* m, const float* qs, const int* action,
                            float* logprior, float* joint) noexcept nogil:
-    cdef int i
     predict_states(m, qs, action, logprior, joint)
-    for i in range(m.S):
-        logprior[i] = logf(logprior[i] + EPS)
+    fa_log_eps(logprior, logprior, m.S, EPS)
 
 
 cdef inline void log_likelihood(const ModelC* m, const int* obs, const float* obs_distr,
@@ -659,10 +666,10 @@ cdef inline double divergence_from_prior(double F, const floating* q,
     likelihood (pymdp's calc_free_energy), flat over factors. Fused: the search's beliefs
     are double."""
     cdef int i
-    for i in range(n):
-        if floating is float:
-            F += q[i] * (logf(q[i] + EPS) - logprior[i])
-        else:
+    if floating is float:
+        F += fa_xlogx_diff_sum(q, logprior, n, EPS)
+    else:
+        for i in range(n):
             F += q[i] * (log(q[i] + EPS_D) - logprior[i])
     return F
 
@@ -725,6 +732,8 @@ cdef inline double expected_utility(const real_a* qo, const real_b* lnC, int str
 cdef inline double utility(const ModelC* m, int mm, int t, const float* qo,
                            const float* lnC) noexcept nogil:
     """Expected log preference of predicted outcomes ``qo`` of modality ``mm`` at step ``t``."""
+    if m.T == 1:  # contiguous preferences: the vectorised double dot product
+        return fa_dot_d(qo, lnC + m.lnC_off[mm], m.no[mm])
     return expected_utility(qo, lnC + m.lnC_off[mm] + t, m.T, m.no[mm])
 
 
@@ -793,10 +802,7 @@ cdef inline double info_gain(const ModelC* m, int mm, const float* qx, int K, co
             mat_cols(A, qx, idx + pr.nk, pr.npr, qo_p)
             for o in range(m.no[mm]):
                 qo_p[o] = qo[o] - qo_p[o]
-    for o in range(m.no[mm]):
-        if qop[o] > 0.0:  # 0 * log(eps) adds nothing; skip the log
-            sig -= <double>qop[o] * logf(qop[o] + EPS)
-    return sig
+    return sig - fa_xlogx_sum(qop, m.no[mm], EPS)  # 0 log 0 adds nothing
 
 
 cdef inline int scan_pruned_bl(const float* qx, int K, float* xm) noexcept nogil:

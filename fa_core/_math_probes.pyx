@@ -13,7 +13,9 @@ cimport numpy as cnp
 
 from libc.math cimport logf
 
-from fa_core._math cimport (Pruned, agent_evidence, all_marginals, expected_utility,
+from fa_core._math cimport (EPS, Pruned, agent_evidence, fa_dot_d, fa_exp1, fa_exp_sum,
+                            fa_log1, fa_log_eps, fa_max, fa_simd_level, fa_xlogx_diff_sum,
+                            fa_xlogx_sum, all_marginals, expected_utility,
                             fpi_sweep, fpi_sweep_bl, free_energy, free_energy_bl,
                             inductive_cost, inductive_row, info_gain, info_gain_bl, joint_of,
                             joint_of_bl, joint_of_marginals, marginals_bl, mat_vec,
@@ -330,3 +332,45 @@ def dense_terms_precisions(const float[:, ::1] A, const float[::1] aH, const dou
     out.append((expected_utility(&qo[0], &lnC[0], 1, no),
                 state_info_gain_dense(&aH[0], &qx[0], K, &qk[0], no)))
     return out[0], out[1]
+
+
+# -- the vector polynomials of _simd.h ------------------------------------------------------
+
+def simd_level():
+    """Instruction set of the array functions in this module: 2 AVX2+FMA, 1 SSE2, 0 libm."""
+    return fa_simd_level()
+
+
+def vector_exp(const float[::1] x, int isa):
+    """exp of every ``x`` through the vector polynomial (``isa`` 2: the AVX2+FMA body if this
+    CPU has it, 1: the SSE2 body), one element at a time (the tail path)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef float[::1] out = np.empty(n, np.float32)
+    with nogil:
+        for i in range(n):
+            out[i] = fa_exp1(x[i], isa)
+    return np.asarray(out)
+
+
+def vector_log(const float[::1] x, int isa):
+    """:func:`vector_exp` for the log polynomial (positive normal ``x``)."""
+    cdef Py_ssize_t i, n = x.shape[0]
+    cdef float[::1] out = np.empty(n, np.float32)
+    with nogil:
+        for i in range(n):
+            out[i] = fa_log1(x[i], isa)
+    return np.asarray(out)
+
+
+def array_math(const float[::1] x, const float[::1] y):
+    """The dispatched array functions on whole arrays (full vectors and a tail):
+    (exp(x - max x) with its sum, log(x + 1e-16), sum x log(x + 1e-16) over x > 0,
+    sum x (log(x + 1e-16) - y), sum x y, max x)."""
+    cdef int n = x.shape[0]
+    cdef float[::1] e = np.array(x, np.float32)
+    cdef float[::1] lg = np.empty(n, np.float32)
+    cdef float mx = fa_max(&x[0], n)
+    cdef double tot = fa_exp_sum(&e[0], n, mx)
+    fa_log_eps(&x[0], &lg[0], n, EPS)
+    return (np.asarray(e), tot, np.asarray(lg), fa_xlogx_sum(&x[0], n, EPS),
+            fa_xlogx_diff_sum(&x[0], &y[0], n, EPS), fa_dot_d(&x[0], &y[0], n), mx)

@@ -8,10 +8,9 @@ terms of ``_math.pxd``; plus the action marginals and the Python entry points
 ``infer_policies`` and ``action_marginals`` (re-exported by ``fa_core._kernels``).
 """
 
-from libc.math cimport logf
 from libc.string cimport memset, memcpy
 
-from fa_core._math cimport (EPS, PRUNE, Pruned, dot4, inductive_cost, inductive_row,
+from fa_core._math cimport (EPS, PRUNE, Pruned, dot4, fa_xlogx_sum, inductive_cost, inductive_row,
                             info_gain, info_gain_bl, joint_of, joint_of_bl, mat_vec,
                             mat_vec_bl, min_of, param_info_gain, predict_states,
                             scan_pruned, scan_pruned_bl, softmax, utility, utility_bl)
@@ -134,10 +133,8 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                         for i in range(nh):
                             mn *= min_of(cur + m.s_off[dep[i]], m.ns[dep[i]])
                         if mn > PRUNE:  # no joint state is pruned
-                            sig = dot4(red + m.no[mm] * Kh, qh, Kh)
-                            for o in range(m.no[mm]):
-                                if qo[o] > 0.0:
-                                    sig -= <double>qo[o] * logf(qo[o] + EPS)
+                            sig = (dot4(red + m.no[mm] * Kh, qh, Kh)
+                                   - fa_xlogx_sum(qo, m.no[mm], EPS))
                         else:  # the joint over all parents, to find the pruned states
                             if m.a_group[mm] != joint_group:
                                 joint_of(m, cur, dep, nd, joint)

@@ -6,9 +6,7 @@
 :func:`c_tie_rtol` per agent.
 """
 
-from libc.math cimport logf
-
-from fa_core._math cimport EPS, softmax
+from fa_core._math cimport EPS, fa_log_eps, softmax
 from fa_core._model cimport KModel, ModelC, scratch_check
 from fa_core._policies cimport c_action_marginals
 
@@ -125,8 +123,9 @@ cdef int c_select(const float* p, int n, int deterministic, double alpha, double
                     return i
                 r -= 1
         return best
+    fa_log_eps(p, tmp, n, EPS)
     for i in range(n):
-        tmp[i] = <float>(alpha * logf(p[i] + EPS))
+        tmp[i] = <float>(alpha * tmp[i])
     softmax(tmp, n)
     u = uniform01(rng)
     acc = 0.0

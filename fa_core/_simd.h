@@ -1,13 +1,17 @@
-/* Small vector helpers for fa_core/_kernels.pyx.
+/* Small vector helpers for fa_core's kernels (cimported through _math.pxd).
 
    On x86-64 SSE2 is part of the baseline ABI, so these use SSE intrinsics with
-   no extra compiler flags; elsewhere they fall back to plain C (same results up
-   to float rounding). Never compiled with -ffast-math: every sum keeps its order.
+   no extra compiler flags; the array functions (fa_exp_sum, fa_log_eps, fa_xlogx_sum, ...)
+   also have AVX2+FMA bodies chosen at run time (see "run-time dispatch" below); elsewhere
+   they fall back to plain C and libm (same results up to float rounding). Never compiled
+   with -ffast-math: the order of every sum is fixed (lane-wise, then a fixed tree).
 
-   fa_exp4 / fa_log4 are the Cephes single-precision polynomials (as in Julien
-   Pommier's sse_mathfun, zlib licence), relative error about 1e-7: one call
-   does four lanes and, unlike libm's expf / logf, costs no call, so the block
-   kernels' loops over agents keep their registers. */
+   fa_exp4 / fa_log4 (and the 8-lane fa_exp8 / fa_log8) are the Cephes single-precision
+   polynomials (as in Julien Pommier's sse_mathfun, zlib licence). Measured against double
+   precision over every float of the kernels' ranges (tests/test_kernel_library.py,
+   test_vector_polynomials): exp within 1 ulp on [-87, 88], log within 1 ulp on
+   [1e-16, 1e6]; below -88 exp gives 0 or a tiny normal number instead of a subnormal.
+   One call does four or eight lanes and, unlike libm's expf / logf, costs no call. */
 #ifndef FA_SIMD_H
 #define FA_SIMD_H
 
@@ -92,8 +96,160 @@ static inline __m128 fa_log4(__m128 x) {
     return _mm_add_ps(x, _mm_mul_ps(e, _mm_set1_ps(0.693359375f)));
 }
 
-/* x[i] = exp(x[i] - sub[i % lanes]) for i < n; lanes and n are multiples of 4. */
-static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) {
+/* ---- run-time dispatch --------------------------------------------------------------
+   The default build targets the architecture's baseline (SSE2 on x86-64: wheels run on any
+   x86-64 CPU). The array functions below also have an AVX2+FMA body, compiled with GCC /
+   clang's per-function target attribute (no -mavx2 for the module), and chosen once at load
+   time by a cpuid check (__builtin_cpu_supports, which also checks that the OS saves the
+   YMM registers). FA_CORE_SIMD=sse2 in the environment forces the baseline (for tests and
+   comparisons). Each extension module holds its own copy of the flag, set identically. */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) \
+    && !defined(FA_NO_AVX2)
+#define FA_HAVE_AVX2_BODY 1
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#define FA_AVX2 __attribute__((target("avx2,fma")))
+static int fa_simd_avx2 = 0;
+__attribute__((constructor)) static void fa_simd_init(void) {
+    const char* force = getenv("FA_CORE_SIMD");
+    __builtin_cpu_init();
+    fa_simd_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   && !(force != NULL && strcmp(force, "sse2") == 0);
+}
+#define FA_USE_AVX2 (fa_simd_avx2)
+#else
+#define FA_USE_AVX2 0
+#endif
+
+/* the instruction set the array functions use: 2 AVX2+FMA, 1 SSE2 */
+static inline int fa_simd_level(void) { return FA_USE_AVX2 ? 2 : 1; }
+
+/* ---- SSE2 bodies (4 lanes); tails go through a padded 4-float buffer, so every element
+   takes the same polynomial whatever n ---- */
+
+static inline __m128 fa_load_tail4(const float* x, int r, float fill) {
+    float t[4] = {fill, fill, fill, fill};
+    int j;
+    for (j = 0; j < r; j++)
+        t[j] = x[j];
+    return _mm_loadu_ps(t);
+}
+
+static inline void fa_store_tail4(float* x, __m128 v, int r) {
+    float t[4];
+    int j;
+    _mm_storeu_ps(t, v);
+    for (j = 0; j < r; j++)
+        x[j] = t[j];
+}
+
+static inline __m128d fa_sum4_pd(__m128d acc, __m128 v) {  /* acc += both halves, in double */
+    acc = _mm_add_pd(acc, _mm_cvtps_pd(v));
+    return _mm_add_pd(acc, _mm_cvtps_pd(_mm_movehl_ps(v, v)));
+}
+
+static inline double fa_hsum_pd(__m128d a) {
+    double t[2];
+    _mm_storeu_pd(t, a);
+    return t[0] + t[1];
+}
+
+static inline double fa_exp_sum_sse2(float* x, int n, float sub) {
+    __m128 s = _mm_set1_ps(sub), v;
+    __m128d acc = _mm_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v = fa_exp4(_mm_sub_ps(_mm_loadu_ps(x + i), s));
+        _mm_storeu_ps(x + i, v);
+        acc = fa_sum4_pd(acc, v);
+    }
+    if (i < n) {  /* padding lanes: exp(-inf), clamped, is 0 and adds nothing */
+        v = fa_exp4(_mm_sub_ps(fa_load_tail4(x + i, n - i, -INFINITY), s));
+        fa_store_tail4(x + i, v, n - i);
+        acc = fa_sum4_pd(acc, v);
+    }
+    return fa_hsum_pd(acc);
+}
+
+static inline void fa_log_eps_sse2(const float* x, float* out, int n, float eps) {
+    __m128 e = _mm_set1_ps(eps);
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        _mm_storeu_ps(out + i, fa_log4(_mm_add_ps(_mm_loadu_ps(x + i), e)));
+    if (i < n)
+        fa_store_tail4(out + i, fa_log4(_mm_add_ps(fa_load_tail4(x + i, n - i, 1.0f), e)), n - i);
+}
+
+static inline __m128 fa_xlogx4(__m128 v, __m128 e) {  /* v log(v + eps) where v > 0, else 0 */
+    __m128 pos = _mm_cmpgt_ps(v, _mm_setzero_ps());
+    __m128 arg = _mm_or_ps(_mm_and_ps(pos, _mm_add_ps(v, e)),
+                           _mm_andnot_ps(pos, _mm_set1_ps(1.0f)));
+    return _mm_and_ps(pos, _mm_mul_ps(v, fa_log4(arg)));
+}
+
+static inline double fa_xlogx_sum_sse2(const float* q, int n, float eps) {
+    __m128 e = _mm_set1_ps(eps);
+    __m128d acc = _mm_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        acc = fa_sum4_pd(acc, fa_xlogx4(_mm_loadu_ps(q + i), e));
+    if (i < n)
+        acc = fa_sum4_pd(acc, fa_xlogx4(fa_load_tail4(q + i, n - i, 0.0f), e));
+    return fa_hsum_pd(acc);
+}
+
+static inline double fa_xlogx_diff_sum_sse2(const float* q, const float* lp, int n, float eps) {
+    __m128 e = _mm_set1_ps(eps), v;
+    __m128d acc = _mm_setzero_pd();
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v = _mm_loadu_ps(q + i);
+        acc = fa_sum4_pd(acc, _mm_mul_ps(v, _mm_sub_ps(fa_log4(_mm_add_ps(v, e)),
+                                                       _mm_loadu_ps(lp + i))));
+    }
+    if (i < n) {  /* padding: q = 0 adds 0 * (log eps - 0) = 0 */
+        v = fa_load_tail4(q + i, n - i, 0.0f);
+        acc = fa_sum4_pd(acc, _mm_mul_ps(v, _mm_sub_ps(fa_log4(_mm_add_ps(v, e)),
+                                                       fa_load_tail4(lp + i, n - i, 0.0f))));
+    }
+    return fa_hsum_pd(acc);
+}
+
+static inline double fa_dot_d_sse2(const float* a, const float* b, int n) {
+    /* products of floats are exact in double: only the sums round */
+    __m128d s0 = _mm_setzero_pd(), s1 = _mm_setzero_pd();
+    __m128 va, vb;
+    double tail = 0.0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        va = _mm_loadu_ps(a + i);
+        vb = _mm_loadu_ps(b + i);
+        s0 = _mm_add_pd(s0, _mm_mul_pd(_mm_cvtps_pd(va), _mm_cvtps_pd(vb)));
+        s1 = _mm_add_pd(s1, _mm_mul_pd(_mm_cvtps_pd(_mm_movehl_ps(va, va)),
+                                       _mm_cvtps_pd(_mm_movehl_ps(vb, vb))));
+    }
+    for (; i < n; i++)
+        tail += (double)a[i] * b[i];
+    return fa_hsum_pd(_mm_add_pd(s0, s1)) + tail;
+}
+
+static inline float fa_max_sse2(const float* x, int n) {
+    __m128 m = _mm_set1_ps(x[0]);
+    float t[4], mx;
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        m = _mm_max_ps(m, _mm_loadu_ps(x + i));
+    _mm_storeu_ps(t, m);
+    mx = t[0] > t[1] ? t[0] : t[1];
+    mx = mx > t[2] ? mx : t[2];
+    mx = mx > t[3] ? mx : t[3];
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+static inline void fa_exp_shifted_sse2(float* x, const float* sub, int n, int lanes) {
     int i, b;
     for (i = 0; i < n; i += lanes)
         for (b = 0; b < lanes; b += 4)
@@ -101,23 +257,300 @@ static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) 
                                                         _mm_loadu_ps(sub + b))));
 }
 
-/* acc[i % lanes] -= q[i] log(q[i] + eps) over the q[i] > 0, i < n (multiples of 4). */
-static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) {
+static inline void fa_sub_xlogx_sse2(const float* q, int n, int lanes, float eps, double* acc) {
     int i, b;
     float t[4];
+    __m128 e = _mm_set1_ps(eps);
     for (i = 0; i < n; i += lanes)
         for (b = 0; b < lanes; b += 4) {
-            __m128 v = _mm_loadu_ps(q + i + b);
-            __m128 pos = _mm_cmpgt_ps(v, _mm_setzero_ps());
             /* lanes with q <= 0 take log(1) = 0 and add nothing */
-            __m128 arg = _mm_or_ps(_mm_and_ps(pos, _mm_add_ps(v, _mm_set1_ps(eps))),
-                                   _mm_andnot_ps(pos, _mm_set1_ps(1.0f)));
-            _mm_storeu_ps(t, _mm_and_ps(pos, _mm_mul_ps(v, fa_log4(arg))));
+            _mm_storeu_ps(t, fa_xlogx4(_mm_loadu_ps(q + i + b), e));
             acc[b] -= t[0]; acc[b + 1] -= t[1]; acc[b + 2] -= t[2]; acc[b + 3] -= t[3];
         }
 }
 
+#ifdef FA_HAVE_AVX2_BODY
+/* ---- AVX2+FMA bodies (8 lanes): the same Cephes polynomials, Horner steps fused ---- */
+
+FA_AVX2 static inline __m256 fa_exp8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 fx, z, y;
+    __m256i n;
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+    x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+    fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f),
+                                         _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    z = _mm256_mul_ps(x, x);
+    y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, z, x), one);
+    n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(0x7f)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+FA_AVX2 static inline __m256 fa_log8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e, mask, tmp, z, y;
+    __m256i emm0 = _mm256_srli_epi32(_mm256_castps_si256(x), 23);
+    x = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(~0x7f800000)));
+    x = _mm256_or_ps(x, _mm256_set1_ps(0.5f));   /* mantissa in [0.5, 1) */
+    e = _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(emm0, _mm256_set1_epi32(0x7f))), one);
+    mask = _mm256_cmp_ps(x, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    tmp = _mm256_and_ps(x, mask);
+    x = _mm256_sub_ps(x, one);
+    e = _mm256_sub_ps(e, _mm256_and_ps(one, mask));
+    x = _mm256_add_ps(x, tmp);
+    z = _mm256_mul_ps(x, x);
+    y = _mm256_set1_ps(7.0376836292e-2f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(-1.1514610310e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.1676998740e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(-1.2420140846e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.4249322787e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(-1.6668057665e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(2.0000714765e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(-2.4999993993e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(3.3333331174e-1f));
+    y = _mm256_mul_ps(_mm256_mul_ps(y, x), z);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+    x = _mm256_add_ps(x, y);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), x);
+}
+
+FA_AVX2 static inline __m256 fa_load_tail8(const float* x, int r, float fill) {
+    float t[8] = {fill, fill, fill, fill, fill, fill, fill, fill};
+    int j;
+    for (j = 0; j < r; j++)
+        t[j] = x[j];
+    return _mm256_loadu_ps(t);
+}
+
+FA_AVX2 static inline void fa_store_tail8(float* x, __m256 v, int r) {
+    float t[8];
+    int j;
+    _mm256_storeu_ps(t, v);
+    for (j = 0; j < r; j++)
+        x[j] = t[j];
+}
+
+FA_AVX2 static inline __m256d fa_sum8_pd(__m256d acc, __m256 v) {
+    acc = _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    return _mm256_add_pd(acc, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+}
+
+FA_AVX2 static inline double fa_hsum256_pd(__m256d a) {
+    double t[4];
+    _mm256_storeu_pd(t, a);
+    return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+FA_AVX2 static inline double fa_exp_sum_avx2(float* x, int n, float sub) {
+    __m256 s = _mm256_set1_ps(sub), v;
+    __m256d acc = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v = fa_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+        _mm256_storeu_ps(x + i, v);
+        acc = fa_sum8_pd(acc, v);
+    }
+    if (i < n) {
+        v = fa_exp8(_mm256_sub_ps(fa_load_tail8(x + i, n - i, -INFINITY), s));
+        fa_store_tail8(x + i, v, n - i);
+        acc = fa_sum8_pd(acc, v);
+    }
+    return fa_hsum256_pd(acc);
+}
+
+FA_AVX2 static inline void fa_log_eps_avx2(const float* x, float* out, int n, float eps) {
+    __m256 e = _mm256_set1_ps(eps);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, fa_log8(_mm256_add_ps(_mm256_loadu_ps(x + i), e)));
+    if (i < n)
+        fa_store_tail8(out + i, fa_log8(_mm256_add_ps(fa_load_tail8(x + i, n - i, 1.0f), e)),
+                       n - i);
+}
+
+FA_AVX2 static inline __m256 fa_xlogx8(__m256 v, __m256 e) {
+    __m256 pos = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
+    __m256 arg = _mm256_blendv_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(v, e), pos);
+    return _mm256_and_ps(pos, _mm256_mul_ps(v, fa_log8(arg)));
+}
+
+FA_AVX2 static inline double fa_xlogx_sum_avx2(const float* q, int n, float eps) {
+    __m256 e = _mm256_set1_ps(eps);
+    __m256d acc = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = fa_sum8_pd(acc, fa_xlogx8(_mm256_loadu_ps(q + i), e));
+    if (i < n)
+        acc = fa_sum8_pd(acc, fa_xlogx8(fa_load_tail8(q + i, n - i, 0.0f), e));
+    return fa_hsum256_pd(acc);
+}
+
+FA_AVX2 static inline double fa_xlogx_diff_sum_avx2(const float* q, const float* lp, int n, float eps) {
+    __m256 e = _mm256_set1_ps(eps), v;
+    __m256d acc = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v = _mm256_loadu_ps(q + i);
+        acc = fa_sum8_pd(acc, _mm256_mul_ps(v, _mm256_sub_ps(fa_log8(_mm256_add_ps(v, e)),
+                                                             _mm256_loadu_ps(lp + i))));
+    }
+    if (i < n) {
+        v = fa_load_tail8(q + i, n - i, 0.0f);
+        acc = fa_sum8_pd(acc, _mm256_mul_ps(v, _mm256_sub_ps(fa_log8(_mm256_add_ps(v, e)),
+                                                             fa_load_tail8(lp + i, n - i, 0.0f))));
+    }
+    return fa_hsum256_pd(acc);
+}
+
+FA_AVX2 static inline double fa_dot_d_avx2(const float* a, const float* b, int n) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    __m256 va, vb;
+    double tail = 0.0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        va = _mm256_loadu_ps(a + i);
+        vb = _mm256_loadu_ps(b + i);
+        s0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(va)),
+                             _mm256_cvtps_pd(_mm256_castps256_ps128(vb)), s0);
+        s1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(va, 1)),
+                             _mm256_cvtps_pd(_mm256_extractf128_ps(vb, 1)), s1);
+    }
+    for (; i < n; i++)
+        tail += (double)a[i] * b[i];
+    return fa_hsum256_pd(_mm256_add_pd(s0, s1)) + tail;
+}
+
+FA_AVX2 static inline float fa_max_avx2(const float* x, int n) {
+    __m256 m = _mm256_set1_ps(x[0]);
+    float t[8], mx;
+    int i = 0, j;
+    for (; i + 8 <= n; i += 8)
+        m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    _mm256_storeu_ps(t, m);
+    mx = t[0];
+    for (j = 1; j < 8; j++)
+        mx = t[j] > mx ? t[j] : mx;
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+FA_AVX2 static inline void fa_exp_shifted_avx2(float* x, const float* sub, int n, int lanes) {
+    int i, b;
+    if (lanes == 8) {
+        __m256 s = _mm256_loadu_ps(sub);
+        for (i = 0; i < n; i += 8)
+            _mm256_storeu_ps(x + i, fa_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+        return;
+    }
+    for (i = 0; i < n; i += lanes)  /* 4-lane groups, the 8-lane polynomial on each half */
+        for (b = 0; b < lanes; b += 4)
+            _mm_storeu_ps(x + i + b, _mm256_castps256_ps128(fa_exp8(_mm256_castps128_ps256(
+                _mm_sub_ps(_mm_loadu_ps(x + i + b), _mm_loadu_ps(sub + b))))));
+}
+
+FA_AVX2 static inline void fa_sub_xlogx_avx2(const float* q, int n, int lanes, float eps, double* acc) {
+    int i, b;
+    float t[8];
+    __m256 e = _mm256_set1_ps(eps), v;
+    if (lanes == 8) {
+        __m256d a0 = _mm256_loadu_pd(acc), a1 = _mm256_loadu_pd(acc + 4);
+        for (i = 0; i < n; i += 8) {
+            v = fa_xlogx8(_mm256_loadu_ps(q + i), e);
+            a0 = _mm256_sub_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            a1 = _mm256_sub_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+        _mm256_storeu_pd(acc, a0);
+        _mm256_storeu_pd(acc + 4, a1);
+        return;
+    }
+    for (i = 0; i < n; i += lanes)
+        for (b = 0; b < lanes; b += 4) {
+            _mm256_storeu_ps(t, fa_xlogx8(_mm256_castps128_ps256(_mm_loadu_ps(q + i + b)), e));
+            acc[b] -= t[0]; acc[b + 1] -= t[1]; acc[b + 2] -= t[2]; acc[b + 3] -= t[3];
+        }
+}
+#define FA_DISPATCH(name, ...) (FA_USE_AVX2 ? name##_avx2(__VA_ARGS__) : name##_sse2(__VA_ARGS__))
+#else
+#define FA_DISPATCH(name, ...) (name##_sse2(__VA_ARGS__))
+#endif  /* FA_HAVE_AVX2_BODY */
+
+/* ---- the array functions the kernels call ---- */
+
+/* x[i] = exp(x[i] - sub); returns the sum of the new x in double (softmax's denominator). */
+static inline double fa_exp_sum(float* x, int n, float sub) {
+    return FA_DISPATCH(fa_exp_sum, x, n, sub);
+}
+
+/* out[i] = log(x[i] + eps) for x[i] + eps positive and normal; out may be x. */
+static inline void fa_log_eps(const float* x, float* out, int n, float eps) {
+    FA_DISPATCH(fa_log_eps, x, out, n, eps);
+}
+
+/* sum over q[i] > 0 of q[i] log(q[i] + eps), in double (0 log 0 = 0). */
+static inline double fa_xlogx_sum(const float* q, int n, float eps) {
+    return FA_DISPATCH(fa_xlogx_sum, q, n, eps);
+}
+
+/* sum of q[i] (log(q[i] + eps) - lp[i]), in double. */
+static inline double fa_xlogx_diff_sum(const float* q, const float* lp, int n, float eps) {
+    return FA_DISPATCH(fa_xlogx_diff_sum, q, lp, n, eps);
+}
+
+/* sum of a[i] b[i] in double (exact products, lane-wise double sums). */
+static inline double fa_dot_d(const float* a, const float* b, int n) {
+    return FA_DISPATCH(fa_dot_d, a, b, n);
+}
+
+/* max of x[0..n), n >= 1 (no NaN). */
+static inline float fa_max(const float* x, int n) {
+    return FA_DISPATCH(fa_max, x, n);
+}
+
+/* x[i] = exp(x[i] - sub[i % lanes]) for i < n; lanes and n are multiples of 4. */
+static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) {
+    FA_DISPATCH(fa_exp_shifted, x, sub, n, lanes);
+}
+
+/* acc[i % lanes] -= q[i] log(q[i] + eps) over the q[i] > 0, i < n (multiples of 4). */
+static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) {
+    FA_DISPATCH(fa_sub_xlogx, q, n, lanes, eps, acc);
+}
+
+/* One float through the vector polynomials (test probes: isa 2 AVX2+FMA if available, else
+   SSE2). */
+static inline float fa_exp1(float x, int isa) {
+    float t[8] = {x, 0, 0, 0, 0, 0, 0, 0};
+#ifdef FA_HAVE_AVX2_BODY
+    if (isa == 2 && fa_simd_avx2) { fa_exp_sum_avx2(t, 1, 0.0f); return t[0]; }
+#endif
+    (void)isa;
+    fa_exp_sum_sse2(t, 1, 0.0f);
+    return t[0];
+}
+
+static inline float fa_log1(float x, int isa) {
+    float t[8] = {x, 0, 0, 0, 0, 0, 0, 0};
+#ifdef FA_HAVE_AVX2_BODY
+    if (isa == 2 && fa_simd_avx2) { fa_log_eps_avx2(t, t, 1, 0.0f); return t[0]; }
+#endif
+    (void)isa;
+    fa_log_eps_sse2(t, t, 1, 0.0f);
+    return t[0];
+}
+
 #else  /* plain C */
+
+static inline int fa_simd_level(void) { return 0; }
 
 static inline double fa_dot(const float* a, const float* x, int n) {
     float s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tail = 0.0f;
@@ -129,6 +562,55 @@ static inline double fa_dot(const float* a, const float* x, int n) {
         tail += a[k] * x[k];
     return (((double)s[0] + s[4]) + ((double)s[1] + s[5]))
          + (((double)s[2] + s[6]) + ((double)s[3] + s[7])) + tail;
+}
+
+static inline double fa_exp_sum(float* x, int n, float sub) {
+    double tot = 0.0;
+    int i;
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - sub);
+        tot += x[i];
+    }
+    return tot;
+}
+
+static inline void fa_log_eps(const float* x, float* out, int n, float eps) {
+    int i;
+    for (i = 0; i < n; i++)
+        out[i] = logf(x[i] + eps);
+}
+
+static inline double fa_xlogx_sum(const float* q, int n, float eps) {
+    double s = 0.0;
+    int i;
+    for (i = 0; i < n; i++)
+        if (q[i] > 0.0f)
+            s += q[i] * logf(q[i] + eps);
+    return s;
+}
+
+static inline double fa_xlogx_diff_sum(const float* q, const float* lp, int n, float eps) {
+    double s = 0.0;
+    int i;
+    for (i = 0; i < n; i++)
+        s += q[i] * (logf(q[i] + eps) - lp[i]);
+    return s;
+}
+
+static inline double fa_dot_d(const float* a, const float* b, int n) {
+    double s = 0.0;
+    int i;
+    for (i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+static inline float fa_max(const float* x, int n) {
+    float mx = x[0];
+    int i;
+    for (i = 1; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    return mx;
 }
 
 static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) {
@@ -143,6 +625,9 @@ static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, dou
         if (q[i] > 0.0f)
             acc[i % lanes] -= q[i] * logf(q[i] + eps);
 }
+
+static inline float fa_exp1(float x, int isa) { (void)isa; return expf(x); }
+static inline float fa_log1(float x, int isa) { (void)isa; return logf(x); }
 
 #endif
 #endif

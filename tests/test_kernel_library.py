@@ -253,3 +253,49 @@ def test_dense_efe_terms_in_both_precisions():
     _close(sd, qx @ aH.astype(np.float64) - qo @ np.log(qo + 1e-16), rtol=1e-6, atol=1e-9)
     _close(uf, ud, rtol=1e-6, atol=1e-7)
     _close(sf, sd, rtol=1e-5, atol=1e-7)
+
+
+# -- the vector polynomials (_simd.h) against double precision --------------------------------
+
+def _ulps(got, want):
+    """|got - want| in units of the float32 spacing at ``want`` (want in double)."""
+    spacing = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    return np.abs(np.asarray(got, np.float64) - want) / spacing
+
+
+# every ISA body this CPU can run: 1 SSE2; 2 AVX2+FMA when the module chose it
+ISAS = sorted({1, probes.simd_level()} - {0})
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_vector_polynomials_within_one_ulp(isa):
+    rng = np.random.default_rng(7)
+    # exp: softmax's arguments (x - max x <= 0) and the range up to overflow
+    x = np.concatenate([np.linspace(-87.0, 88.0, 100_001),
+                        rng.uniform(-40.0, 0.0, 50_000)]).astype(np.float32)
+    assert _ulps(probes.vector_exp(x, isa), np.exp(x.astype(np.float64))).max() <= 1.0
+    # log of x + 1e-16 for beliefs, likelihoods and predictions: 1e-16 up to counts
+    y = np.concatenate([np.geomspace(1e-16, 1e6, 100_001),
+                        rng.uniform(0.5, 2.0, 50_000)]).astype(np.float32)
+    assert _ulps(probes.vector_log(y, isa), np.log(y.astype(np.float64))).max() <= 1.0
+    # far below the float range exp flushes to 0 (libm would give a subnormal or 0)
+    tiny = probes.vector_exp(np.array([-88.5, -100.0, -1e4, -np.inf], np.float32), isa)
+    np.testing.assert_array_equal(tiny, 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 7, 8, 9, 17, 100])
+def test_array_math_full_vectors_and_tails(n):
+    rng = np.random.default_rng(n)
+    x = rng.dirichlet(np.full(n, 0.5)).astype(np.float32)
+    x[rng.random(n) < 0.2] = 0.0  # exact zeros: 0 log 0 = 0
+    y = rng.normal(size=n).astype(np.float32)
+    e, tot, lg, xlx, diff, dot, mx = probes.array_math(x, y)
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    assert mx == x.max()
+    _close(e, np.exp(xd - x.max()), rtol=3e-7, atol=0)
+    _close(tot, np.exp(xd - x.max()).sum(), rtol=1e-6, atol=0)
+    _close(lg, np.log(xd + np.float32(1e-16)), rtol=3e-7, atol=0)
+    pos = x > 0
+    _close(xlx, (xd[pos] * np.log(xd[pos] + 1e-16)).sum(), rtol=1e-6, atol=1e-7)
+    _close(diff, (xd * (np.log(xd + np.float32(1e-16)) - yd)).sum(), rtol=1e-6, atol=1e-7)
+    _close(dot, xd @ yd, rtol=1e-12, atol=1e-15)

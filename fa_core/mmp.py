@@ -322,20 +322,7 @@ class MMPState:
 
     def prior_views(self):
         """``latest_belief`` in pymdp's layout: per factor, or per policy then factor."""
-        bounds = self.model.state_bounds
-
-        def factors(row):
-            out = np.empty(len(bounds), dtype=object)
-            for f, (lo, hi) in enumerate(bounds):
-                out[f] = row[lo:hi]
-            return out
-        prior = self.prior64
-        if prior.shape[0] == 1 and not self.policy_sep_prior:
-            return factors(prior[0])
-        out = np.empty(prior.shape[0], dtype=object)
-        for p in range(prior.shape[0]):
-            out[p] = factors(prior[p])
-        return out
+        return prior_layout(self.prior64, self.model.state_bounds, self.policy_sep_prior)
 
     def __getstate__(self) -> dict:
         # the compiled model is rebuilt from the (pickled) GenerativeModel
@@ -352,6 +339,22 @@ class MMPState:
         self.model = None
         self.bind(model)
         self.q = q
+
+
+def prior_layout(prior: np.ndarray, bounds, policy_sep_prior: bool) -> np.ndarray:
+    """A window prior ``(1 or n_policies, sum(num_states))`` in pymdp's ``latest_belief``
+    layout: an object array per factor, or (separate priors) per policy then factor."""
+    def factors(row):
+        out = np.empty(len(bounds), dtype=object)
+        for f, (lo, hi) in enumerate(bounds):
+            out[f] = row[lo:hi]
+        return out
+    if prior.shape[0] == 1 and not policy_sep_prior:
+        return factors(prior[0])
+    out = np.empty(prior.shape[0], dtype=object)
+    for p in range(prior.shape[0]):
+        out[p] = factors(prior[p])
+    return out
 
 
 def run_mmp(lh_seq, B, policy, prev_actions=None, prior=None, num_iter=10, grad_descent=True,

@@ -295,21 +295,8 @@ class MMPEngine(PopulationEngine):
 
     def latest_belief(self, pop, i: int):
         """Agent ``i``'s window prior in pymdp's layout (``Agent.latest_belief``)."""
-        prior = pop._rows("mmp_prior")[i].astype(np.float64)
-        bounds = self.model.state_bounds
-
-        def factors(row):
-            out = np.empty(len(bounds), dtype=object)
-            for f, (lo, hi) in enumerate(bounds):
-                out[f] = row[lo:hi]
-            return out
-        if prior.shape[0] == 1:
-            return factors(prior[0])
-        out = np.empty(prior.shape[0], dtype=object)
-        for p in range(prior.shape[0]):
-            out[p] = factors(prior[p])
-        return out
-
+        return mmp.prior_layout(pop._rows("mmp_prior")[i].astype(np.float64),
+                                self.model.state_bounds, self.policy_sep_prior)
 
 def check_engine_state(state, model, n: int, what: str) -> None:
     """Refuse a restored engine state (options and per-agent rows) a kernel could not run on

@@ -37,20 +37,25 @@ def _window_arrays(qs):
     return [] if qs is None else [np.asarray(qs)]
 
 
-def _assert_same_agent(a: Agent, b: Agent) -> None:
+def _same(x, y, atol: float) -> bool:
+    return np.array_equal(x, y) if atol == 0 else np.allclose(x, y, rtol=0, atol=atol)
+
+
+def _assert_same_agent(a: Agent, b: Agent, atol: float = 0.0) -> None:
+    """Equal agents (``atol``: numbers from another version of the kernels' math)."""
     for x, y in zip(_window_arrays(a.qs), _window_arrays(b.qs), strict=True):
-        assert x.dtype == y.dtype and np.array_equal(x, y)
-    assert np.array_equal(a.q_pi, b.q_pi) and np.array_equal(a.G, b.G)
+        assert x.dtype == y.dtype and _same(x, y, atol)
+    assert _same(a.q_pi, b.q_pi, atol) and _same(a.G, b.G, atol)
     assert a.curr_timestep == b.curr_timestep
     assert (a.prev_actions is None) == (b.prev_actions is None)
     for u, v in zip(a.prev_actions or [], b.prev_actions or [], strict=True):
         assert np.array_equal(u, v)
     assert a.prev_obs == b.prev_obs
-    assert (a.F is None and b.F is None) or np.array_equal(a.F, b.F)
+    assert (a.F is None and b.F is None) or _same(a.F, b.F, atol)
     if hasattr(a, "qs_hist"):
         for e, f in zip(a.qs_hist, b.qs_hist, strict=True):
             for x, y in zip(_window_arrays(e), _window_arrays(f), strict=True):
-                assert np.array_equal(x, y)
+                assert _same(x, y, atol)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -58,17 +63,18 @@ def test_blobs_from_before_the_engine_layer_wake_the_same(name):
     with open(os.path.join(BLOBS, f"{name}.blob"), "rb") as fh:
         blob = fh.read()
     fresh = build(name)
-    assert fresh.hibernate() == blob  # today's code writes the same bytes
     woken = Agent.wake(blob)
+    assert woken.hibernate() == blob  # the blob's state, back to the same bytes
     assert type(woken._engine) is type(fresh._engine)
-    _assert_same_agent(woken, fresh)
-    assert woken.hibernate() == blob
+    # today's kernels compute the same agent; the vectorised exp flushes what libm made
+    # subnormal (below 1e-38) to zero, so values agree to far below float32 resolution
+    _assert_same_agent(woken, fresh, atol=1e-30)
     # and both go on the same way (the global RNG is not read: deterministic selection)
     for agent in (woken, fresh):
         agent.infer_policies()
         agent.sample_action()
         agent.infer_states(OBS[1])
-    _assert_same_agent(woken, fresh)
+    _assert_same_agent(woken, fresh, atol=1e-30)
     again = pickle.loads(pickle.dumps(fresh))
     _assert_same_agent(again, fresh)
 

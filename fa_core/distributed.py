@@ -325,8 +325,11 @@ class ShardedPopulation:
         placement groups, ...). Shards are spread over nodes by default.
     **options
         The other :class:`Population` keywords (``gamma``, ``alpha``, ``C``,
-        ``E``, ``use_utility``, ``action_selection``, ...); per-agent arrays are
-        split over the shards.
+        ``E``, ``use_utility``, ``action_selection``, learning rates,
+        ``inference_algo="MMP"`` with ``inference_horizon``, ``use_BMA`` and
+        ``policy_sep_prior``, ``sophisticated=True`` with the ``si_*`` options,
+        ...); per-agent arrays are split over the shards. ``storage`` is not
+        accepted (use :meth:`checkpoint` with a directory).
 
     Notes
     -----
@@ -367,6 +370,9 @@ class ShardedPopulation:
         cpus_per_shard = _opt.check_float("cpus_per_shard", cpus_per_shard, lo=0.0, lo_open=True)
         if n_shards is not None:
             n_shards = _opt.check_int("n_shards", n_shards, 1, None)
+        if options.get("storage") is not None:
+            raise TypeError("storage is not supported by ShardedPopulation: every shard would "
+                            "share one state file (use checkpoint(directory) instead)")
         per_agent = {k: options.pop(k) for k in ("gamma", "alpha", "C", "E") if k in options}
         # Validate everything here, before any actor starts: a shard failing in its
         # constructor would surface as a dead actor, not as the ValueError it is.
@@ -378,6 +384,10 @@ class ShardedPopulation:
             probe._ln_C(per_agent["C"], n)
         if per_agent.get("E") is not None:
             probe._ln_E(per_agent["E"], n)
+        if n and (per_agent.get("C") is not None or per_agent.get("E") is not None):
+            # the algorithm's own refusals (MMP or sophisticated with per-agent C), on one row
+            Population(model, 1, n_threads=1, **options,
+                       **{k: _slice_per_agent(k, v, 0, 1) for k, v in per_agent.items()})
 
         if not ray.is_initialized():
             ray.init()

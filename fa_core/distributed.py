@@ -242,26 +242,36 @@ def _atomic_write(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def save_shard(pop: Population, path: str) -> tuple[int, int, int]:
-    """The one place a shard's population goes to its file (atomically, checksummed).
+def _file_crc(path: str) -> tuple[int, int]:
+    """``(bytes, CRC-32)`` of the file at ``path``, read in chunks."""
+    size, crc = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return size, crc
 
-    The file holds :meth:`Population.hibernate` bytes (their own length,
-    version and CRC-32); returns ``(n_agents, bytes, crc32)`` for the manifest.
+
+def save_shard(pop: Population, path: str) -> tuple[int, int, int]:
+    """The one place a shard's population goes to its file: :meth:`Population.save`.
+
+    One file format for a population on disk everywhere (:mod:`fa_core.storage`:
+    atomic, versioned, checksummed); returns ``(n_agents, bytes, crc32)`` of the
+    file for the manifest, which ties every shard file to its checkpoint.
     """
-    blob = pop.hibernate()
-    _atomic_write(path, blob)
-    return pop.n_agents, len(blob), zlib.crc32(blob)
+    pop.save(path)
+    return (pop.n_agents, *_file_crc(path))
 
 
 def load_shard(path: str, model: GenerativeModel, nbytes: int, crc: int) -> Population:
-    """The population :func:`save_shard` wrote to ``path``, checked against the manifest."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) != nbytes or zlib.crc32(blob) != crc:
-        raise CorruptStateError(f"corrupt or truncated shard file {path!r}: {len(blob)} bytes "
-                                f"and CRC-32 {zlib.crc32(blob):#010x}, its manifest gives "
+    """The population :func:`save_shard` wrote to ``path`` (:meth:`Population.load`),
+    its size and CRC-32 first checked against the manifest's."""
+    size, got = _file_crc(path)
+    if size != nbytes or got != crc:
+        raise CorruptStateError(f"corrupt or truncated shard file {path!r}: {size} bytes "
+                                f"and CRC-32 {got:#010x}, its manifest gives "
                                 f"{nbytes} and {crc:#010x}")
-    return Population.wake(blob, model)
+    return Population.load(path, model)
 
 
 def _read_manifest(directory: str, what: str) -> tuple[bytes, dict]:
@@ -977,7 +987,7 @@ class ShardedPopulation:
         keep = set(names)
         for name in os.listdir(directory):  # earlier checkpoints' files, interrupted writes
             if name.startswith("shard-") and (name.endswith(".fapop") and name not in keep
-                                              or name.endswith(".fapop.tmp")):
+                                              or ".fapop.tmp" in name):
                 os.unlink(os.path.join(directory, name))
         self._checkpoint = directory
         return directory

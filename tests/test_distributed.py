@@ -471,6 +471,14 @@ def test_algorithms_equal_one_population_and_survive_a_checkpoint(sharded, tmp_p
         np.testing.assert_array_equal(b, a)
     assert_same(pop, sp)
     sp.checkpoint(tmp_path)
+    # shard files are Population.save files: one format for a population on disk
+    parts = [Population.load(f, gm) for f in sorted(tmp_path.glob("shard-*.fapop"))]
+    assert [p.n_agents for p in parts] == sp.shard_sizes
+    for name in ("qs", "q_pi", "actions"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]),
+                                      getattr(pop, name), err_msg=name)
+    for name in ("inference_algo", "sophisticated"):
+        assert [getattr(p[0], name) for p in parts] == [getattr(pop[0], name)] * 2, name
     run(sp, copy.deepcopy(env_sp), 1)  # progress after the checkpoint, undone by restore
     sp.restore(tmp_path)
     assert_same(pop, sp)

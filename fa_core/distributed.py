@@ -924,7 +924,9 @@ class ShardedPopulation:
         :meth:`restore` rolls back to the latest one.
 
         With ``directory``, every shard writes its own file there in parallel
-        (atomically: a temporary file, fsync, rename; checksummed), then the
+        (a :meth:`Population.save <fa_core.Population.save>` file, which
+        :meth:`Population.load <fa_core.Population.load>` reads: atomically
+        written, checksummed), then the
         driver writes a small manifest (shard files, agent counts and
         checksums, the index mapping, the model's content key) the same way,
         last: a process killed during a checkpoint leaves the previous one

@@ -242,26 +242,36 @@ def _atomic_write(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def save_shard(pop: Population, path: str) -> tuple[int, int, int]:
-    """The one place a shard's population goes to its file (atomically, checksummed).
+def _file_crc(path: str) -> tuple[int, int]:
+    """``(bytes, CRC-32)`` of the file at ``path``, read in chunks."""
+    size, crc = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return size, crc
 
-    The file holds :meth:`Population.hibernate` bytes (their own length,
-    version and CRC-32); returns ``(n_agents, bytes, crc32)`` for the manifest.
+
+def save_shard(pop: Population, path: str) -> tuple[int, int, int]:
+    """The one place a shard's population goes to its file: :meth:`Population.save`.
+
+    One file format for a population on disk everywhere (:mod:`fa_core.storage`:
+    atomic, versioned, checksummed); returns ``(n_agents, bytes, crc32)`` of the
+    file for the manifest, which ties every shard file to its checkpoint.
     """
-    blob = pop.hibernate()
-    _atomic_write(path, blob)
-    return pop.n_agents, len(blob), zlib.crc32(blob)
+    pop.save(path)
+    return (pop.n_agents, *_file_crc(path))
 
 
 def load_shard(path: str, model: GenerativeModel, nbytes: int, crc: int) -> Population:
-    """The population :func:`save_shard` wrote to ``path``, checked against the manifest."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    if len(blob) != nbytes or zlib.crc32(blob) != crc:
-        raise CorruptStateError(f"corrupt or truncated shard file {path!r}: {len(blob)} bytes "
-                                f"and CRC-32 {zlib.crc32(blob):#010x}, its manifest gives "
+    """The population :func:`save_shard` wrote to ``path`` (:meth:`Population.load`),
+    its size and CRC-32 first checked against the manifest's."""
+    size, got = _file_crc(path)
+    if size != nbytes or got != crc:
+        raise CorruptStateError(f"corrupt or truncated shard file {path!r}: {size} bytes "
+                                f"and CRC-32 {got:#010x}, its manifest gives "
                                 f"{nbytes} and {crc:#010x}")
-    return Population.wake(blob, model)
+    return Population.load(path, model)
 
 
 def _read_manifest(directory: str, what: str) -> tuple[bytes, dict]:
@@ -325,8 +335,11 @@ class ShardedPopulation:
         placement groups, ...). Shards are spread over nodes by default.
     **options
         The other :class:`Population` keywords (``gamma``, ``alpha``, ``C``,
-        ``E``, ``use_utility``, ``action_selection``, ...); per-agent arrays are
-        split over the shards.
+        ``E``, ``use_utility``, ``action_selection``, learning rates,
+        ``inference_algo="MMP"`` with ``inference_horizon``, ``use_BMA`` and
+        ``policy_sep_prior``, ``sophisticated=True`` with the ``si_*`` options,
+        ...); per-agent arrays are split over the shards. ``storage`` is not
+        accepted (use :meth:`checkpoint` with a directory).
 
     Notes
     -----
@@ -367,6 +380,9 @@ class ShardedPopulation:
         cpus_per_shard = _opt.check_float("cpus_per_shard", cpus_per_shard, lo=0.0, lo_open=True)
         if n_shards is not None:
             n_shards = _opt.check_int("n_shards", n_shards, 1, None)
+        if options.get("storage") is not None:
+            raise TypeError("storage is not supported by ShardedPopulation: every shard would "
+                            "share one state file (use checkpoint(directory) instead)")
         per_agent = {k: options.pop(k) for k in ("gamma", "alpha", "C", "E") if k in options}
         # Validate everything here, before any actor starts: a shard failing in its
         # constructor would surface as a dead actor, not as the ValueError it is.
@@ -378,6 +394,10 @@ class ShardedPopulation:
             probe._ln_C(per_agent["C"], n)
         if per_agent.get("E") is not None:
             probe._ln_E(per_agent["E"], n)
+        if n and (per_agent.get("C") is not None or per_agent.get("E") is not None):
+            # the algorithm's own refusals (MMP or sophisticated with per-agent C), on one row
+            Population(model, 1, n_threads=1, **options,
+                       **{k: _slice_per_agent(k, v, 0, 1) for k, v in per_agent.items()})
 
         if not ray.is_initialized():
             ray.init()
@@ -904,7 +924,9 @@ class ShardedPopulation:
         :meth:`restore` rolls back to the latest one.
 
         With ``directory``, every shard writes its own file there in parallel
-        (atomically: a temporary file, fsync, rename; checksummed), then the
+        (a :meth:`Population.save <fa_core.Population.save>` file, which
+        :meth:`Population.load <fa_core.Population.load>` reads: atomically
+        written, checksummed), then the
         driver writes a small manifest (shard files, agent counts and
         checksums, the index mapping, the model's content key) the same way,
         last: a process killed during a checkpoint leaves the previous one
@@ -967,7 +989,7 @@ class ShardedPopulation:
         keep = set(names)
         for name in os.listdir(directory):  # earlier checkpoints' files, interrupted writes
             if name.startswith("shard-") and (name.endswith(".fapop") and name not in keep
-                                              or name.endswith(".fapop.tmp")):
+                                              or ".fapop.tmp" in name):
                 os.unlink(os.path.join(directory, name))
         self._checkpoint = directory
         return directory

@@ -450,3 +450,50 @@ def test_learning_refuses_bad_input_before_any_shard_learns(sharded):
     plain = sharded(make_model("rand-2f2m"), 2, n_shards=1, seed=0)
     with pytest.raises(ValueError, match="pA"):
         plain.update_A(Env(plain.model, 2, 0).observe())
+
+
+# -- MMP and sophisticated populations on shards ------------------------------------------------
+
+ALGORITHMS = {
+    "MMP": dict(inference_algo="MMP", inference_horizon=2, use_BMA=False, policy_sep_prior=True),
+    "sophisticated": dict(sophisticated=True, si_horizon=2, si_policy_prune_threshold=0.2),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_algorithms_equal_one_population_and_survive_a_checkpoint(sharded, tmp_path, algo):
+    gm = make_model("tmaze")
+    n, opts = 5, dict(OPTIONS, **ALGORITHMS[algo])
+    pop = Population(gm, n, seed=4, **opts)
+    sp = sharded(gm, n, n_shards=2, seed=4, **opts)
+    env_pop, env_sp = Env(gm, n, 2), Env(gm, n, 2)
+    for a, b in zip(run(pop, env_pop, 2), run(sp, env_sp, 2)):
+        np.testing.assert_array_equal(b, a)
+    assert_same(pop, sp)
+    sp.checkpoint(tmp_path)
+    # shard files are Population.save files: one format for a population on disk
+    parts = [Population.load(f, gm) for f in sorted(tmp_path.glob("shard-*.fapop"))]
+    assert [p.n_agents for p in parts] == sp.shard_sizes
+    for name in ("qs", "q_pi", "actions"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]),
+                                      getattr(pop, name), err_msg=name)
+    for name in ("inference_algo", "sophisticated"):
+        assert [getattr(p[0], name) for p in parts] == [getattr(pop[0], name)] * 2, name
+    run(sp, copy.deepcopy(env_sp), 1)  # progress after the checkpoint, undone by restore
+    sp.restore(tmp_path)
+    assert_same(pop, sp)
+    for a, b in zip(run(pop, env_pop, 2), run(sp, env_sp, 2)):
+        np.testing.assert_array_equal(b, a)
+    assert_same(pop, sp)
+    for name in ("inference_algo", "sophisticated", "inference_horizon", "si_horizon"):
+        assert sp.member(n - 1, name) == getattr(pop[n - 1], name), name
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_algorithms_refuse_per_agent_C_before_any_shard_starts(algo):
+    gm = make_model("tmaze")
+    C = [np.zeros((4, k)) for k in gm.num_obs]
+    with pytest.raises((ValueError, NotImplementedError), match="per-agent C"):
+        ShardedPopulation(gm, 4, n_shards=2, C=C, cpus_per_shard=0.5, **ALGORITHMS[algo])
+    with pytest.raises(TypeError, match="storage"):
+        ShardedPopulation(gm, 4, n_shards=2, storage="x.fap", cpus_per_shard=0.5)

@@ -37,14 +37,53 @@ class UnflushedStateError(CorruptStateError):
     ``pop.flush()``): rows may mix two states and the last flushed state is no
     longer on disk, so :meth:`fa_core.Population.open` refuses it
     (:mod:`fa_core.storage`).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from fa_core import GenerativeModel, Population, builtin_models
+    >>> from fa_core.errors import UnflushedStateError
+    >>> gm = GenerativeModel(**builtin_models.tmaze())
+    >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+    >>> pop = Population(gm, 4, seed=0, storage=path)
+    >>> _ = pop.step(np.array([[0, 0, 1]] * 4))   # written, never flushed
+    >>> pop.close()
+    >>> try:
+    ...     Population.open(path, gm)
+    ... except UnflushedStateError as err:
+    ...     print(isinstance(err, CorruptStateError))
+    True
     """
 
 
 class ModelMismatchError(ValueError):
     """A saved population opened with another model than the one it was written with
-    (the content keys differ)."""
+    (the content keys differ).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fa_core import GenerativeModel, Population, builtin_models
+    >>> from fa_core.errors import ModelMismatchError
+    >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+    >>> Population(GenerativeModel(**builtin_models.tmaze()), 4).save(path)
+    >>> other = GenerativeModel(**builtin_models.tmaze(), policy_len=2)
+    >>> try:
+    ...     Population.load(path, other)
+    ... except ModelMismatchError:
+    ...     print("another model")
+    another model
+    """
 
 
 class LayoutMismatchError(ValueError):
     """A population state file whose arrays (names, shapes, dtypes) differ from what the
-    model and the file's options need: written by another fa_core version or engine."""
+    model and the file's options need: written by another fa_core version or engine.
+
+    Examples
+    --------
+    >>> from fa_core.errors import LayoutMismatchError
+    >>> issubclass(LayoutMismatchError, ValueError)   # caught as a ValueError too
+    True
+    """

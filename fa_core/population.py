@@ -1429,6 +1429,21 @@ class Population:
             ``model`` is not the file's model.
         fa_core.errors.LayoutMismatchError
             The file's arrays are not the ones this model and options need.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> pop = Population(gm, 4, seed=0)
+        >>> obs = np.array([[0, 0, 1]] * 4)
+        >>> _ = pop.step(obs)
+        >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+        >>> pop.save(path)
+        >>> again = Population.load(path, gm)
+        >>> bool((again.step(obs) == pop.step(obs)).all())
+        True
         """
         return _storage.load_population(cls, path, model)
 
@@ -1494,6 +1509,19 @@ class Population:
         ------
         ValueError
             If the population is in RAM (use :meth:`save`).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+        >>> pop = Population(gm, 4, seed=0, storage=path)
+        >>> _ = pop.step(np.array([[0, 0, 1]] * 4))
+        >>> pop.flush()                 # a kill from here on reopens at this step
+        >>> int(Population.open(path, gm, verify=False).curr_timestep[0])
+        1
         """
         store = self.__dict__.get("_store")
         if store is None:
@@ -1505,8 +1533,23 @@ class Population:
     def close(self) -> None:
         """Close a storage-backed population's file without flushing (nothing in RAM).
 
-        The population must not be used afterwards; unflushed changes stay
-        undurable (the file refuses to open until flushed). Call :meth:`flush` first.
+        Any later use of the population raises ValueError, as a closed file
+        does; unflushed changes stay undurable (the file refuses to open until
+        flushed), so call :meth:`flush` first. Closing twice, or closing a
+        population in RAM, does nothing.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from fa_core import GenerativeModel, Population, builtin_models
+        >>> gm = GenerativeModel(**builtin_models.tmaze())
+        >>> path = os.path.join(tempfile.mkdtemp(), "pop.fap")
+        >>> pop = Population(gm, 4, seed=0, storage=path)
+        >>> pop.close()
+        >>> pop
+        <closed fa_core.Population>
+        >>> Population.open(path, gm).n_agents
+        4
         """
         store = self.__dict__.pop("_store", None)
         if store is None:
@@ -1516,6 +1559,7 @@ class Population:
                 self.__dict__.pop("_" + name, None)
             self.__dict__["_n"] = 0
             store.close()
+            self.__class__ = _ClosedPopulation
 
     def __repr__(self) -> str:
         return (f"fa_core.Population(n_agents={self._n}, model={self.model!r}, "
@@ -1539,6 +1583,26 @@ _STATE_DOCS = {
            "concatenated, or None when the model's ``C`` is shared.",
     "lnE": "Per-agent log policy priors ``(n_agents, n_policies)``, or None when shared.",
 }
+
+
+class _ClosedPopulation(Population):
+    """What a storage-backed population becomes once closed: every use raises."""
+
+    def __getattribute__(self, name):
+        if name in ("__class__", "__dict__", "__repr__", "close"):
+            return object.__getattribute__(self, name)
+        raise ValueError(f"Population.{name}: the population's state file is closed "
+                         "(Population.open(path, model) resumes it)")
+
+    def __setattr__(self, name, value):
+        raise ValueError(f"Population.{name}: the population's state file is closed "
+                         "(Population.open(path, model) resumes it)")
+
+    def __repr__(self) -> str:
+        return "<closed fa_core.Population>"
+
+    def close(self) -> None:
+        """Closed already: nothing to do."""
 
 
 def _state_property(name: str) -> property:

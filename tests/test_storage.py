@@ -554,3 +554,17 @@ def test_engine_populations_save_load_and_open_step_as_in_ram(tmp_path, algo, th
             np.testing.assert_array_equal(other.q_pi, ram.q_pi)
             np.testing.assert_array_equal(other.qs, ram.qs)
     reopened.close()
+
+
+def test_a_closed_population_refuses_every_use_and_reopens(tmp_path):
+    gm = GenerativeModel(**builtin_models.tmaze())
+    pop = Population(gm, 3, seed=0, storage=tmp_path / "c.fap")
+    pop.close()
+    pop.close()  # twice: nothing
+    for use in (lambda: pop.step(np.zeros((3, 3), np.int64)), lambda: pop.qs,
+                lambda: pop.add(1), lambda: pop.save(tmp_path / "d.fap"), lambda: pop[0],
+                lambda: setattr(pop, "gamma", 1.0)):
+        with pytest.raises(ValueError, match="state file is closed"):
+            use()
+    assert repr(pop) == "<closed fa_core.Population>"
+    assert Population.open(tmp_path / "c.fap", gm).n_agents == 3

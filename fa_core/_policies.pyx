@@ -96,7 +96,7 @@ cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx
     invariant tail) from its parent's belief ``qx`` listed at ``xl`` (``nx`` states, all
     others 0), as :func:`c_infer_policies`' dense terms: the outcomes of a sparse ``A``
     are scattered and listed (``qo`` kept zero at every unlisted row below ``qo_clean``),
-    a dense ``A`` is summed over the listed columns."""
+    a dense ``A`` is summed over the listed columns into ``qtmp`` (leaving ``qo`` clean)."""
     cdef const Mat* A = &m.mats[m.a_mat[mm]]
     cdef int no = m.no[mm], i, k, nk = 0, r, nr, listed
     cdef float v, pmass = 0.0
@@ -104,14 +104,14 @@ cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx
     cdef const float* src
     cdef const int* rows
     cdef const float* lc
+    cdef float* qd = qo if A.sparse else qtmp  # the outcomes, dense over no rows
     if A.sparse:
         zero_listed(qo, no, qrows, nqo[0], nqo[0] >= 0 and no <= qo_clean[0])
         if not (nqo[0] >= 0 and no <= qo_clean[0]):
             qo_clean[0] = no
         nqo[0] = mat_scatter_cols(A, qx, xl, nx, qo, qrows)
     else:
-        mat_cols(A, qx, xl, nx, qo)
-        nqo[0] = -1
+        mat_cols(A, qx, xl, nx, qtmp)
     if use_utility:
         if A.sparse:
             lc = lnC + m.lnC_off[mm] + t
@@ -121,7 +121,7 @@ cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx
                 ut += <double>qo[r] * lc[r * m.T]
             g[0] += ut
         else:
-            g[0] += utility(m, mm, t, qo, lnC)
+            g[0] += utility(m, mm, t, qtmp, lnC)
     if use_sig:  # spm_MDP_G: the listed states above exp(-16)
         for i in range(nx):
             k = xl[i]
@@ -145,14 +145,14 @@ cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx
                 qtmp[i] = src[rows[i]]
             sig -= fa_xlogx_sum(qtmp, nr, EPS)
         else:
-            src = qo
+            src = qtmp
             if pmass != 0.0:
                 mat_cols(A, qx, kept, nk, qo_p)
                 src = qo_p
             sig -= fa_xlogx_sum(src, no, EPS)
         g[0] += sig
     if use_pA and m.wa_mat[mm] >= 0:
-        g[0] -= param_info_gain(&m.mats[m.wa_mat[mm]], qo, qx)
+        g[0] -= param_info_gain(&m.mats[m.wa_mat[mm]], qd, qx)
 
 
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,

@@ -28,7 +28,7 @@ from cython.parallel cimport prange, threadid
 from fa_core._math cimport EPS, agent_evidence, fa_log_eps, fa_simd_level, log_likelihood
 from fa_core._model cimport BL, FA_CORE_CHECKED, ModelC
 from fa_core._model cimport KModel as KModelC
-from fa_core._policies cimport c_infer_policies, c_infer_policies_block
+from fa_core._policies cimport c_infer_policies, c_infer_policies_block, c_policies_sparse
 from fa_core._replan cimport shift_policy_posterior
 from fa_core._selection cimport c_sample_action, c_tie_rtol
 from fa_core._states cimport c_infer_states, c_infer_states_block
@@ -142,7 +142,7 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
     """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
     cdef const ModelC* m = a.m
-    cdef int b, j, follow = 0
+    cdef int b, j, follow = 0, sparse
     for b in range(nb):
         if a.models != NULL and a.models[i0 + b] != 0:  # its own model: one at a time
             for j in range(nb):
@@ -162,13 +162,22 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
         for b in range(nb):
             c_agent_stages(a, i0 + b, 2, sc)
     elif stages & 2:
-        c_infer_policies_block(
-            m, a.qs + i0 * m.S, nb, a.gamma + i0, a.use_utility, a.use_sig,
-            a.lnC + i0 * a.lnC_size if a.lnC != NULL else m.lnC,
-            a.lnC_size if a.lnC != NULL else 0,
-            a.lnE + i0 * m.n_pol if a.lnE != NULL else m.lnE,
-            m.n_pol if a.lnE != NULL else 0,
-            a.G + i0 * m.n_pol, a.q_pi + i0 * m.n_pol, sc)
+        sparse = 1  # concentrated beliefs: the per-agent sparse path is cheaper
+        for b in range(nb):
+            if not c_policies_sparse(m, a.qs + (i0 + b) * m.S):
+                sparse = 0
+                break
+        if sparse:
+            for b in range(nb):
+                c_agent_stages(a, i0 + b, 2, sc)
+        else:
+            c_infer_policies_block(
+                m, a.qs + i0 * m.S, nb, a.gamma + i0, a.use_utility, a.use_sig,
+                a.lnC + i0 * a.lnC_size if a.lnC != NULL else m.lnC,
+                a.lnC_size if a.lnC != NULL else 0,
+                a.lnE + i0 * m.n_pol if a.lnE != NULL else m.lnE,
+                m.n_pol if a.lnE != NULL else 0,
+                a.G + i0 * m.n_pol, a.q_pi + i0 * m.n_pol, sc)
     if stages & 4:
         for b in range(nb):
             c_agent_stages(a, i0 + b, 4, sc)

@@ -314,6 +314,74 @@ cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int nco
             out[r] = <float>gather_dot(M.val + <long long>r * M.cols, x, cols, ncols)
 
 
+# Sparse beliefs: a factor whose belief sits on a few states is rolled forward (and its
+# outcomes predicted) over those states only. States at or below SPARSE_EPS are left out
+# when the support is first listed, and only while their total mass is at most
+# SPARSE_BUDGET: every belief and outcome predicted from it then differs from the dense
+# one by at most that mass in L1 (stochastic columns do not grow it), far below float32
+# rounding of the kept probabilities and the parity tolerances (1e-4).
+cdef extern from *:
+    """
+    #define FA_SPARSE_EPS ((float)1e-10)
+    #define FA_SPARSE_BUDGET 1e-9
+    """
+    float SPARSE_EPS "FA_SPARSE_EPS"
+    double SPARSE_BUDGET "FA_SPARSE_BUDGET"
+
+
+cdef inline int sparse_support(const float* x, int n, int* idx) noexcept nogil:
+    """List (in ``idx``, ascending) the states of ``x`` above SPARSE_EPS; their count, or
+    -1 when the sparse path does not pay (at least n / 4 states) or would move more than
+    SPARSE_BUDGET of probability. ``idx`` may be NULL (count only)."""
+    cdef int k, c = 0, lim = n // 4
+    cdef double skipped = 0.0
+    cdef float v
+    for k in range(n):
+        v = x[k]
+        if v > SPARSE_EPS:
+            if c >= lim:
+                return -1
+            if idx != NULL:
+                idx[c] = k
+            c += 1
+        else:
+            skipped += v
+    if skipped > SPARSE_BUDGET:
+        return -1
+    return c
+
+
+cdef inline int mat_scatter_cols(const Mat* M, const float* x, const int* cols, int ncols,
+                                 float* out, int* rows) noexcept nogil:
+    """out += sum over the listed columns k of M[:, k] * x[k] for a sparse ``M``, with ``out``
+    zero at every row it touches first; lists those rows in ``rows`` and returns their
+    count. The terms are nonnegative, so a row is listed once."""
+    cdef int c, k, j, r, nr = 0
+    cdef float xk, v
+    for c in range(ncols):
+        k = cols[c]
+        xk = x[k]
+        for j in range(M.indptr[k], M.indptr[k + 1]):
+            v = M.val[j] * xk
+            if v != 0.0:
+                r = M.idx[j]
+                if out[r] == 0.0:
+                    rows[nr] = r
+                    nr += 1
+                out[r] += v
+    return nr
+
+
+cdef inline void zero_listed(float* x, int n, const int* rows, int nr, int listed) noexcept nogil:
+    """Zero ``x`` (n) given that only its ``nr`` listed rows can be nonzero when ``listed``."""
+    cdef int i
+    if listed:
+        for i in range(nr):
+            x[rows[i]] = 0.0
+    else:
+        memset(x, 0, n * sizeof(float))
+
+
 cdef inline void mat_row_log(const Mat* M, int o, float* out) noexcept nogil:
     """out[k] = log(M[o, k] + 1e-16): log likelihood of outcome ``o``."""
     cdef int k, j

@@ -10,10 +10,11 @@ terms of ``_math.pxd``; plus the action marginals and the Python entry points
 
 from libc.string cimport memset, memcpy
 
-from fa_core._math cimport (EPS, PRUNE, Pruned, dot4, fa_xlogx_sum, inductive_cost, inductive_row,
-                            info_gain, info_gain_bl, joint_of, joint_of_bl, mat_vec,
-                            mat_vec_bl, min_of, param_info_gain, predict_states,
-                            scan_pruned, scan_pruned_bl, softmax, utility, utility_bl)
+from fa_core._math cimport (EPS, PRUNE, Pruned, dot4, fa_xlogx_sum, gather_dot, inductive_cost,
+                            inductive_row, info_gain, info_gain_bl, joint_of, joint_of_bl,
+                            mat_cols, mat_scatter_cols, mat_vec, mat_vec_bl, min_of,
+                            param_info_gain, predict_states, scan_pruned, scan_pruned_bl,
+                            softmax, sparse_support, utility, utility_bl, zero_listed)
 from fa_core._model cimport BL, KModel, Mat, ModelC, scratch_check
 
 
@@ -49,6 +50,111 @@ cdef inline void reduce_tail(const ModelC* m, int mm, const float* cur, float* r
     H[Kh] = mn
 
 
+# Sparse beliefs (see _math.sparse_support): on by default; tests turn them off to compare
+# with the dense path, and count the calls that took them.
+cdef int sparse_on = 1
+cdef long long sparse_calls = 0
+
+cdef extern from *:
+    """
+    static inline void fa_count_call(long long* c) {
+        __atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+    }
+    """
+    void fa_count_call(long long* c) noexcept nogil
+
+
+cdef inline int sparse_factor(const ModelC* m, int f) noexcept nogil:
+    """Whether factor ``f`` can be rolled forward sparsely: one parent, every B slice
+    sparse (CSC or one-hot)."""
+    cdef int u
+    if not sparse_on or m.b_dep_off[f + 1] - m.b_dep_off[f] != 1:
+        return 0
+    for u in range(m.nc[f]):
+        if not m.mats[m.b_mat[f] + u].sparse:
+            return 0
+    return 1
+
+
+cdef int c_policies_sparse(const ModelC* m, const float* qs) noexcept nogil:
+    """Whether :func:`c_infer_policies` would roll some factor of ``qs`` forward sparsely
+    (the block kernel has no sparse path, so its drivers evaluate such agents one by one)."""
+    cdef int f
+    for f in range(m.nf):
+        if (sparse_factor(m, f) and m.b_dep[m.b_dep_off[f]] == f
+                and sparse_support(qs + m.s_off[f], m.ns[f], NULL) >= 0):
+            return 1
+    return 0
+
+
+cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx,
+                                 const int* xl, int nx, int use_utility, int use_sig,
+                                 int use_pA, const float* lnC, float* qo, int* qrows,
+                                 int* nqo, int* qo_clean, int* kept, float* qo_p, int* prows,
+                                 float* qtmp, double* g) noexcept nogil:
+    """Utility, state and parameter information gain of modality ``mm`` (one parent, no
+    invariant tail) from its parent's belief ``qx`` listed at ``xl`` (``nx`` states, all
+    others 0), as :func:`c_infer_policies`' dense terms: the outcomes of a sparse ``A``
+    are scattered and listed (``qo`` kept zero at every unlisted row below ``qo_clean``),
+    a dense ``A`` is summed over the listed columns into ``qtmp`` (leaving ``qo`` clean)."""
+    cdef const Mat* A = &m.mats[m.a_mat[mm]]
+    cdef int no = m.no[mm], i, k, nk = 0, r, nr, listed
+    cdef float v, pmass = 0.0
+    cdef double ut, sig
+    cdef const float* src
+    cdef const int* rows
+    cdef const float* lc
+    cdef float* qd = qo if A.sparse else qtmp  # the outcomes, dense over no rows
+    if A.sparse:
+        zero_listed(qo, no, qrows, nqo[0], nqo[0] >= 0 and no <= qo_clean[0])
+        if not (nqo[0] >= 0 and no <= qo_clean[0]):
+            qo_clean[0] = no
+        nqo[0] = mat_scatter_cols(A, qx, xl, nx, qo, qrows)
+    else:
+        mat_cols(A, qx, xl, nx, qtmp)
+    if use_utility:
+        if A.sparse:
+            lc = lnC + m.lnC_off[mm] + t
+            ut = 0.0
+            for i in range(nqo[0]):
+                r = qrows[i]
+                ut += <double>qo[r] * lc[r * m.T]
+            g[0] += ut
+        else:
+            g[0] += utility(m, mm, t, qtmp, lnC)
+    if use_sig:  # spm_MDP_G: the listed states above exp(-16)
+        for i in range(nx):
+            k = xl[i]
+            v = qx[k]
+            if v > PRUNE:
+                kept[nk] = k
+                nk += 1
+            else:
+                pmass += v
+        sig = gather_dot(m.a_H[mm], qx, kept, nk)
+        if A.sparse:
+            src = qo
+            rows = qrows
+            nr = nqo[0]
+            if pmass != 0.0:  # outcomes of the kept states only
+                memset(qo_p, 0, no * sizeof(float))
+                nr = mat_scatter_cols(A, qx, kept, nk, qo_p, prows)
+                src = qo_p
+                rows = prows
+            for i in range(nr):
+                qtmp[i] = src[rows[i]]
+            sig -= fa_xlogx_sum(qtmp, nr, EPS)
+        else:
+            src = qtmp
+            if pmass != 0.0:
+                mat_cols(A, qx, kept, nk, qo_p)
+                src = qo_p
+            sig -= fa_xlogx_sum(src, no, EPS)
+        g[0] += sig
+    if use_pA and m.wa_mat[mm] >= 0:
+        g[0] -= param_info_gain(&m.mats[m.wa_mat[mm]], qd, qx)
+
+
 cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                            int use_utility, int use_sig, int use_pA, int use_pB, int use_I,
                            const float* lnC, const float* lnE, float* G, float* q_pi,
@@ -67,6 +173,16 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef float* qo_p = qo + m.max_rows
     cdef float* ind_row = qo_p + m.max_rows          # nf ints stored as floats
     cdef float* reduced = ind_row + m.nf             # T * red_stride: per-step tail contractions
+    # sparse beliefs: step t's listed states of factor f at sup[t * S + s_off[f]], their
+    # count nsup[t * nf + f] (-1: the step's factor was written densely); the listed
+    # outcome rows of qo (nqo, -1: written densely) and of qo_p; gathered outcomes
+    cdef int* sup = <int*>(reduced + m.T * m.red_stride)
+    cdef int* nsup = sup + (m.T + 1) * m.S
+    cdef int* qrows = nsup + (m.T + 1) * m.nf
+    cdef int* prows = qrows + m.max_rows
+    cdef float* qtmp = <float*>(prows + m.max_rows)
+    cdef int nqo = -1, qo_clean = 0, any_sparse = 0, fp, nq
+    cdef const Mat* Bm
     cdef int p, t, f, mm, K, o, a, nd, row, i, nh, Kh
     cdef double g, sig
     cdef float* red
@@ -81,14 +197,18 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
     cdef const float* cur
     cdef const float* qx
 
-    scratch_check(reduced + m.T * m.red_stride - scratch, infer_policies_scratch(m),
-                  b"c_infer_policies")
+    scratch_check(qtmp + m.max_rows - scratch, infer_policies_scratch(m), b"c_infer_policies")
     if use_I:
         for f in range(m.nf):
             ind_row[f] = inductive_row(m.ind + m.I_off[f], m.ii_depth, m.ns[f],
                                        qs + m.s_off[f])
 
     memcpy(qs_pi, qs, m.S * sizeof(float))
+    for f in range(m.nf):  # the support of the current beliefs, listed once
+        nsup[f] = (sparse_support(qs + m.s_off[f], m.ns[f], sup + m.s_off[f])
+                   if sparse_on else -1)
+        for t in range(1, m.T + 1):
+            nsup[t * m.nf + f] = -1
     if m.red_stride > 0:
         # invariant factors are predicted alike by every policy: roll out policy 0
         for t in range(m.T):
@@ -104,7 +224,28 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
         for t in range(m.T):
             prev = qs_pi + t * m.S
             cur = qs_pi + (t + 1) * m.S
-            predict_states(m, prev, pol + t * m.nf, qs_pi + (t + 1) * m.S, joint)
+            for f in range(m.nf):
+                dep = m.b_dep + m.b_dep_off[f]
+                nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
+                Bm = &m.mats[m.b_mat[f] + pol[t * m.nf + f]]
+                fp = dep[0]
+                nq = nsup[t * m.nf + fp]
+                if nd == 1 and nq >= 0 and 4 * nq < m.ns[fp] and sparse_factor(m, f):
+                    # the listed states only, into a step buffer zeroed where it was written
+                    i = (t + 1) * m.nf + f
+                    zero_listed(qs_pi + (t + 1) * m.S + m.s_off[f], m.ns[f],
+                                sup + (t + 1) * m.S + m.s_off[f], nsup[i], nsup[i] >= 0)
+                    nsup[i] = mat_scatter_cols(Bm, prev + m.s_off[fp], sup + t * m.S + m.s_off[fp],
+                                               nq, qs_pi + (t + 1) * m.S + m.s_off[f],
+                                               sup + (t + 1) * m.S + m.s_off[f])
+                    any_sparse = 1
+                else:
+                    if nd == 1:
+                        mat_vec(Bm, prev + m.s_off[fp], qs_pi + (t + 1) * m.S + m.s_off[f])
+                    else:
+                        joint_of(m, prev, dep, nd, joint)
+                        mat_vec(Bm, joint, qs_pi + (t + 1) * m.S + m.s_off[f])
+                    nsup[(t + 1) * m.nf + f] = -1
             joint_group = -1
             pr.group = -1  # no scan yet (scan_pruned sets the rest)
             pr.nk = 0
@@ -114,6 +255,16 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 dep = m.a_dep + m.a_dep_off[mm]
                 nd = m.a_dep_off[mm + 1] - m.a_dep_off[mm]
                 A = &m.mats[m.a_mat[mm]]
+                if nd == 1 and m.a_ntail[mm] == 0:
+                    fp = dep[0]
+                    nq = nsup[(t + 1) * m.nf + fp]
+                    if nq >= 0 and 4 * nq < m.ns[fp]:
+                        sparse_modality(m, mm, t, cur + m.s_off[fp],
+                                        sup + (t + 1) * m.S + m.s_off[fp], nq, use_utility,
+                                        use_sig, use_pA, lnC, qo, qrows, &nqo, &qo_clean,
+                                        kept, qo_p, prows, qtmp, &g)
+                        continue
+                nqo = -1  # the dense paths below write qo in full
                 if m.a_ntail[mm] > 0 and not (use_pA and m.wa_mat[mm] >= 0):
                     # contract only the policy-dependent head with the reduced block
                     red = reduced + t * m.red_stride + m.a_red_off[mm]
@@ -180,6 +331,8 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
         G[p] = <float>g
         q_pi[p] = <float>(gamma * g) + lnE[p]
     softmax(q_pi, m.n_pol)
+    if any_sparse:
+        fa_count_call(&sparse_calls)
 
 
 cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const float* gamma,
@@ -288,6 +441,28 @@ def infer_policies(KModel model, const float[::1] qs, double gamma, bint use_uti
         c_infer_policies(m, &qs[0], gamma, use_utility, use_states_info_gain,
                          use_pA, use_pB, use_I and m.has_I, m.lnC, m.lnE, &G[0], &q_pi[0],
                          &scratch[0])
+
+
+def sparse_beliefs(enabled=None):
+    """Whether policy evaluation takes the sparse-belief path (default True); with
+    ``enabled``, set it (for tests and benchmarks comparing it with the dense path).
+
+    Parameters
+    ----------
+    enabled : bool, optional
+        New setting; omitted, the setting is only read.
+
+    Returns
+    -------
+    tuple of (bool, int)
+        The setting before the call and how many policy evaluations took the sparse
+        path so far.
+    """
+    global sparse_on
+    old = bool(sparse_on)
+    if enabled is not None:
+        sparse_on = 1 if enabled else 0
+    return old, int(sparse_calls)
 
 
 def action_marginals(KModel model, const float[::1] q_pi, float[::1] marg):

@@ -15,6 +15,8 @@ import textwrap
 import numpy as np
 import pytest
 
+import fa_core
+
 from fa_core import CorruptStateError, GenerativeModel, Population, builtin_models
 from fa_core.errors import LayoutMismatchError, ModelMismatchError, UnflushedStateError
 from fa_core.storage import DATA_START
@@ -385,21 +387,30 @@ _CHILD_PRELUDE = textwrap.dedent("""
 
 
 def _child(tmp_path, body, n=9):
-    code = _CHILD_PRELUDE.format(root=ROOT, tests=os.path.join(ROOT, "tests"),
+    # the child imports the fa_core these tests import: the checkout's, or an installed
+    # wheel's when the tests run against one (the checkout then has no compiled modules)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fa_core.__file__)))
+    code = _CHILD_PRELUDE.format(root=root, tests=os.path.join(ROOT, "tests"),
                                  path=os.fspath(tmp_path / "pop.fap"), n=n) + \
         textwrap.dedent(body)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=root)
+
+
+def _wait_for(proc, line):
+    """Read the child's output up to ``line``; an AssertionError if it ends first."""
+    while True:
+        got = proc.stdout.readline()
+        if not got:
+            proc.wait()
+            raise AssertionError(f"child ended early: {proc.stderr.read()}")
+        if got.strip() == line:
+            return
 
 
 def _kill_when(proc, line):
     """Wait for the child to print ``line``, then kill -9 it."""
-    while True:
-        got = proc.stdout.readline()
-        if not got:
-            raise AssertionError(f"child ended early: {proc.stderr.read()}")
-        if got.strip() == line:
-            break
+    _wait_for(proc, line)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -511,8 +522,7 @@ def test_kill_at_a_random_moment_of_a_stepping_run(tmp_path):
             if t % 2:
                 pop.flush()
     """)
-    while proc.stdout.readline().strip() != "go":
-        pass
+    _wait_for(proc, "go")
     import time
     time.sleep(0.5 + np.random.default_rng().uniform(0, 0.5))
     os.kill(proc.pid, signal.SIGKILL)

@@ -98,7 +98,7 @@ cdef inline void sparse_modality(const ModelC* m, int mm, int t, const float* qx
     are scattered and listed (``qo`` kept zero at every unlisted row below ``qo_clean``),
     a dense ``A`` is summed over the listed columns into ``qtmp`` (leaving ``qo`` clean)."""
     cdef const Mat* A = &m.mats[m.a_mat[mm]]
-    cdef int no = m.no[mm], i, k, nk = 0, r, nr, listed
+    cdef int no = m.no[mm], i, k, nk = 0, r, nr
     cdef float v, pmass = 0.0
     cdef double ut, sig
     cdef const float* src

@@ -124,7 +124,7 @@ def test_agent_actions_equal_and_population_matches_agent(name):
 
     agents = [fa_core.Agent(**d, policy_len=2, action_selection="deterministic")
               for _ in range(n)]
-    G_s, G_d, acts = [], [], []
+    G_s, acts = [], []
     before = pol.sparse_beliefs()[1]
     for t in range(steps):
         for i, ag in enumerate(agents):

@@ -128,8 +128,9 @@ class SpillFile:
     def _open_existing(self) -> None:
         with open(self.path, "rb") as f:
             raw = f.read(_COMMIT_SIZE + 1)
-        if len(raw) != _COMMIT_SIZE:
-            _fail(self.path, f"commit file of {len(raw)} bytes, not {_COMMIT_SIZE}")
+        if len(raw) != _COMMIT_SIZE:  # read one byte past: any other size is refused
+            _fail(self.path, f"commit file of {os.path.getsize(self.path)} bytes, "
+                             f"not {_COMMIT_SIZE}")
         magic, version, gen, length, n_records, data_crc = _COMMIT.unpack_from(raw)
         if magic != _COMMIT_MAGIC:
             _fail(self.path, f"it starts with {magic!r}, not {_COMMIT_MAGIC!r} "

@@ -32,7 +32,6 @@ from fa_core.scratch import scratch
 # one dense copy per model, dropped with the model
 _SI_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-_F32_EPS = float(np.finfo(np.float32).eps)
 
 
 def check_options(model, si_horizon, si_policy_prune_threshold, si_state_prune_threshold,
@@ -114,5 +113,6 @@ def tie_rtol(G: np.ndarray, q_pi: np.ndarray) -> float:
     is 16 epsilons times ``1 + max |G|`` over the policies that carry
     probability (pruned ones, at ``-si_prune_penalty``, do not compete).
     """
-    live = q_pi >= 1e-6 * q_pi.max()
-    return 16.0 * _F32_EPS * (1.0 + float(np.abs(G[live]).max()))
+    # computed once, in the compiled search's c_si_tie_rtol (Population's selection uses it)
+    return _sophisticated.tie_rtol(np.ascontiguousarray(G, np.float32),
+                                   np.ascontiguousarray(q_pi, np.float32))

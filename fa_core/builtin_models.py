@@ -23,6 +23,7 @@ __all__ = [
     "grid_forager",
     "grid10",
     "grid30",
+    "grid30_confused",
     "four_factor",
     "default_reward_locations",
     "GRID_ACTIONS",
@@ -129,15 +130,20 @@ def default_reward_locations(size: int) -> list[tuple[int, int]]:
     return sorted({(a, b), (b, a), (b, b)})
 
 
-def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
+def grid_forager(size: int = 10, reward_locations=None, cue_confusion: float = 0.0) -> dict[str, Any]:
     """A forager on a ``size`` x ``size`` grid looking for food.
 
     One factor: the location, ``row * size + col``. Five controls: stay, up,
     down, left, right (moving into a wall keeps the agent in place); ``B`` is
-    one-hot. Modalities: location (identity ``A``, ``size * size`` outcomes)
-    and reward (0 nothing, 1 food, food at ``reward_locations``). The agent
-    prefers food (``C`` = [0, 4]) and starts uncertain of where it is (uniform
-    ``D``); its first location observation settles that.
+    one-hot. Modalities: location (``size * size`` outcomes) and reward (0
+    nothing, 1 food, food at ``reward_locations``). The agent prefers food
+    (``C`` = [0, 4]) and starts uncertain of where it is (uniform ``D``).
+
+    With ``cue_confusion=0`` the location cue is exact (identity ``A``) and the
+    first observation settles where the agent is. With ``cue_confusion=c`` the
+    cue reports the true cell with probability ``1 - c`` and one of its
+    in-grid neighbours (up, down, left, right) with ``c`` shared equally, so
+    beliefs stay spread over a few neighbouring cells.
 
     Parameters
     ----------
@@ -145,6 +151,8 @@ def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
         Side of the grid; 10 gives 100 states, 30 gives 900.
     reward_locations : sequence of (row, col), optional
         Food cells; :func:`default_reward_locations` if omitted.
+    cue_confusion : float
+        Probability, in [0, 1), that the location cue names a neighbouring cell.
 
     Returns
     -------
@@ -159,8 +167,15 @@ def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
     array([0., 0., 0., 0., 1.])
     >>> GenerativeModel(**d).num_states
     [25]
+    >>> a = builtin_models.grid_forager(5, cue_confusion=0.2)["A"][0]
+    >>> a[:, 0].reshape(5, 5)[:2]                 # the corner cell's cue: itself or a neighbour
+    array([[0.8, 0.1, 0. , 0. , 0. ],
+           [0.1, 0. , 0. , 0. , 0. ]])
     """
     size = int(size)
+    cue_confusion = float(cue_confusion)
+    if not 0.0 <= cue_confusion < 1.0:
+        raise ValueError(f"cue_confusion must be in [0, 1), got {cue_confusion}")
     if reward_locations is None:
         reward_locations = default_reward_locations(size)
     n = size * size
@@ -180,8 +195,17 @@ def grid_forager(size: int = 10, reward_locations=None) -> dict[str, Any]:
         nxt = np.clip(rows + dr, 0, size - 1) * size + np.clip(cols + dc, 0, size - 1)
         B[nxt, np.arange(n), a] = 1.0
 
+    A_loc = np.eye(n)
+    if cue_confusion > 0.0:
+        A_loc *= 1.0 - cue_confusion
+        for s_ in range(n):
+            r, c = divmod(s_, size)
+            nbrs = [(r + dr) * size + (c + dc) for dr, dc in GRID_ACTIONS[1:]
+                    if 0 <= r + dr < size and 0 <= c + dc < size]
+            A_loc[nbrs, s_] = cue_confusion / len(nbrs)
+
     return {
-        "A": _obj_array([np.eye(n), A_rew]),
+        "A": _obj_array([A_loc, A_rew]),
         "B": _obj_array([B]),
         "C": _obj_array([np.zeros(n), np.array([0.0, 4.0])]),
         "D": _obj_array([np.full(n, 1.0 / n)]),
@@ -220,6 +244,28 @@ def grid30() -> dict[str, Any]:
     (900, 900)
     """
     return grid_forager(30)
+
+
+def grid30_confused() -> dict[str, Any]:
+    """:func:`grid_forager` on a 30 x 30 grid whose location cue confuses neighbouring cells.
+
+    ``cue_confusion=0.2``: the cue names the true cell with probability 0.8 and
+    a neighbour otherwise, so beliefs spread over a handful of cells instead of
+    settling on one.
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import builtin_models
+    >>> a = builtin_models.grid30_confused()["A"][0]
+    >>> a.shape, float(a[0, 0]), int((a[:, 31] > 0).sum())   # an inner cell: itself + 4
+    ((900, 900), 0.8, 5)
+    """
+    return grid_forager(30, cue_confusion=0.2)
 
 
 def four_factor(policy_len: int = 2, seed: int = 0) -> dict[str, Any]:
@@ -279,6 +325,7 @@ MODELS: dict[str, Callable[[], dict[str, Any]]] = {
     "tmaze": tmaze,
     "grid10": grid10,
     "grid30": grid30,
+    "grid30_confused": grid30_confused,
     "four_factor": four_factor,
 }
 
@@ -289,7 +336,8 @@ def get(name: str) -> dict[str, Any]:
     Parameters
     ----------
     name : str
-        ``"tmaze"``, ``"grid10"``, ``"grid30"`` or ``"four_factor"``.
+        ``"tmaze"``, ``"grid10"``, ``"grid30"``, ``"grid30_confused"`` or
+        ``"four_factor"``.
 
     Returns
     -------
@@ -305,7 +353,7 @@ def get(name: str) -> dict[str, Any]:
     --------
     >>> from fa_core import GenerativeModel, builtin_models
     >>> sorted(builtin_models.MODELS)
-    ['four_factor', 'grid10', 'grid30', 'tmaze']
+    ['four_factor', 'grid10', 'grid30', 'grid30_confused', 'tmaze']
     >>> GenerativeModel(**builtin_models.get("grid10"))
     GenerativeModel(num_states=[100], num_obs=[100, 2], num_controls=[5], policies=5, nbytes=...)
     """

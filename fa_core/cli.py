@@ -40,12 +40,16 @@ log = logging.getLogger("fa_core.cli")
 ENVS: dict[str, Callable] = {
     "grid10": lambda gm, n, rng: GridWorld(10, n, seed=rng),
     "grid30": lambda gm, n, rng: GridWorld(30, n, seed=rng),
+    # the world draws the confused cue from the model's own A
+    "grid30_confused": lambda gm, n, rng: ModelWorld(gm, n, seed=rng),
     "tmaze": lambda gm, n, rng: TMaze(n, seed=rng),
     "four_factor": lambda gm, n, rng: ModelWorld(gm, n, seed=rng),
 }
 
 #: What one model's agents live in, for ``--help``.
-_MODEL_HELP = ("grid10 / grid30: foragers on a 10x10 / 30x30 grid looking for food; tmaze: "
+_MODEL_HELP = ("grid10 / grid30: foragers on a 10x10 / 30x30 grid looking for food; "
+               "grid30_confused: the same on 30x30, with a location cue that names a "
+               "neighbouring cell one time in five; tmaze: "
                "the classic T-maze; four_factor: four factors of 5 states, 81 two-step "
                "policies, in the world its own A and B describe")
 

@@ -12,6 +12,7 @@ EXPECTED = {
     "tmaze": ([4, 2], [4, 3, 2], [4, 1], 4),
     "grid10": ([100], [100, 2], [5], 5),
     "grid30": ([900], [900, 2], [5], 5),
+    "grid30_confused": ([900], [900, 2], [5], 5),
     "four_factor": ([5, 5, 5, 5], [6, 6, 6], [3, 3, 1, 1], 81),
 }
 
@@ -150,3 +151,16 @@ def test_tmaze_agent_checks_cue_then_exploits(which, request):
         agent.infer_states([3, 0, ctx])
         agent.infer_policies()
         assert agent.sample_action()[0] == ctx + 1  # the arm the cue points to
+
+
+def test_grid_cue_confusion():
+    A = bm.grid_forager(4, cue_confusion=0.2)["A"][0]
+    # an inner cell (1, 1) = 5: itself 0.8, its four neighbours 0.05 each
+    np.testing.assert_allclose(A[[5, 1, 9, 4, 6], 5], [0.8, 0.05, 0.05, 0.05, 0.05])
+    # a corner has two neighbours inside the grid
+    np.testing.assert_allclose(A[[0, 4, 1], 0], [0.8, 0.1, 0.1])
+    assert np.count_nonzero(A) == 16 + 2 * 24     # each cell plus each grid edge both ways
+    np.testing.assert_array_equal(bm.grid_forager(4, cue_confusion=0.0)["A"][0], np.eye(16))
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="cue_confusion"):
+            bm.grid_forager(4, cue_confusion=bad)

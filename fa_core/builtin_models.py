@@ -130,7 +130,8 @@ def default_reward_locations(size: int) -> list[tuple[int, int]]:
     return sorted({(a, b), (b, a), (b, b)})
 
 
-def grid_forager(size: int = 10, reward_locations=None, cue_confusion: float = 0.0) -> dict[str, Any]:
+def grid_forager(size: int = 10, reward_locations=None,
+                 cue_confusion: float = 0.0) -> dict[str, Any]:
     """A forager on a ``size`` x ``size`` grid looking for food.
 
     One factor: the location, ``row * size + col``. Five controls: stay, up,

@@ -76,14 +76,25 @@ cdef inline int sparse_factor(const ModelC* m, int f) noexcept nogil:
     return 1
 
 
+cdef inline int sparse_pays(int nq, int n) noexcept nogil:
+    """Whether ``nq`` listed states of a factor of ``n`` (-1: not listed) are few enough for
+    the sparse path: fewer than a quarter."""
+    return nq >= 0 and 4 * nq < n
+
+
 cdef int c_policies_sparse(const ModelC* m, const float* qs) noexcept nogil:
     """Whether :func:`c_infer_policies` would roll some factor of ``qs`` forward sparsely
-    (the block kernel has no sparse path, so its drivers evaluate such agents one by one)."""
-    cdef int f
+    (the block kernel has no sparse path, so its drivers evaluate such agents one by one):
+    the test of its first step, so that agents it would evaluate densely stay in the block
+    kernel."""
+    cdef int f, fp
+    if not sparse_on:
+        return 0
     for f in range(m.nf):
-        if (sparse_factor(m, f) and m.b_dep[m.b_dep_off[f]] == f
-                and sparse_support(qs + m.s_off[f], m.ns[f], NULL) >= 0):
-            return 1
+        if sparse_factor(m, f):
+            fp = m.b_dep[m.b_dep_off[f]]
+            if sparse_pays(sparse_support(qs + m.s_off[fp], m.ns[fp], NULL), m.ns[fp]):
+                return 1
     return 0
 
 
@@ -230,7 +241,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 Bm = &m.mats[m.b_mat[f] + pol[t * m.nf + f]]
                 fp = dep[0]
                 nq = nsup[t * m.nf + fp]
-                if nd == 1 and nq >= 0 and 4 * nq < m.ns[fp] and sparse_factor(m, f):
+                if nd == 1 and sparse_pays(nq, m.ns[fp]) and sparse_factor(m, f):
                     # the listed states only, into a step buffer zeroed where it was written
                     i = (t + 1) * m.nf + f
                     zero_listed(qs_pi + (t + 1) * m.S + m.s_off[f], m.ns[f],
@@ -258,7 +269,7 @@ cdef void c_infer_policies(const ModelC* m, const float* qs, double gamma,
                 if nd == 1 and m.a_ntail[mm] == 0:
                     fp = dep[0]
                     nq = nsup[(t + 1) * m.nf + fp]
-                    if nq >= 0 and 4 * nq < m.ns[fp]:
+                    if sparse_pays(nq, m.ns[fp]):
                         sparse_modality(m, mm, t, cur + m.s_off[fp],
                                         sup + (t + 1) * m.S + m.s_off[fp], nq, use_utility,
                                         use_sig, use_pA, lnC, qo, qrows, &nqo, &qo_clean,

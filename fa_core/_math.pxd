@@ -291,8 +291,9 @@ cdef inline void mat_vec_bl(const Mat* M, const float* x, float* out) noexcept n
         else:
             for k in range(M.cols):
                 a = M.val[<long long>r * M.cols + k]
-                for b in range(BL):
-                    acc[b] += a * x[k * BL + b]
+                if a != 0.0:  # a zero entry adds +0 to every lane (x is finite): skipped
+                    for b in range(BL):
+                        acc[b] += a * x[k * BL + b]
         for b in range(BL):
             out[r * BL + b] = <float>acc[b]
 
@@ -809,11 +810,20 @@ cdef inline void utility_bl(const ModelC* m, int mm, int t, const float* qo,
                             const float** lnc, double* g) noexcept nogil:
     """:func:`utility` for BL agents (``qo`` (no, BL), agent b's ln C at ``lnc[b]``),
     added to ``g``."""
-    cdef int o, i, b
+    cdef int o, i, b, shared = 1
+    cdef double c
+    for b in range(1, BL):
+        shared &= lnc[b] == lnc[0]
     for o in range(m.no[mm]):
         i = m.lnC_off[mm] + o * m.T + t
-        for b in range(BL):
-            g[b] += <double>qo[o * BL + b] * lnc[b][i]
+        if shared:  # the model's ln C: one load, and a zero preference adds +0 (qo finite)
+            c = lnc[0][i]
+            if c != 0.0:
+                for b in range(BL):
+                    g[b] += <double>qo[o * BL + b] * c
+        else:
+            for b in range(BL):
+                g[b] += <double>qo[o * BL + b] * lnc[b][i]
 
 
 cdef struct Pruned:
@@ -894,8 +904,9 @@ cdef inline void info_gain_bl(const ModelC* m, int mm, const float* xm, int prun
     for b in range(BL):
         sig[b] = 0.0
     for k in range(m.a_K[mm]):
-        for b in range(BL):
-            sig[b] += <double>xm[k * BL + b] * H[k]
+        if H[k] != 0.0:  # a deterministic column adds +0 to every lane (xm finite)
+            for b in range(BL):
+                sig[b] += <double>xm[k * BL + b] * H[k]
     if pruned:  # outcomes of the kept states only
         mat_vec_bl(&m.mats[m.a_mat[mm]], xm, qok)
     else:

@@ -372,7 +372,7 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
     cdef const int* pol
     cdef const int* dep
     cdef const Mat* A
-    cdef int p, t, f, mm, b, i, nd, K, group, pruned
+    cdef int p, t, f, mm, b, i, nd, K, group, pruned, same
     scratch_check(qok + m.max_rows * BL - scratch, infer_policies_block_scratch(m),
                   b"c_infer_policies_block")
     # agents' rows into columns; lanes past nb repeat agent 0 (computed, not stored)
@@ -384,10 +384,13 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
         pol = m.policies + p * m.T * m.nf
         for b in range(BL):
             g[b] = 0.0
+        same = p > 0  # policy p - 1 took the same actions before step t: the same `prev`
         for t in range(m.T):
             prev = qs_pi + t * m.S * BL
             cur = qs_pi + (t + 1) * m.S * BL
             for f in range(m.nf):
+                if same and pol[t * m.nf + f] == pol[t * m.nf + f - m.T * m.nf]:
+                    continue  # same action from the same beliefs: `cur` holds it already
                 dep = m.b_dep + m.b_dep_off[f]
                 nd = m.b_dep_off[f + 1] - m.b_dep_off[f]
                 if nd == 1:
@@ -396,6 +399,10 @@ cdef void c_infer_policies_block(const ModelC* m, const float* qs, int nb, const
                     joint_of_bl(m, prev, dep, nd, bj)
                     x = bj
                 mat_vec_bl(&m.mats[m.b_mat[f] + pol[t * m.nf + f]], x, cur + m.s_off[f] * BL)
+            if same:
+                for f in range(m.nf):
+                    if pol[t * m.nf + f] != pol[t * m.nf + f - m.T * m.nf]:
+                        same = 0
             group = -1
             pruned = 0
             x = qx  # set with the first modality's group (this quiets -Wmaybe-uninitialized)

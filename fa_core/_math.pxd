@@ -648,6 +648,31 @@ cdef inline double all_marginals(const ModelC* m, const float* ll_all, const flo
     return ell
 
 
+cdef inline void marginals_bl_2(const ModelC* m, const int* dep, int nd, const float* t,
+                                const float* qs, float* qL, double* ell) noexcept nogil:
+    """:func:`marginals_bl`'s sums for one group of one or two parents: there the prefix
+    and suffix products of the other parents are 1, one marginal or their product."""
+    cdef int i, j, b, n1 = m.ns[dep[nd - 1]]
+    cdef const float* q0 = qs + m.s_off[dep[0]] * BL
+    cdef const float* q1 = qs + m.s_off[dep[nd - 1]] * BL
+    cdef float* o0 = qL + m.s_off[dep[0]] * BL
+    cdef float* o1 = qL + m.s_off[dep[nd - 1]] * BL
+    cdef const float* tk
+    if nd == 1:
+        for j in range(n1):
+            for b in range(BL):
+                o0[j * BL + b] += t[j * BL + b]
+                ell[b] += <double>t[j * BL + b] * q0[j * BL + b]
+        return
+    for i in range(m.ns[dep[0]]):
+        for j in range(n1):
+            tk = t + (i * n1 + j) * BL
+            for b in range(BL):
+                o0[i * BL + b] += tk[b] * q1[j * BL + b]
+                o1[j * BL + b] += tk[b] * q0[i * BL + b]
+                ell[b] += <double>tk[b] * (q0[i * BL + b] * q1[j * BL + b])
+
+
 cdef inline void marginals_bl(const ModelC* m, const float* ll, const float* qs, float* qL,
                               double* ell, float* pre) noexcept nogil:
     """:func:`all_marginals` for BL agents (every group's parents sorted).
@@ -670,6 +695,9 @@ cdef inline void marginals_bl(const ModelC* m, const float* ll, const float* qs,
         nd = m.g_dep_off[g + 1] - m.g_dep_off[g]
         K = m.g_K[g]
         t = ll + m.g_off[g] * BL
+        if nd <= 2:  # the loop below without its products by 1 (the same floats)
+            marginals_bl_2(m, dep, nd, t, qs, qL, ell)
+            continue
         suf = pre + (nd + 1) * BL
         for d in range(nd):
             c[d] = 0

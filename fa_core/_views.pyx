@@ -71,3 +71,138 @@ def factors_differ(object container, const float[::1] buf, const cnp.int64_t[::1
         if _differs(container[f], &buf[0] + bounds[f], bounds[f + 1] - bounds[f]):
             return True
     return False
+
+
+# ---------------------------------------------------------------------------
+# Trees of views that nobody else holds, refilled in place (MMP's qs[p][t][f])
+# ---------------------------------------------------------------------------
+
+from cpython.object cimport PyObject
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+
+cdef extern from *:
+    """
+    /* whether o has live weak references (a weakref could reach it later) */
+    static inline int fa_views_has_weakrefs(PyObject* o) {
+        Py_ssize_t off = Py_TYPE(o)->tp_weaklistoffset;
+        return off > 0 && *(PyObject**)((char*)o + off) != NULL;
+    }
+    """
+    bint fa_views_has_weakrefs(PyObject* o)
+
+
+cdef extern from *:
+    """
+    #define FA_AO(o) ((PyArrayObject*)(o))
+    #define fa_views_ndim(o) PyArray_NDIM(FA_AO(o))
+    #define fa_views_type(o) PyArray_TYPE(FA_AO(o))
+    #define fa_views_flags(o) PyArray_FLAGS(FA_AO(o))
+    #define fa_views_data(o) PyArray_DATA(FA_AO(o))
+    #define fa_views_dims(o) PyArray_DIMS(FA_AO(o))
+    #define fa_views_strides(o) PyArray_STRIDES(FA_AO(o))
+    #define fa_views_size(o) PyArray_SIZE(FA_AO(o))
+    #define fa_views_c_contiguous(o) PyArray_IS_C_CONTIGUOUS(FA_AO(o))
+    #define fa_views_is_array(o) PyArray_Check(o)
+    """
+    int fa_views_ndim(PyObject* o)
+    int fa_views_type(PyObject* o)
+    int fa_views_flags(PyObject* o)
+    void* fa_views_data(PyObject* o)
+    cnp.npy_intp* fa_views_dims(PyObject* o)
+    cnp.npy_intp* fa_views_strides(PyObject* o)
+    cnp.npy_intp fa_views_size(PyObject* o)
+    bint fa_views_c_contiguous(PyObject* o)
+    bint fa_views_is_array(PyObject* o)
+
+
+cdef inline bint _put(cnp.int64_t* rec, Py_ssize_t n_rec, Py_ssize_t* k, cnp.int64_t v,
+                      bint compare) noexcept:
+    """Record ``v`` at ``rec[k]`` (or, with ``compare``, whether it is there); advance k."""
+    cdef Py_ssize_t i = k[0]
+    k[0] = i + 1
+    if compare:
+        return i < n_rec and rec[i] == v
+    if rec != NULL:
+        rec[i] = v
+    return True
+
+
+cdef Py_ssize_t _walk(list nodes, cnp.int64_t* rec, Py_ssize_t n_rec, bint compare):
+    """Fingerprint of ``nodes`` (ndarrays): per node its reference count, data pointer,
+    flags, dtype, shape and strides and, for object arrays, the addresses of the items.
+
+    Without ``compare`` writes it to ``rec`` (if not NULL) and returns its length; with
+    ``compare`` returns -1 at the first difference from ``rec``. Borrowed references only:
+    reading changes no count.
+    """
+    cdef Py_ssize_t i, j, k = 0, n = PyList_GET_SIZE(nodes), size
+    cdef PyObject* o
+    cdef PyObject** items
+    cdef int d, nd, typ
+    cdef bint ok = True
+    for i in range(n):
+        o = <PyObject*>PyList_GET_ITEM(nodes, i)
+        if not fa_views_is_array(o) or fa_views_has_weakrefs(o):
+            return -1
+        nd = fa_views_ndim(o)
+        typ = fa_views_type(o)
+        ok = (_put(rec, n_rec, &k, o.ob_refcnt, compare)
+              and _put(rec, n_rec, &k, <cnp.int64_t><size_t>fa_views_data(o), compare)
+              and _put(rec, n_rec, &k, fa_views_flags(o), compare)
+              and _put(rec, n_rec, &k, typ, compare) and _put(rec, n_rec, &k, nd, compare))
+        for d in range(nd):
+            ok = ok and _put(rec, n_rec, &k, fa_views_dims(o)[d], compare) \
+                and _put(rec, n_rec, &k, fa_views_strides(o)[d], compare)
+        if typ == cnp.NPY_OBJECT:
+            if not fa_views_c_contiguous(o):
+                return -1
+            items = <PyObject**>fa_views_data(o)
+            size = fa_views_size(o)
+            for j in range(size):
+                ok = ok and _put(rec, n_rec, &k, <cnp.int64_t><size_t>items[j], compare)
+        if not ok:
+            return -1
+    if compare and k != n_rec:
+        return -1
+    return k
+
+
+def tree_state(list nodes):
+    """The fingerprint :func:`refill_tree` checks: call it when ``nodes`` (the list of
+    every ndarray of a tree of views, the float64 array they view last) and the tree's
+    own links hold the only references to them."""
+    cdef Py_ssize_t n = _walk(nodes, NULL, 0, False)
+    if n < 0:
+        raise ValueError("tree_state needs ndarrays without weak references (object arrays "
+                         "C-contiguous)")
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dim, cnp.NPY_INT64, 0)
+    _walk(nodes, <cnp.int64_t*>cnp.PyArray_DATA(out), n, False)
+    return out
+
+
+def refill_tree(list nodes, const cnp.int64_t[::1] state, const float[:, :, ::1] values,
+                Py_ssize_t n_steps):
+    """If the tree ``nodes`` is as :func:`tree_state` recorded it (no reference, weak
+    reference or change from outside since: nobody can see it), write
+    ``values[:, :n_steps]`` into its last node (float64, C-contiguous, shape
+    ``(values.shape[0], n_steps, values.shape[2])``) and return True; else False and
+    nothing is written.
+    """
+    if PyList_GET_SIZE(nodes) == 0 or state.shape[0] == 0 \
+            or _walk(nodes, &state[0], state.shape[0], True) < 0:
+        return False
+    cdef cnp.ndarray dst = <cnp.ndarray>PyList_GET_ITEM(nodes, PyList_GET_SIZE(nodes) - 1)
+    cdef Py_ssize_t a, t, n_a = values.shape[0], n_s = values.shape[2]
+    if (cnp.PyArray_TYPE(dst) != cnp.NPY_FLOAT64 or not cnp.PyArray_IS_C_CONTIGUOUS(dst)
+            or cnp.PyArray_NDIM(dst) != 3 or cnp.PyArray_DIMS(dst)[0] != n_a
+            or cnp.PyArray_DIMS(dst)[1] != n_steps or cnp.PyArray_DIMS(dst)[2] != n_s
+            or n_steps > values.shape[1]):
+        return False
+    cdef double* out = <double*>cnp.PyArray_DATA(dst)
+    cdef const float* v
+    for a in range(n_a):
+        v = &values[a, 0, 0]
+        for t in range(n_steps * n_s):
+            out[a * n_steps * n_s + t] = v[t]
+    return True

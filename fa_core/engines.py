@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fa_core import _kernels, mmp
+from fa_core import _kernels, _views, mmp
 from fa_core import sophisticated as _si
 from fa_core.scratch import scratch
 
@@ -172,7 +172,7 @@ class MMPEngine(VanillaEngine):
     step.
     """
 
-    __slots__ = ("window", "_given", "_views", "_views_key")
+    __slots__ = ("window", "_given", "_views", "_views_key", "_pool", "_spare", "_n_steps")
     name = "MMP"
 
     def __init__(self, window: mmp.MMPState, fpi: tuple):
@@ -180,6 +180,9 @@ class MMPEngine(VanillaEngine):
         self.window = window
         self._given = None                       # beliefs set by the user or by reset
         self._views = self._views_key = None     # the views last made, and of what
+        self._pool = []       # float64 view trees made, newest last: (nodes, fingerprint)
+        self._spare = None    # the window's previous belief buffer, written by the next step
+        self._n_steps = 0     # window updates so far (what the views were made of)
 
     def _bound(self, model) -> mmp.MMPState:
         w = self.window
@@ -197,14 +200,39 @@ class MMPEngine(VanillaEngine):
         if w.F is None:  # no step since the window was restored: reset's uniform beliefs
             self._given = self._reset_beliefs(w.model)
             return self._given
-        key = (w.q, w.infer_len, reuse)
-        views = self._views
         k = self._views_key
-        if views is None or k[0] is not key[0] or k[1:] != key[1:]:
-            views = self._views = mmp.window_views(
-                w.q, w.infer_len, w.model.state_bounds, copy=not reuse)
-            self._views_key = key
-        return views
+        # float32 views of the window's buffer stay right while it is the same buffer;
+        # float64 copies are of one step
+        n = 0 if reuse else self._n_steps
+        if self._views is None or k[0] is not w.q or k[1] != n or k[2] != w.infer_len \
+                or k[3] != reuse:
+            self._views = None  # no reference of ours while the pool's trees are checked
+            self._views = (mmp.window_views(w.q, w.infer_len, w.model.state_bounds, copy=False)
+                           if reuse else self._copied_views(w))
+            self._views_key = (w.q, n, w.infer_len, reuse)
+        return self._views
+
+    def _copied_views(self, w: mmp.MMPState) -> np.ndarray:
+        """float64 ``qs[p][t][f]`` of the window, as new to everyone but this engine.
+
+        A tree of views made at an earlier step that nobody else holds any part of
+        (no reference, weak reference or change from outside since it was made,
+        :func:`fa_core._views.refill_tree`) is refilled with the new values: no one
+        can tell it from a new one, and it costs a copy instead of ~250 arrays.
+        Otherwise a new tree is made; the two newest are kept.
+        """
+        shape = w.q.shape[0], w.infer_len, w.q.shape[2]
+        pool = self._pool = [e for e in self._pool if e[2] == shape]  # trees of this window
+        for i in range(len(pool)):
+            if _views.refill_tree(pool[i][0], pool[i][1], w.q, w.infer_len):
+                pool.append(pool.pop(i))
+                return pool[-1][0][0]
+        nodes = []
+        mmp.window_views(w.q, w.infer_len, w.model.state_bounds, copy=True, nodes=nodes)
+        pool.append((nodes, _views.tree_state(nodes), shape))
+        if len(pool) > 2:
+            del pool[0]
+        return nodes[0]
 
     def set_beliefs(self, value) -> bool:
         self._given = value  # per policy, time and factor; pymdp stores it as given
@@ -258,22 +286,27 @@ class MMPEngine(VanillaEngine):
                     [obs_distr[edges[i]:edges[i + 1]].copy() for i in range(len(model.num_obs))])
         else:
             item = (False, obs[:model.num_modalities].copy(), None)
-        L = w.horizon + model.policy_len
-        out = w.q if reuse and w.q.shape[1] == L else np.empty(
-            (len(model.policies), L, sum(model.num_states)), np.float32)
-        saved = (list(w.obs_win), w.lh.copy(), w.n_obs)
+        past = min(len(w.obs_win) + 1, w.horizon)
+        # checked before anything changes: a failed call leaves the agent unchanged
+        acts = w.window_rows(prev_actions, past, w.n_obs + 1)
+        shape = w._shape
+        if reuse and w.q.shape == shape:
+            out = w.q  # rewritten in place (the user holds views of it)
+        else:  # the buffer before the last step's (nobody else reads it), or a new one
+            out = self._spare
+            if out is None or out.shape != shape or out is w.q:
+                out = np.empty(shape, np.float32)
         w.push_observation(item)
-        try:
-            xn, vn = w.infer_states(prev_actions, out, record)
-        except Exception:
-            w.obs_win, w.lh, w.n_obs = saved  # a failed call leaves the agent unchanged
-            raise
+        last = w.q
+        xn, vn = w.run(acts, past, out, record)
+        self._spare = last if last is not out and not reuse else None
+        self._n_steps += 1
         host.prev_obs.append(observation if distr_obs else tuple(observation) if
                              isinstance(observation, (list, tuple, np.ndarray)) else
                              (observation,))
         if act_hist_len is not None and len(host.prev_obs) > act_hist_len:
             del host.prev_obs[0]
-        host.F = w.F.astype(np.float64)
+        host.F = _views.f64_vector(w.F)
         self._given = None  # the window's beliefs from now on, viewed when read
         if record:
             return (mmp.iterations(xn, model, w.infer_len), mmp.iterations(vn, model, w.infer_len))
@@ -310,6 +343,16 @@ class MMPEngine(VanillaEngine):
 
     def _set_prior(self, model, last_belief, curr_timestep, q_pi) -> mmp.MMPState:
         w = self._bound(model)
+        if last_belief is None and self._given is None and w.F is not None:
+            # the beliefs the kernel wrote: what the general path below computes, without
+            # its copies (this runs at every step once the window moves)
+            first = w.q[:, 0, :]
+            if w.use_BMA and curr_timestep - w.horizon >= 0:
+                prior64 = (q_pi.astype(np.float64) @ first.astype(np.float64))[None, :]
+                w.set_prior(prior64, prior64.astype(np.float32), owned=True)
+            else:
+                w.set_prior(first.astype(np.float64), first.copy(), owned=True)
+            return w
         rows = (self._first_step_rows(model) if last_belief is None
                 else mmp.rows(last_belief, model, "last_belief"))
         if w.use_BMA and curr_timestep - w.horizon >= 0:

@@ -15,6 +15,7 @@ calls the compiled kernels of :mod:`fa_core._mmp`; the Agent's side of MMP
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -27,6 +28,18 @@ DEFAULT_PARAMS = {"num_iter": 10, "grad_descent": True, "tau": 0.25}
 _EPS = 1e-16
 # compiled arrays per GenerativeModel and form: agents sharing a model share them
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TLS = threading.local()
+
+
+def _kernel_scratch(n_fs: int, n_ds: int, n_lnlh: int) -> tuple:
+    """The kernels' per-thread scratch (``fs``, ``ds``, log likelihoods), shared by every
+    agent on the thread: :func:`fa_core.scratch.scratch`'s buffers, looked up once per
+    thread and size rather than at every call."""
+    c = getattr(_TLS, "bufs", None)
+    if c is None or c[0].shape[0] < n_fs or c[1].shape[0] < n_ds or c[2].shape[0] < n_lnlh:
+        c = _TLS.bufs = (scratch(n_fs, "mmp_fs"), scratch(n_ds, "mmp_ds", np.float64),
+                         scratch(n_lnlh, "mmp_lnlh", np.float64))
+    return c
 
 
 def check_params(inference_params, inference_horizon) -> dict:
@@ -173,7 +186,8 @@ class MMPState:
 
     __slots__ = ("horizon", "num_iter", "tau", "factorized", "use_BMA", "policy_sep_prior",
                  "model", "_km", "_l_K", "_lnE", "_pol", "lh", "past_len", "n_obs", "obs_win",
-                 "q", "infer_len", "F", "prior", "prior64")
+                 "q", "infer_len", "F", "prior", "prior64", "_acts", "_lh_rows",
+                 "_shape")
 
     def __init__(self, model, inference_horizon: int, params: dict, use_BMA: bool,
                  policy_sep_prior: bool):
@@ -213,6 +227,12 @@ class MMPState:
         if self.model is None or len(self.model.policies) != n_pol:
             self.q = np.zeros((n_pol, L, S), np.float32)
         self.lh = np.zeros((self.horizon, int(self._l_K.sum())), np.float32)
+        self._acts = {}  # window_rows' buffers, by window length
+        # A[m] as (num_obs[m], K) float32 rows and where they go in a likelihood block
+        edges = np.concatenate([[0], np.cumsum([a[0].size for a in model.A])]).tolist()
+        self._lh_rows = [(edges[i], edges[i + 1], a.reshape(a.shape[0], -1))
+                         for i, a in enumerate(model.A)]
+        self._shape = (n_pol, L, S)
         self.model = model
         for k, obs in enumerate(self.obs_win):
             self._fill_lh(k, obs)
@@ -221,6 +241,11 @@ class MMPState:
         """Likelihood block of window step ``k`` from ``obs`` = (distr, indices, distributions)."""
         m = self.model
         distr, idx, parts = obs
+        if not distr and self.factorized:  # outcome indices: copy rows of A (float32)
+            row = self.lh[k]
+            for (lo, hi, a2), o in zip(self._lh_rows, idx.tolist()):
+                row[lo:hi] = a2[o]
+            return
         rows = [np.tensordot(parts[i], np.asarray(a, np.float32), axes=(0, 0)) if distr
                 else m.A[i][idx[i]] for i, a in enumerate(m.A)]
         if self.factorized:
@@ -249,58 +274,72 @@ class MMPState:
         self._fill_lh(len(self.obs_win) - 1, obs)
         self.n_obs += 1
 
-    def window_actions(self, prev_actions) -> np.ndarray:
-        """Past actions pymdp's infer_states pairs with the window, as rows.
-
-        pymdp takes ``prev_actions[-(horizon - 1):]`` once more observations than
-        the horizon were seen, which for ``inference_horizon=1`` is every past
-        action (``[-0:]``): its window then predicts the future with the
-        episode's first actions. Reproduced (only the first rows are read).
-        """
-        if prev_actions is None:
-            return np.zeros((0, self.model.num_factors), np.int32)
-        if self.n_obs > self.horizon and self.horizon > 1:
-            return prev_actions[-(self.horizon - 1):]
-        return prev_actions
-
     def infer_states(self, prev_actions, out: np.ndarray, record: bool = False):
         """Run the kernel over the window for every policy, writing ``out`` and ``self.F``.
 
         With ``record``, also returns ``(xn, vn)``: (n_pol, num_iter, infer_len, S)
         beliefs and prediction errors of every iteration.
         """
-        T = self.model.policy_len
         past = len(self.obs_win)
-        infer_len = past + T
-        R = infer_len - 1
-        wa = self.window_actions(prev_actions)
-        k = min(len(wa), R)
+        acts = self.window_rows(prev_actions, past, self.n_obs)
+        return self.run(acts, past, out, record)
+
+    def window_rows(self, prev_actions, past: int, n_obs: int) -> np.ndarray:
+        """Each policy's actions out of the window's steps, (n_pol, max(R, 1), nf), for a
+        window of ``past`` observations after ``n_obs`` in all; ValueError if
+        ``prev_actions`` cannot fill it. The buffer is the window's, rewritten by the
+        next call.
+
+        pymdp takes ``prev_actions[-(horizon - 1):]`` once more observations than
+        the horizon were seen, which for ``inference_horizon=1`` is every past
+        action (``[-0:]``): its window then predicts the future with the
+        episode's first actions. Reproduced (only the first rows are read).
+        """
+        T = self.model.policy_len
+        R = past + T - 1
+        if prev_actions is None:
+            wa, k = None, 0
+        else:
+            wa = prev_actions[-(self.horizon - 1):] if n_obs > self.horizon and \
+                self.horizon > 1 else prev_actions
+            k = min(len(wa), R)
         if k + T < R:
             raise ValueError(f"MMP needs an action for each of the {past - 1} past steps in its "
-                             f"window, but prev_actions has {len(wa)}: call sample_action (or "
-                             f"set prev_actions) between infer_states calls")
-        if k and np.any(wa[:k] < 0):
+                             f"window, but prev_actions has {0 if wa is None else len(wa)}: call "
+                             f"sample_action (or set prev_actions) between infer_states calls")
+        if k and wa[:k].min() < 0:
             raise ValueError("prev_actions has an empty (None) entry inside the MMP window")
+        cached = self._acts.get(R)
+        if cached is None or cached[1] != k:
+            acts = np.empty((len(self._pol), max(R, 1), self.model.num_factors), np.int32)
+            acts[:, k:R] = self._pol[:, :R - k]  # the policies' part: the same at every step
+            self._acts[R] = cached = (acts, k)
+        acts = cached[0]
+        if k:
+            acts[:, :k] = wa[:k]
+        return acts
+
+    def run(self, acts: np.ndarray, past: int, out: np.ndarray, record: bool = False):
+        """The kernel over the window's first ``past`` steps with :meth:`window_rows`'s
+        ``acts`` (see :meth:`infer_states`)."""
+        infer_len = past + self.model.policy_len
         n_pol = len(self._pol)
-        acts = np.empty((n_pol, max(R, 1), self.model.num_factors), np.int32)
-        acts[:, :k] = wa[:k]
-        acts[:, k:R] = self._pol[:, :R - k]
-        F = np.empty(n_pol, np.float32)
+        F = self.F if self.F is not None and self.F.shape == (n_pol,) and not record \
+            else np.empty(n_pol, np.float32)
         xn = vn = None
         if record:
             xn = np.zeros((n_pol, self.num_iter, infer_len, out.shape[2]), np.float32)
             vn = np.zeros_like(xn)
+        fs, ds, lnlh = _kernel_scratch(self._km.n_fs, self._km.n_ds + n_pol, self.lh.size)
         _mmp.infer_states(self._km, self.lh[:past].reshape(-1), past, infer_len, infer_len - 2,
                           acts, self.prior, out, F, self.num_iter, self.tau,
-                          0.5 if self.factorized else 1.0, *self._scratch(),
-                          scratch(self.lh.size, "mmp_lnlh", np.float64), xn, vn)
+                          0.5 if self.factorized else 1.0, fs, ds, lnlh, xn, vn)
         self.past_len, self.infer_len, self.q, self.F = past, infer_len, out, F
         return xn, vn
 
     def _scratch(self) -> tuple[np.ndarray, np.ndarray]:
         """The kernels' per-thread scratch (shared by every agent on the thread)."""
-        return (scratch(self._km.n_fs, "mmp_fs"),
-                scratch(self._km.n_ds + len(self._pol), "mmp_ds", np.float64))
+        return _kernel_scratch(self._km.n_fs, self._km.n_ds + len(self._pol), 1)[:2]
 
     def infer_policies(self, gamma, use_utility, use_sig, G, q_pi) -> None:
         """G over the current step and policy_len future steps.
@@ -312,11 +351,17 @@ class MMPState:
         _mmp.infer_policies(self._km, self.q, self.past_len - 1, bool(use_utility), bool(use_sig),
                             self.F, self._lnE, float(gamma), G, q_pi, *self._scratch())
 
-    def set_prior(self, rows: np.ndarray) -> None:
+    def set_prior(self, rows: np.ndarray, rows32: np.ndarray | None = None,
+                  owned: bool = False) -> None:
         """The window's prior: one row per policy, or one shared row (flat beliefs).
 
         The kernels read it in float32; ``latest_belief`` shows it as set (float64).
+        With ``owned``, ``rows`` (float64) and ``rows32`` (its float32 values,
+        C-contiguous) are new arrays nobody else holds, kept as they are.
         """
+        if owned:
+            self.prior64, self.prior = rows, rows32
+            return
         self.prior64 = np.array(rows, dtype=np.float64)
         self.prior = np.ascontiguousarray(rows, dtype=np.float32)
 
@@ -326,7 +371,7 @@ class MMPState:
 
     def __getstate__(self) -> dict:
         # the compiled model is rebuilt from the (pickled) GenerativeModel
-        skip = {"_km", "_l_K", "_lnE", "_pol", "lh"}
+        skip = {"_km", "_l_K", "_lnE", "_pol", "lh", "_acts", "_lh_rows", "_shape"}
         return {k: getattr(self, k) for k in self.__slots__ if k not in skip and hasattr(self, k)}
 
     def __setstate__(self, state: dict) -> None:
@@ -451,7 +496,8 @@ def iterations(rec: np.ndarray, model, infer_len: int) -> np.ndarray:
     return out
 
 
-def window_views(q: np.ndarray, infer_len: int, bounds, copy: bool) -> np.ndarray:
+def window_views(q: np.ndarray, infer_len: int, bounds, copy: bool,
+                 nodes: list | None = None) -> np.ndarray:
     """``qs[p][t][f]`` over the first ``infer_len`` steps of ``q`` (n_pol, L, S).
 
     With ``copy``, views of one read-only float64 copy (what pymdp hands out:
@@ -459,7 +505,9 @@ def window_views(q: np.ndarray, infer_len: int, bounds, copy: bool) -> np.ndarra
     Each level is an object array, as pymdp's; the per-step arrays are rows of
     one (n_pol * infer_len, num_factors) object array and the per-policy ones
     rows of one (n_pol, infer_len) array, which is several times cheaper to
-    fill than one small array per entry.
+    fill than one small array per entry. ``nodes``, if given, receives every
+    array of the result (``qs`` first, the float64 copy last: what
+    :func:`fa_core._views.refill_tree` refills once nobody holds any of them).
     """
     n_pol = q.shape[0]
     src = q[:, :infer_len]
@@ -484,4 +532,12 @@ def window_views(q: np.ndarray, infer_len: int, bounds, copy: bool) -> np.ndarra
     qs = np.empty(n_pol, dtype=object)
     for p, v in enumerate(seqs):
         qs[p] = v
+    if nodes is not None:
+        nodes.append(qs)
+        nodes.extend(qs)
+        nodes.append(seqs)
+        nodes.extend(seqs.reshape(-1))
+        nodes.append(steps)
+        nodes.extend(steps.reshape(-1))
+        nodes.append(src)
     return qs

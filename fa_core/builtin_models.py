@@ -20,6 +20,8 @@ __all__ = [
     "MODELS",
     "get",
     "tmaze",
+    "tmaze_dense",
+    "dense_like",
     "grid_forager",
     "grid10",
     "grid30",
@@ -100,6 +102,74 @@ def tmaze() -> dict[str, Any]:
     C = _obj_array([np.zeros(n_loc), np.array([0.0, 3.0, -3.0]), np.zeros(2)])
     D = _obj_array([np.eye(n_loc)[0], np.full(n_ctx, 1.0 / n_ctx)])
     return {"A": _obj_array([A_loc, A_rew, A_cue]), "B": _obj_array([B_loc, B_ctx]), "C": C, "D": D}
+
+
+def dense_like(name: str, seed: int = 0) -> dict[str, Any]:
+    """The builtin model ``name`` with every entry of ``A`` and ``B`` non-zero and random.
+
+    Same shapes, ``C``, ``D`` and other keywords as ``get(name)``; each column of every
+    ``A[m]`` and ``B[f]`` is drawn as ``gamma(1) + 1e-3`` per entry, normalised (a
+    Dirichlet(1) column kept away from 0). No entry is zero, so the kernels take their
+    dense paths: the cost of a model of that size without any structure to exploit.
+
+    Parameters
+    ----------
+    name : str
+        A name of :data:`MODELS`.
+    seed : int
+        Seed of the random entries (the arrays are drawn in the order ``A[0]``, ``A[1]``,
+        ..., ``B[0]``, ...).
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D`` and whatever else ``get(name)`` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fa_core import builtin_models
+    >>> d = builtin_models.dense_like("tmaze", seed=1)
+    >>> [a.shape for a in d["A"]] == [a.shape for a in builtin_models.tmaze()["A"]]
+    True
+    >>> bool(all(np.all(a > 0) for a in d["A"])), np.allclose(d["B"][0].sum(axis=0), 1.0)
+    (True, True)
+    """
+    d = dict(get(name))
+    rng = np.random.default_rng(seed)
+
+    def dense(x):
+        r = rng.gamma(1.0, size=np.shape(x)) + 1e-3
+        return r / r.sum(axis=0, keepdims=True)
+
+    for key in ("A", "B"):
+        d[key] = _obj_array([dense(a) for a in d[key]])
+    return d
+
+
+def tmaze_dense() -> dict[str, Any]:
+    """A T-maze-sized model with dense random ``A`` and ``B``: ``dense_like("tmaze", 0)``.
+
+    The T-maze's shapes (factors of 4 and 2 states: 8 joint states; modalities of 4, 3
+    and 2 outcomes; 4 policies) and its ``C`` and ``D``, but every likelihood and
+    transition entry random and non-zero: the benchmark of small models without
+    one-hot structure.
+
+    Returns
+    -------
+    dict
+        ``A``, ``B``, ``C``, ``D``.
+
+    Examples
+    --------
+    >>> from fa_core import GenerativeModel, builtin_models
+    >>> gm = GenerativeModel(**builtin_models.tmaze_dense())
+    >>> gm.num_states, gm.num_obs, gm.num_policies
+    ([4, 2], [4, 3, 2], 4)
+    >>> gm.is_sparse["A"], gm.is_sparse["B"]
+    ([False, False, False], [[False, False, False, False], [False]])
+    """
+    return dense_like("tmaze", 0)
 
 
 def default_reward_locations(size: int) -> list[tuple[int, int]]:
@@ -324,6 +394,7 @@ def four_factor(policy_len: int = 2, seed: int = 0) -> dict[str, Any]:
 #: Builders by name, as accepted by :func:`get` and ``python -m fa_core``.
 MODELS: dict[str, Callable[[], dict[str, Any]]] = {
     "tmaze": tmaze,
+    "tmaze_dense": tmaze_dense,
     "grid10": grid10,
     "grid30": grid30,
     "grid30_confused": grid30_confused,
@@ -337,8 +408,8 @@ def get(name: str) -> dict[str, Any]:
     Parameters
     ----------
     name : str
-        ``"tmaze"``, ``"grid10"``, ``"grid30"``, ``"grid30_confused"`` or
-        ``"four_factor"``.
+        ``"tmaze"``, ``"tmaze_dense"``, ``"grid10"``, ``"grid30"``,
+        ``"grid30_confused"`` or ``"four_factor"``.
 
     Returns
     -------
@@ -354,7 +425,7 @@ def get(name: str) -> dict[str, Any]:
     --------
     >>> from fa_core import GenerativeModel, builtin_models
     >>> sorted(builtin_models.MODELS)
-    ['four_factor', 'grid10', 'grid30', 'grid30_confused', 'tmaze']
+    ['four_factor', 'grid10', 'grid30', 'grid30_confused', 'tmaze', 'tmaze_dense']
     >>> GenerativeModel(**builtin_models.get("grid10"))
     GenerativeModel(num_states=[100], num_obs=[100, 2], num_controls=[5], policies=5, nbytes=...)
     """

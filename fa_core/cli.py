@@ -43,14 +43,16 @@ ENVS: dict[str, Callable] = {
     # the world draws the confused cue from the model's own A
     "grid30_confused": lambda gm, n, rng: ModelWorld(gm, n, seed=rng),
     "tmaze": lambda gm, n, rng: TMaze(n, seed=rng),
+    "tmaze_dense": lambda gm, n, rng: ModelWorld(gm, n, seed=rng),
     "four_factor": lambda gm, n, rng: ModelWorld(gm, n, seed=rng),
 }
 
 #: What one model's agents live in, for ``--help``.
 _MODEL_HELP = ("grid10 / grid30: foragers on a 10x10 / 30x30 grid looking for food; "
                "grid30_confused: the same on 30x30, with a location cue that names a "
-               "neighbouring cell one time in five; tmaze: "
-               "the classic T-maze; four_factor: four factors of 5 states, 81 two-step "
+               "neighbouring cell one time in five; tmaze: the classic T-maze; "
+               "tmaze_dense: the T-maze's sizes with dense random A and B, in the world "
+               "they describe; four_factor: four factors of 5 states, 81 two-step "
                "policies, in the world its own A and B describe")
 
 #: The default run: 1,000,000 agent-steps, about 5 s of stepping on two cores.

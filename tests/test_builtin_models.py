@@ -10,6 +10,7 @@ from fa_core import builtin_models as bm
 EXPECTED = {
     # name: (num_states, num_obs, num_controls, number of policies)
     "tmaze": ([4, 2], [4, 3, 2], [4, 1], 4),
+    "tmaze_dense": ([4, 2], [4, 3, 2], [4, 1], 4),
     "grid10": ([100], [100, 2], [5], 5),
     "grid30": ([900], [900, 2], [5], 5),
     "grid30_confused": ([900], [900, 2], [5], 5),
@@ -164,3 +165,19 @@ def test_grid_cue_confusion():
     for bad in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="cue_confusion"):
             bm.grid_forager(4, cue_confusion=bad)
+
+
+def test_dense_like():
+    d = bm.tmaze_dense()
+    t = bm.tmaze()
+    for key in ("A", "B"):
+        for x, y in zip(d[key], t[key]):
+            assert x.shape == y.shape
+            assert np.all(x > 0)                      # no zero entry: the dense paths
+    for key in ("C", "D"):
+        for x, y in zip(d[key], t[key]):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(bm.dense_like("tmaze", 0)["A"][1], d["A"][1])
+    assert not np.array_equal(bm.dense_like("tmaze", 1)["A"][1], d["A"][1])
+    g = bm.dense_like("grid10", seed=3)
+    assert g["B"][0].shape == (100, 100, 5) and np.all(g["A"][0] > 0)

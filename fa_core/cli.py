@@ -318,12 +318,33 @@ def _pymdp_sentences(pymdp: dict | None, n_agents: int, steps: int,
              f"{pymdp['seconds_per_agent_step'] * 1e3:.2f} ms per agent-step, so about "
              f"{_fmt_seconds(pymdp['seconds'])} for {n_agents * steps:,} agent-steps (timed on "
              f"{pymdp['steps_timed']} step(s) of one agent)"]
-    if agent_bytes is not None and fa_seconds:
-        lines.append(f"fa_core against pymdp: "
-                     f"{pymdp['bytes_per_agent'] / (agent_bytes / n_agents):,.0f}x less memory "
-                     f"per agent, {pymdp['seconds'] / fa_seconds:,.0f}x faster "
-                     f"({_fmt_seconds(fa_seconds)} against {_fmt_seconds(pymdp['seconds'])})")
+    parts = []
+    if agent_bytes is not None and agent_bytes > 0 and pymdp["bytes_per_agent"]:
+        parts.append(_compare(pymdp["bytes_per_agent"] / (agent_bytes / n_agents),
+                              "less memory per agent", "more memory per agent",
+                              "about the same memory per agent"))
+    if fa_seconds and pymdp["seconds"]:
+        parts.append(_compare(pymdp["seconds"] / fa_seconds, "faster", "slower",
+                              "about as fast") +
+                     f" ({_fmt_seconds(fa_seconds)} against {_fmt_seconds(pymdp['seconds'])})")
+    if parts:
+        lines.append("fa_core against pymdp: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def _compare(ratio: float, better: str, worse: str, same: str) -> str:
+    """``"12x better"``, ``"1.5x worse"`` (the inverse ratio) or ``same`` within 5 %: a ratio
+    never rounds to 0x or reads the wrong way round."""
+    if ratio >= 1.05:
+        return f"{_fmt_ratio(ratio)} {better}"
+    if ratio <= 1 / 1.05:
+        return f"{_fmt_ratio(1 / ratio)} {worse}"
+    return same
+
+
+def _fmt_ratio(r: float) -> str:
+    """A ratio >= 1 with the digits that mean something: 1.3x, 12x, 1,234x."""
+    return f"{r:.1f}x" if r < 10 else f"{r:,.0f}x"
 
 
 # -- Ray -------------------------------------------------------------------------------------
@@ -427,7 +448,10 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
 
     Memory is measured with :mod:`tracemalloc` while the model and the
     population are built and take their first step (so every per-agent buffer
-    exists); throughput is timed over the remaining steps, untraced.
+    exists), each part on its own: the shared model, what the agents own (their
+    build and first step) and the world they live in (its build and first step:
+    a :class:`~fa_core.envs.ModelWorld` keeps float64 copies of ``A`` and ``B``);
+    throughput is timed over the remaining steps, untraced.
 
     Parameters
     ----------
@@ -457,9 +481,10 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
     -------
     dict
         The figures (``agent_steps_per_s`` None if ``steps == 1``; ``bytes_per_agent``
-        None on Ray; ``model_bytes``, ``rss_bytes``, ``threads``, ``seconds``,
-        ``step_rates``, ``behaviour``, ``pymdp``), and the objects of the run: the
-        ``population``, the environment ``env`` and the grid's ``first_found`` counts.
+        None on Ray; ``model_bytes``, ``world_bytes``, ``rss_bytes``, ``threads``,
+        ``seconds``, ``step_rates``, ``behaviour``, ``pymdp``), and the objects of the
+        run: the ``population``, the environment ``env`` and the grid's ``first_found``
+        counts.
 
     Raises
     ------
@@ -501,10 +526,18 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
     try:
         tracemalloc.start()
         try:
-            base = tracemalloc.get_traced_memory()[0]
+            # each part's bytes from the traced total before and after it: the model, the
+            # agents (their build and first step) and the world (its arrays, e.g. a
+            # ModelWorld's float64 copy of A and B, and its steps), so the agents' figure
+            # holds only what they own
+            def traced() -> int:
+                return tracemalloc.get_traced_memory()[0]
+
             t0 = time.perf_counter()
+            mark = traced()
             gm = GenerativeModel(**arrays)
-            model_bytes = tracemalloc.get_traced_memory()[0] - base
+            model_bytes = traced() - mark
+            mark = traced()
             if sharded:
                 from fa_core.distributed import ShardedPopulation
                 pop = ShardedPopulation(gm, n_agents, seed=pop_seed, cpus_per_shard=threads,
@@ -512,15 +545,23 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
                                         else workers // threads or 1)
             else:
                 pop = Population(gm, n_agents, seed=pop_seed, n_threads=threads)
+            agent_bytes = traced() - mark
+            mark = traced()
             env = make_env(model, gm, n_agents, np.random.default_rng(env_seed))
             tally = _Tally(env)
             t_build = time.perf_counter() - t0
             print(f"  {gm!r}; population built in {t_build:.2f} s (traced)", file=out)
             obs = env.reset()
             before = env.found.copy() if tally.first_found is not None else None
-            obs = env.step(pop.step(obs))
+            world_bytes = traced() - mark
+            mark = traced()
+            actions = pop.step(obs)
+            agent_bytes += traced() - mark
+            mark = traced()
+            obs = env.step(actions)
             tally(before)
-            agent_bytes = tracemalloc.get_traced_memory()[0] - base - model_bytes
+            del actions, before
+            world_bytes += traced() - mark
         finally:
             tracemalloc.stop()
         if bar is not None:
@@ -543,15 +584,16 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
     else:
         print(f"throughput: {rate:,.0f} agent-steps/s ({n_agents * (steps - 1):,} agent-steps "
               f"in {elapsed:.2f} s, steps 2-{steps})", file=out)
+    world = f"the world ({type(env).__name__}) {_fmt_bytes(world_bytes)}"
     if sharded:  # the agents live in the shards' processes, out of tracemalloc's sight
         agent_bytes = None
         print(f"memory: agents live in {pop.n_shards} Ray shard(s) {pop.shard_sizes}; "
-              f"shared model {_fmt_bytes(model_bytes)}, driver RSS {_fmt_bytes(rss)} "
-              f"({rss_kind})", file=out)
+              f"shared model {_fmt_bytes(model_bytes)}, {world}, driver RSS "
+              f"{_fmt_bytes(rss)} ({rss_kind})", file=out)
     else:
-        print(f"memory: {_fmt_bytes(agent_bytes / n_agents)} per agent (tracemalloc), "
-              f"shared model {_fmt_bytes(model_bytes)}, process RSS {_fmt_bytes(rss)} "
-              f"({rss_kind})", file=out)
+        print(f"memory: {_fmt_bytes(agent_bytes / n_agents)} per agent (tracemalloc: what "
+              f"the agents own), shared model {_fmt_bytes(model_bytes)}, {world}, process "
+              f"RSS {_fmt_bytes(rss)} ({rss_kind})", file=out)
     print(f"behaviour: {tally.sentence()}", file=out)
 
     pymdp = None
@@ -568,7 +610,8 @@ def simulate(model: str = DEFAULTS["model"], n_agents: int = DEFAULTS["agents"],
             "threads": threads, "workers": workers, "address": address,
             "agent_steps_per_s": rate, "seconds": elapsed,
             "bytes_per_agent": None if agent_bytes is None else agent_bytes / n_agents,
-            "model_bytes": model_bytes, "rss_bytes": rss, "step_rates":
+            "model_bytes": model_bytes, "world_bytes": world_bytes, "rss_bytes": rss,
+            "step_rates":
             [n_agents / s if s > 0 else None for s in step_seconds],
             "behaviour": tally.figures(), "pymdp": pymdp,
             "population": pop, "env": env, "first_found": tally.first_found}
@@ -618,9 +661,9 @@ def summary_json(result: dict) -> dict:
 
     Keys: ``fa_core_version``, ``model``, ``agents``, ``steps``, ``seed``, ``threads``,
     ``workers``, ``address``, ``agent_steps_per_s``, ``seconds``, ``memory_per_agent_bytes``,
-    ``model_bytes``, ``rss_bytes``, ``step_agent_steps_per_s`` (per step after the first),
-    ``behaviour`` (per model: e.g. ``found_food_fraction``) and ``pymdp`` (the estimate of
-    :func:`pymdp_estimate`, or None).
+    ``model_bytes``, ``world_bytes``, ``rss_bytes``, ``step_agent_steps_per_s`` (per step
+    after the first), ``behaviour`` (per model: e.g. ``found_food_fraction``) and ``pymdp``
+    (the estimate of :func:`pymdp_estimate`, or None).
     """
     keys = ("model", "agents", "steps", "seed", "threads", "workers", "address",
             "agent_steps_per_s", "seconds")
@@ -628,6 +671,7 @@ def summary_json(result: dict) -> dict:
     out.update({k: result[k] for k in keys})
     out["memory_per_agent_bytes"] = result["bytes_per_agent"]
     out["model_bytes"] = result["model_bytes"]
+    out["world_bytes"] = result["world_bytes"]
     out["rss_bytes"] = result["rss_bytes"]
     out["step_agent_steps_per_s"] = result["step_rates"]
     out["behaviour"] = result["behaviour"]

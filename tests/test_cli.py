@@ -24,7 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fa_core.__file__)))
 
 SUMMARY_KEYS = {"fa_core_version", "model", "agents", "steps", "seed", "threads", "workers",
                 "address", "agent_steps_per_s", "seconds", "memory_per_agent_bytes",
-                "model_bytes", "rss_bytes", "step_agent_steps_per_s", "behaviour", "pymdp"}
+                "model_bytes", "world_bytes", "rss_bytes", "step_agent_steps_per_s",
+                "behaviour", "pymdp"}
 
 
 def run_cli(args, cwd, prelude: str = "", env: dict | None = None):
@@ -185,6 +186,35 @@ def test_no_print_in_library():
         offenders += [f"{name}:{node.lineno}" for node in ast.walk(tree)
                       if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print"]
     assert offenders == []
+
+
+def test_memory_counts_the_agents_not_their_world():
+    """grid30_confused lives in a ModelWorld, which keeps float64 copies of A (900 x 900) and
+    B (900 x 900 x 5): 39 MB that are the world's, not the agents'. An agent owns its beliefs
+    (900 float32), its policy posterior and a few scalars."""
+    out = io.StringIO()
+    result = cli.simulate("grid30_confused", 200, 2, seed=0, threads=1, out=out)
+    assert 900 * 4 <= result["bytes_per_agent"] < 8000
+    assert result["world_bytes"] > 8 * 900 * 900 * 6
+    assert result["model_bytes"] < result["world_bytes"]
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("memory:"))
+    assert "per agent" in line and "the world (ModelWorld)" in line
+    assert cli.summary_json(result)["world_bytes"] == result["world_bytes"]
+
+
+def test_pymdp_comparison_never_prints_a_nonsense_ratio():
+    pymdp = {"version": "x", "timed_out": False, "bytes_per_agent": 13_000.0,
+             "bytes_per_agent_own_model": 37e6, "memory_bytes": 13e6, "seconds": 300.0,
+             "seconds_per_agent_step": 0.06, "steps_timed": 5}
+    # fa_core agents owning more than pymdp's (60 KB against 13 KB): "more", not "0x less"
+    text = cli._pymdp_sentences(pymdp, 1000, 5, 60_000.0 * 1000, 1.0)
+    assert "4.6x more memory per agent" in text and " 0x" not in text
+    text = cli._pymdp_sentences(pymdp, 1000, 5, 3_700.0 * 1000, 600.0)
+    assert "3.5x less memory per agent" in text and "2.0x slower" in text
+    text = cli._pymdp_sentences(pymdp, 1000, 5, 13_100.0 * 1000, 0.25)
+    assert "about the same memory per agent" in text and "1,200x faster" in text
+    assert cli._compare(1.0, "better", "worse", "same") == "same"
+    assert cli._compare(0.001, "better", "worse", "same") == "1,000x worse"
 
 
 def test_pymdp_estimate_stops_at_its_budget():

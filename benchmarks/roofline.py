@@ -1,7 +1,8 @@
 """Roofline of the Population kernels: counted work per agent-step against this machine's peaks.
 
-For each model (builtin tmaze, grid10, grid30, four_factor, and a T-maze-sized model with
-dense random A and B) and each stage of a VANILLA step (``infer_states``,
+For each model (builtin tmaze; tmaze_dense, a T-maze-sized model with dense random A and B;
+grid10; grid30; grid30_confused, the 30x30 forager whose location cue confuses
+neighbouring cells; four_factor) and each stage of a VANILLA step (``infer_states``,
 ``infer_policies``, ``sample_action``) it prints
 
 - the work of one agent-step, counted from the model's dimensions and the kernel loops
@@ -11,9 +12,21 @@ dense random A and B) and each stage of a VANILLA step (``infer_states``,
   L2), the per-thread scratch the loops write and read back (cache-resident) and the
   agent's own rows of the population's arrays (streamed from memory in a large
   population);
+- the work the kernels actually do where they take the sparse-belief path: a policy
+  evaluation whose factor beliefs sit on fewer than a quarter of their states (sparse
+  ``B``, one parent) rolls the listed states forward and predicts outcomes from them
+  only (``_policies.pyx``). :func:`sparse_policy_work` replays the kernel's choices on
+  the beliefs of the timed agents and counts that path's loops (support scan,
+  ``mat_scatter_cols``, ``sparse_modality``); the achieved / peak columns use this
+  count, and a second table puts the dense-path count (every state, every policy)
+  beside it, with the share of agents on the sparse path both as replayed and as the
+  kernel counted it (``_policies.sparse_beliefs``);
 - the measured time per agent-step of that stage alone on a ``Population``
   (``Population.infer_states`` / ``infer_policies`` / ``sample_action`` called
-  separately, median of repeats, 1 and 2 threads), including the Python call;
+  separately, median of repeats, 1 and 2 threads), including the Python call; the
+  agents live in the world their model describes (``fa_core.envs.ModelWorld``:
+  outcomes drawn from ``A``, moves under ``B`` and their actions), so their beliefs
+  are those of a run (a forager's concentrate after its first location cue);
 - achieved rates as a percentage of the peaks, and which resource bounds the stage:
   the largest of flops / FMA peak, transcendentals / exp-log peak, and model bytes /
   cache bandwidth (memory bandwidth when the model does not fit in L2) + scratch bytes /
@@ -28,21 +41,25 @@ CPU has them; numpy's loops when gcc is missing):
 - FMA: eight independent ymm multiply-add chains in registers (no memory traffic);
 - exp / log: ``y[i] = expf(x[i])`` / ``logf`` over 4,096 in-cache floats, which gcc turns
   into glibc's libmvec SIMD calls; the peak used is the harmonic mean of the two. The
-  same loops without vectorisation (one libm call per value, as the per-agent kernels
-  call ``logf`` / ``expf`` today) are printed beside them;
+  same loops without vectorisation (one libm call per value) are printed beside them;
 - bandwidth: a vectorised sum reading 128 KB (in L2: the cache bandwidth that shared
   model matrices are read at) and 128 MB (memory bandwidth, read only).
 
 These are what such loops reach here, not datasheet numbers; the counts are a
-model of the dominant loops (small terms such as index arithmetic, branches and the
-per-call Python overhead are not counted), so ``floor`` is an upper bound on how close a
-stage is to the machine and ``--validate`` compares the counts with callgrind's
-instruction counts of the same stage.
+model of the dominant loops (small terms such as index arithmetic, comparisons, branches
+and the per-call Python overhead are not counted; block-kernel models such as the T-maze
+are counted as the per-agent loops, though the block kernel skips exact zeros), so
+``floor`` is an upper bound on how close a stage is to the machine and ``--validate``
+compares the dense counts with callgrind's instruction counts of the same stage on a
+fresh population (uniform beliefs: the dense path).
+
+Output is Markdown (a note's tables), with the load average before and after: on a
+shared machine compare figures within one run.
 
 Run from the repository root after building the extension::
 
     python benchmarks/roofline.py                 # every model, about a minute
-    python benchmarks/roofline.py --quick         # fewer agents and repeats
+    python benchmarks/roofline.py --quick         # half the agents, 5 repeats
     python benchmarks/roofline.py --models tmaze grid30 --validate
 """
 
@@ -64,12 +81,23 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from fa_core import GenerativeModel, Population, _kernels, builtin_models  # noqa: E402
+from fa_core import _policies as _pol  # noqa: E402
+from fa_core.envs import ModelWorld  # noqa: E402
 
-MODELS = ("tmaze", "tmaze_dense", "grid10", "grid30", "four_factor")
+MODELS = ("tmaze", "tmaze_dense", "grid10", "grid30", "grid30_confused", "four_factor")
 STAGES = ("infer_states", "infer_policies", "sample_action")
-#: agents per population: enough that the per-call Python overhead is small
-AGENTS = {"tmaze": 4096, "tmaze_dense": 4096, "grid10": 1024, "grid30": 128,
-          "four_factor": 256}
+#: agents per population: enough that a stage call lasts milliseconds, long beside its
+#: Python call (``--quick`` uses half, with fewer repeats)
+AGENTS = {"tmaze": 8192, "tmaze_dense": 8192, "grid10": 4096, "grid30": 2048,
+          "grid30_confused": 2048, "four_factor": 512}
+#: agents per timed round whose beliefs are replayed through the sparse-path count
+COUNT_SAMPLE = 64
+
+# the kernels' float32 thresholds (fa_core/_math.pxd): SPARSE_EPS and SPARSE_BUDGET of the
+# sparse-belief path, PRUNE (exp(-16)) of the state information gain
+SPARSE_EPS = np.float32(1e-10)
+SPARSE_BUDGET = 1e-9
+PRUNE = np.float32(1.1253517471925912e-07)
 
 
 # ---------------------------------------------------------------------------
@@ -77,26 +105,9 @@ AGENTS = {"tmaze": 4096, "tmaze_dense": 4096, "grid10": 1024, "grid30": 128,
 # ---------------------------------------------------------------------------
 
 def model_arrays(name: str) -> dict:
-    """pymdp-layout arrays of one roofline model."""
-    if name != "tmaze_dense":
-        return dict(builtin_models.get(name))
-    # the builtin T-maze's shapes with every entry of A and B non-zero (random
-    # Dirichlet columns): the dense kernel paths at T-maze size
-    d = dict(builtin_models.get("tmaze"))
-    rng = np.random.default_rng(0)
-
-    def dense(x):
-        x = np.asarray(x, dtype=np.float64)
-        r = rng.gamma(1.0, size=x.shape) + 1e-3
-        return r / r.sum(axis=0, keepdims=True)
-
-    for key in ("A", "B"):
-        arrs = [dense(a) for a in d[key]]
-        out = np.empty(len(arrs), dtype=object)
-        for i, a in enumerate(arrs):
-            out[i] = a
-        d[key] = out
-    return d
+    """pymdp-layout arrays of one roofline model (``tmaze_dense`` is the builtin T-maze's
+    shapes with dense random A and B: :func:`fa_core.builtin_models.tmaze_dense`)."""
+    return dict(builtin_models.get(name))
 
 
 def _cache_bytes(level: int) -> int:
@@ -161,14 +172,261 @@ def _joint(w: Work, gm, deps, times=1.0) -> int:
     return K
 
 
+def _predict_factor(w: Work, gm, f: int, u, times=1.0) -> None:
+    """Factor ``f``'s prediction from the previous step: its B slice for control ``u``
+    (None: the average over its controls) times the joint of its parents."""
+    _joint(w, gm, gm.B_factor_list[f], times)
+    specs = gm._B_specs[f]
+    if u is None:
+        for spec in specs:
+            _mat_vec(w, spec, times / len(specs))
+    else:
+        _mat_vec(w, specs[u], times)
+
+
 def _predict(w: Work, gm, times=1.0) -> None:
     """``predict_states``: every factor's B slice (the average over its controls) times the
     joint of its parents."""
-    for f, deps in enumerate(gm.B_factor_list):
-        _joint(w, gm, deps, times)
-        specs = gm._B_specs[f]
-        for spec in specs:
-            _mat_vec(w, spec, times / len(specs))
+    for f in range(gm.num_factors):
+        _predict_factor(w, gm, f, None, times)
+
+
+def _policies_setup(w: Work, gm) -> None:
+    """Policy evaluation before the first policy: the current beliefs scanned for their
+    support and copied into the rollout buffer; the policy-invariant tails (policy 0
+    rolled out and A contracted over the tail once per time step: reduce_tail, a
+    multiply-add per stored value of A)."""
+    S, T, lay = sum(gm.num_states), gm.policy_len, gm.kmodel.layout
+    w.add(scratch_bytes=4 * S + 8 * S)
+    if any(int(n) > 0 for n in lay.a_ntail):
+        _predict(w, gm, times=T)
+        for m, spec in enumerate(gm._A_specs):
+            if int(lay.a_ntail[m]):
+                _mat_vec(w, spec, times=T)
+
+
+def _modality_dense(w: Work, gm, m: int, times=1.0) -> None:
+    """One modality's dense terms for one policy and step: predicted outcomes, the state
+    information gain and the utility (VANILLA defaults)."""
+    lay = gm.kmodel.layout
+    spec = gm._A_specs[m]
+    no = gm.num_obs[m]
+    deps = gm.A_factor_list[m]
+    if int(lay.a_ntail[m]):
+        Kh = int(lay.a_Khead[m])
+        nh = len(deps) - int(lay.a_ntail[m])
+        if nh > 1:
+            w.add(flops=Kh * (nh - 1), scratch_bytes=4 * Kh, times=times)
+        # head contraction against the reduced block, its entropy term, the entropy of
+        # the predicted outcomes (a log per outcome)
+        w.add(flops=2 * no * Kh + 2 * Kh + 3 * no, trans=no,
+              scratch_bytes=4 * (no * Kh + 2 * Kh + no), times=times)
+    else:
+        first = bool(lay.a_group_first[m])
+        K = int(np.prod([gm.num_states[f] for f in deps]))
+        if first:
+            _joint(w, gm, deps, times=times)
+            w.add(flops=K, scratch_bytes=4 * K, times=times)  # scan_pruned (SIG's exp(-16))
+        _mat_vec(w, spec, times=times)                    # predicted outcomes
+        # SIG: column entropies . joint, and -sum qo log qo (a log per outcome)
+        w.add(flops=2 * K + 3 * no, trans=no, model_bytes=4 * K, times=times)
+    w.add(flops=2 * no, scratch_bytes=4 * no, model_bytes=4 * no, times=times)   # utility
+
+
+# ---------------------------------------------------------------------------
+# The sparse-belief path, replayed on one agent's beliefs
+# ---------------------------------------------------------------------------
+
+def _support(q: np.ndarray):
+    """``sparse_support`` of _math.pxd: the states of ``q`` (float32) above SPARSE_EPS, or
+    None where the sparse path does not pay (more than a quarter listed, or more than
+    SPARSE_BUDGET of probability left out); ``sparse_pays`` (4 * listed < n) is tested
+    by the callers."""
+    listed = np.flatnonzero(q > SPARSE_EPS)
+    if listed.size > q.size // 4 or float(q[q <= SPARSE_EPS].sum(dtype=np.float64)) > SPARSE_BUDGET:
+        return None
+    return listed
+
+
+def _pays(listed, n: int) -> bool:
+    return listed is not None and 4 * listed.size < n
+
+
+def _sparse_factor(gm, f: int) -> bool:
+    """_policies.sparse_factor: one parent, every B slice sparse."""
+    return len(gm.B_factor_list[f]) == 1 and all(s.sparse for s in gm._B_specs[f])
+
+
+def first_step_sparse(gm, qs: np.ndarray) -> bool:
+    """_policies.c_policies_sparse: would some factor of ``qs`` be rolled forward sparsely."""
+    off = np.concatenate([[0], np.cumsum(gm.num_states)])
+    for f in range(gm.num_factors):
+        if _sparse_factor(gm, f):
+            fp = gm.B_factor_list[f][0]
+            if _pays(_support(qs[off[fp]:off[fp + 1]]), gm.num_states[fp]):
+                return True
+    return False
+
+
+def _scatter(spec, x: np.ndarray, cols: np.ndarray):
+    """``mat_scatter_cols`` of a CSC matrix over the listed columns: the dense result, the
+    rows it lists (in first-touched order is not needed: only their number) and the
+    non-zeros read."""
+    out = np.zeros(spec.rows, np.float32)
+    nnz = 0
+    for k in cols:
+        lo, hi = int(spec.indptr[k]), int(spec.indptr[k + 1])
+        nnz += hi - lo
+        np.add.at(out, spec.idx[lo:hi], spec.val[lo:hi] * x[k])
+    return out, np.flatnonzero(out), nnz
+
+
+def sparse_policy_work(gm, qs: np.ndarray, dense: Work) -> tuple[Work, bool]:
+    """Work of one agent's ``c_infer_policies`` from beliefs ``qs`` (float32, S), following
+    the kernel's choices (_policies.pyx): per policy and step, each factor with one parent,
+    sparse B and fewer than a quarter of its states listed is rolled forward over the
+    listed states only (``mat_scatter_cols``), and each modality with one such parent and
+    no invariant tail predicts its outcomes, utility and state information gain from them
+    (``sparse_modality``); everything else as the dense count. Returns ``(dense, False)``
+    when no factor takes the sparse path."""
+    lay = gm.kmodel.layout
+    S, P, T, nf = sum(gm.num_states), gm.num_policies, gm.policy_len, gm.num_factors
+    ns = gm.num_states
+    off = np.concatenate([[0], np.cumsum(ns)])
+    listed0 = [_support(qs[off[f]:off[f + 1]]) for f in range(nf)]
+    if not any(_sparse_factor(gm, f) and _pays(listed0[gm.B_factor_list[f][0]],
+                                                ns[gm.B_factor_list[f][0]])
+               for f in range(nf)):
+        return dense, False
+    w = Work()
+    w.add(own_bytes=4 * S + 8 * P + 4 * P)
+    _policies_setup(w, gm)
+    listed = {(0, f): listed0[f] for f in range(nf)}      # (step, factor) -> listed or None
+    belief = {(0, f): qs[off[f]:off[f + 1]].astype(np.float32) for f in range(nf)}
+    was_listed = {}   # (step, factor): its buffer holds only listed rows (zero_listed's test)
+    nqo, qo_clean = -1, 0
+    for p in range(P):
+        pol = np.asarray(gm.policies[p])
+        for t in range(T):
+            for f in range(nf):
+                deps = gm.B_factor_list[f]
+                fp, u = deps[0], int(pol[t, f])
+                spec = gm._B_specs[f][u]
+                src = listed.get((t, fp)) if len(deps) == 1 else None
+                if len(deps) == 1 and _pays(src, ns[fp]) and _sparse_factor(gm, f):
+                    prev = listed.get((t + 1, f))
+                    # zero_listed: the rows the last policy wrote, or the whole factor
+                    w.add(scratch_bytes=4 * (prev.size if was_listed.get((t + 1, f)) else ns[f]))
+                    out, rows, nnz = _scatter(spec, belief[(t, fp)], src)
+                    # per listed column its column range, per non-zero its value and row
+                    # (a multiply, an add), the output read and written, new rows listed
+                    w.add(flops=2 * nnz, model_bytes=8 * src.size + 8 * nnz,
+                          scratch_bytes=8 * src.size + 8 * nnz + 4 * rows.size)
+                    listed[(t + 1, f)], belief[(t + 1, f)] = rows, out
+                    was_listed[(t + 1, f)] = True
+                else:
+                    _predict_factor(w, gm, f, u)
+                    listed[(t + 1, f)] = None
+                    belief[(t + 1, f)] = _dense_predict(gm, f, u, belief, t)
+                    was_listed[(t + 1, f)] = False
+            for m in range(gm.num_modalities):
+                deps = gm.A_factor_list[m]
+                if len(deps) == 1 and int(lay.a_ntail[m]) == 0:
+                    fp = deps[0]
+                    xl = listed.get((t + 1, fp))
+                    if _pays(xl, ns[fp]):
+                        nqo, qo_clean = _sparse_modality(w, gm, m, belief[(t + 1, fp)], xl,
+                                                         nqo, qo_clean)
+                        continue
+                nqo = -1
+                _modality_dense(w, gm, m)
+    w.add(flops=3 * P, trans=P)
+    return w, True
+
+
+def _dense_predict(gm, f: int, u: int, belief: dict, t: int) -> np.ndarray:
+    """A factor's prediction in numpy (the values the next steps' supports come from)."""
+    deps = gm.B_factor_list[f]
+    joint = belief[(t, deps[0])]
+    for d in deps[1:]:
+        joint = np.multiply.outer(joint, belief[(t, d)]).ravel()
+    return _spec_dense(gm._B_specs[f][u]) @ joint
+
+
+def _spec_dense(spec) -> np.ndarray:
+    """A packed matrix as a dense float32 (rows, cols) array."""
+    if not spec.sparse:
+        return spec.val.reshape(spec.rows, spec.cols)
+    out = np.zeros((spec.rows, spec.cols), np.float32)
+    cols = np.repeat(np.arange(spec.cols), np.diff(spec.indptr))
+    out[spec.idx, cols] = spec.val
+    return out
+
+
+def _sparse_modality(w: Work, gm, m: int, qx: np.ndarray, xl: np.ndarray, nqo: int,
+                     qo_clean: int) -> tuple[int, int]:
+    """``sparse_modality``'s work for modality ``m`` from its parent's belief ``qx`` listed
+    at ``xl``; returns the new (nqo, qo_clean) of the shared outcome buffer."""
+    spec = gm._A_specs[m]
+    no, nx = gm.num_obs[m], xl.size
+    kept = xl[qx[xl] > PRUNE]
+    pruned = kept.size < nx          # pmass != 0: the listed states are all non-zero
+    if spec.sparse:
+        clean = nqo >= 0 and no <= qo_clean
+        w.add(scratch_bytes=4 * (nqo if clean else no))              # zero_listed
+        qo_clean = qo_clean if clean else no
+        _, rows, nnz = _scatter(spec, qx, xl)
+        nr = rows.size
+        w.add(flops=2 * nnz, model_bytes=8 * nx + 8 * nnz,
+              scratch_bytes=8 * nx + 8 * nnz + 4 * nr)
+        nqo = nr
+        w.add(flops=2 * nr, model_bytes=4 * nr, scratch_bytes=8 * nr)   # utility, listed rows
+    else:
+        # mat_cols: per outcome row a gathered dot product over the listed columns
+        w.add(flops=2 * no * nx, model_bytes=4 * no * nx, scratch_bytes=8 * no * nx + 4 * no)
+        w.add(flops=2 * no, model_bytes=4 * no, scratch_bytes=4 * no)   # utility
+        nr = no
+    # SIG: the listed states above exp(-16), their column entropies, the outcome entropy
+    w.add(scratch_bytes=8 * nx)
+    w.add(flops=2 * kept.size, model_bytes=4 * kept.size, scratch_bytes=8 * kept.size)
+    if pruned:  # outcomes of the kept states only
+        if spec.sparse:
+            _, prows, pnnz = _scatter(spec, qx, kept)
+            nr = prows.size
+            w.add(flops=2 * pnnz, model_bytes=8 * kept.size + 8 * pnnz,
+                  scratch_bytes=4 * no + 8 * kept.size + 8 * pnnz + 4 * nr)
+        else:
+            w.add(flops=2 * no * kept.size, model_bytes=4 * no * kept.size,
+                  scratch_bytes=8 * no * kept.size + 4 * no)
+    if spec.sparse:
+        w.add(scratch_bytes=8 * nr)                     # the listed outcomes gathered
+    w.add(flops=3 * nr, trans=nr, scratch_bytes=4 * nr)  # -sum qo log qo
+    return nqo, qo_clean
+
+
+def policy_counts(gm, dense: Work, qs_rows: np.ndarray) -> tuple[Work, float, float]:
+    """Mean work of ``infer_policies`` over the agents whose beliefs are ``qs_rows``
+    (n, S), as the population driver runs them: block models evaluate a block of 8 in
+    the block kernel (counted as the dense loops) unless every agent of the block passes
+    ``c_policies_sparse``; others go one agent at a time, sparse where their beliefs
+    allow. Returns the mean work, the share of agents on the sparse path and their mean
+    listed states (summed over factors)."""
+    blocked = bool(gm.kmodel.blocked)
+    n = qs_rows.shape[0]
+    ok = np.array([first_step_sparse(gm, q) for q in qs_rows])
+    if blocked:
+        for b in range(0, n, 8):
+            ok[b:b + 8] = ok[b:b + 8].all()
+    total, n_sparse, listed = Work(), 0, 0.0
+    off = np.concatenate([[0], np.cumsum(gm.num_states)])
+    for q, may in zip(qs_rows, ok):
+        w, took = sparse_policy_work(gm, q, dense) if may else (dense, False)
+        total.add(w.flops, w.trans, w.model_bytes, w.own_bytes, w.scratch_bytes, times=1.0 / n)
+        if took:
+            n_sparse += 1
+            listed += sum(int((q[off[f]:off[f + 1]] > SPARSE_EPS).sum())
+                          for f in range(gm.num_factors))
+    return total, n_sparse / n, listed / max(n_sparse, 1)
 
 
 def stage_counts(gm: GenerativeModel, iters: float, compute_vfe: bool) -> dict[str, Work]:
@@ -221,37 +479,11 @@ def stage_counts(gm: GenerativeModel, iters: float, compute_vfe: bool) -> dict[s
     # infer_policies ----------------------------------------------------------------
     w = out["infer_policies"]
     w.add(own_bytes=4 * S + 8 * P + 4 * P)   # qs, G and q_pi out, lnE
-    tails = any(int(n) > 0 for n in lay.a_ntail)
-    if tails:
-        # policy-invariant tails: policy 0 rolled out and A contracted over the tail once
-        # per time step (reduce_tail: a multiply-add per stored value of A)
-        _predict(w, gm, times=T)
-        for m, spec in enumerate(gm._A_specs):
-            if int(lay.a_ntail[m]):
-                _mat_vec(w, spec, times=T)
-    _predict(w, gm, times=P * T)
-    for m, spec in enumerate(gm._A_specs):
-        no = gm.num_obs[m]
-        deps = gm.A_factor_list[m]
-        if int(lay.a_ntail[m]):
-            Kh = int(lay.a_Khead[m])
-            nh = len(deps) - int(lay.a_ntail[m])
-            if nh > 1:
-                w.add(flops=Kh * (nh - 1), scratch_bytes=4 * Kh, times=P * T)
-            # head contraction against the reduced block, its entropy term, the entropy of
-            # the predicted outcomes (a log per outcome)
-            w.add(flops=2 * no * Kh + 2 * Kh + 3 * no, trans=no,
-                  scratch_bytes=4 * (no * Kh + 2 * Kh + no), times=P * T)
-        else:
-            first = bool(lay.a_group_first[m])
-            K = int(np.prod([gm.num_states[f] for f in deps]))
-            if first:
-                _joint(w, gm, deps, times=P * T)
-                w.add(flops=K, scratch_bytes=4 * K, times=P * T)  # scan_pruned (SIG's exp(-16))
-            _mat_vec(w, spec, times=P * T)                    # predicted outcomes
-            # SIG: column entropies . joint, and -sum qo log qo (a log per outcome)
-            w.add(flops=2 * K + 3 * no, trans=no, model_bytes=4 * K, times=P * T)
-        w.add(flops=2 * no, scratch_bytes=4 * no, model_bytes=4 * no, times=P * T)   # utility
+    _policies_setup(w, gm)
+    for f in range(nf):        # every policy and step: each factor's prediction ...
+        _predict_factor(w, gm, f, None, times=P * T)
+    for m in range(gm.num_modalities):   # ... and each modality's terms
+        _modality_dense(w, gm, m, times=P * T)
     w.add(flops=3 * P, trans=P)              # q_pi = softmax(gamma G + ln E)
 
     # sample_action (deterministic) ---------------------------------------------------
@@ -419,26 +651,39 @@ def measure_peaks(repeats: int) -> dict:
 # Timing
 # ---------------------------------------------------------------------------
 
-def time_stages(gm, n: int, threads: int, repeats: int, seed: int) -> dict[str, float]:
-    """Median seconds per agent-step of each stage on a Population of ``n`` agents."""
+def time_stages(gm, n: int, threads: int, repeats: int, seed: int):
+    """Median seconds per agent-step of each stage on a Population of ``n`` agents living
+    in the world their model describes (``fa_core.envs.ModelWorld``: outcomes drawn from
+    ``A``, moves under ``B`` and the agents' actions), so their beliefs are those of a
+    run; plus, per timed round, the beliefs of the first :data:`COUNT_SAMPLE` agents as
+    ``infer_policies`` sees them and the share of policy evaluations the kernel counted
+    on the sparse path."""
     pop = Population(gm, n, seed=seed, n_threads=threads)
-    rng = np.random.default_rng(seed)
-    obs = [np.stack([rng.integers(no, size=n) for no in gm.num_obs], axis=1).astype(np.int32)
-           for _ in range(repeats + 1)]
+    world = ModelWorld(gm, n, seed=seed)
+    obs = world.reset()
     times = {k: [] for k in STAGES}
-    for r in range(repeats + 1):  # the first round warms up (scratch, pages)
+    samples = []
+    sparse = []
+    for r in range(repeats + 2):  # two rounds warm up (scratch, pages, a first action)
         t0 = time.perf_counter()
-        pop.infer_states(obs[r])
+        pop.infer_states(obs)
         t1 = time.perf_counter()
-        pop.infer_policies()
+        before = _pol.sparse_beliefs()[1]
         t2 = time.perf_counter()
-        pop.sample_action()
+        pop.infer_policies()
         t3 = time.perf_counter()
-        if r:
+        after = _pol.sparse_beliefs()[1]
+        pop.sample_action()
+        t4 = time.perf_counter()
+        if r >= 2:
             times["infer_states"].append(t1 - t0)
-            times["infer_policies"].append(t2 - t1)
-            times["sample_action"].append(t3 - t2)
-    return {k: float(np.median(v)) / n for k, v in times.items()}
+            times["infer_policies"].append(t3 - t2)
+            times["sample_action"].append(t4 - t3)
+            sparse.append((after - before) / n)
+        samples.append(np.array(pop.qs[:COUNT_SAMPLE], dtype=np.float32))
+        obs = world.step(pop.actions)
+    per_step = {k: float(np.median(v)) / n for k, v in times.items()}
+    return per_step, np.concatenate(samples[2:]), float(np.mean(sparse))
 
 
 # ---------------------------------------------------------------------------
@@ -503,11 +748,36 @@ def parse_args(argv=None):
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--repeats", type=int, default=9, help="timed rounds per stage (median)")
-    p.add_argument("--quick", action="store_true", help="a quarter of the agents, 5 repeats")
+    p.add_argument("--quick", action="store_true", help="half the agents, 5 repeats")
     p.add_argument("--validate", action="store_true",
                    help="compare the counts with callgrind's instruction counts (slow)")
     p.add_argument("--callgrind-child", nargs=3, help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def _load() -> str:
+    try:
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        return "load average unavailable"
+
+
+def _shares(w: Work, t: float, threads: int, peaks: dict, model_fits: bool) -> dict:
+    """Each resource's minimum time for work ``w`` as a fraction of the measured ``t``."""
+    k = float(threads)  # one core per thread: the machine's peaks scale with the threads
+    model_bw = peaks["cache_bw"] if model_fits else peaks["mem_bw"]
+    out = {"FMA": w.flops / (k * peaks["fma_flops"]) / t,
+           "exp/log": w.trans / (k * peaks["trans"]) / t,
+           # the same transcendentals at one libm call each
+           "scalar": w.trans / (k * peaks["trans_scalar"]) / t,
+           "bandwidth": (w.model_bytes / model_bw + w.scratch_bytes / peaks["cache_bw"]
+                         + w.own_bytes / peaks["mem_bw"]) / k / t}
+    out["bound"] = max(("FMA", "exp/log", "bandwidth"), key=lambda r: out[r])
+    return out
+
+
+def _bytes(w: Work) -> str:
+    return f"{_fmt(w.model_bytes)}+{_fmt(w.scratch_bytes)}+{_fmt(w.own_bytes)}"
 
 
 def main(argv=None) -> None:
@@ -517,6 +787,7 @@ def main(argv=None) -> None:
         _callgrind_child(name, stage, int(n))
         return
     repeats = 5 if args.quick else args.repeats
+    print(f"roofline.py{' --quick' if args.quick else ''}: {os.cpu_count()} CPUs, {_load()}")
     peaks = measure_peaks(repeats)
     l2 = _cache_bytes(2)
     print(f"Peaks, one core, {peaks['how']}, best of {repeats}: FMA "
@@ -524,17 +795,23 @@ def main(argv=None) -> None:
           f"{_fmt(peaks['log'])}/s vectorised (scalar libm: exp {_fmt(peaks['exp_scalar'])}/s, "
           f"log {_fmt(peaks['log_scalar'])}/s); read bandwidth {_fmt(peaks['cache_bw'])}B/s "
           f"in L2 (128 KB), {_fmt(peaks['mem_bw'])}B/s from memory (128 MB); L2 {l2 >> 10} KB")
+    print()
     print("Per agent-step: counted flops (FMA = 2), transcendentals (exp/log), bytes (model "
-          "matrices + scratch + own rows); measured ns; achieved as % of peak; bound = scarcest "
-          "resource; floor = its minimum time / measured time; % scalar exp/log = the "
-          "time the counted exp/log take at one libm call each, over the measured time.")
-    header = ("| model | stage | thr | ns | flops | exp/log | bytes (model+scratch+own) | "
-              "% FMA | % exp/log | % scalar exp/log | % bw | bound | floor |")
-    print(header)
-    print("|" + "---|" * 13)
+          "matrices + scratch + own rows) of the work the kernels do; measured ns (median); "
+          "achieved as % of peak; bound = scarcest resource; floor = its minimum time / "
+          "measured time; % scalar exp/log = the time the counted exp/log take at one libm "
+          "call each, over the measured time. `path`: `dense`, or `sparse P% (k)` when P% of "
+          "the agents' policy evaluations take the sparse-belief path (k states listed on "
+          "average): the counts and percentages then use the work of that path, replayed on "
+          "the agents' own beliefs (the dense-path count is in the second table).")
+    print()
+    print("| model | stage | thr | ns | path | flops | exp/log | bytes (model+scratch+own) | "
+          "% FMA | % exp/log | % scalar exp/log | % bw | bound | floor |")
+    print("|" + "---|" * 14)
+    dense_rows, notes = [], []
     for name in args.models:
         gm = GenerativeModel(**model_arrays(name))
-        n = AGENTS[name] // (4 if args.quick else 1)
+        n = AGENTS[name] // (2 if args.quick else 1)
         probe = Population(gm, 1)
         fpi = probe.__dict__["_fpi"]
         rng = np.random.default_rng(1)
@@ -543,30 +820,50 @@ def main(argv=None) -> None:
         counts = stage_counts(gm, iters, bool(fpi[3]))
         model_fits = gm.kmodel.nbytes <= l2
         for threads in args.threads:
-            per_step = time_stages(gm, n, threads, repeats, seed=threads)
+            per_step, beliefs, kernel_share = time_stages(gm, n, threads, repeats, seed=threads)
+            used = dict(counts)
+            pol, share, listed = policy_counts(gm, counts["infer_policies"], beliefs)
+            used["infer_policies"] = pol
             for stage in STAGES:
-                w, t = counts[stage], per_step[stage]
-                # one core per thread: the machine's peaks scale with the threads used
-                k = float(threads)
-                t_flop = w.flops / (k * peaks["fma_flops"])
-                t_trans = w.trans / (k * peaks["trans"])
-                # the same transcendentals at one libm call each (today's per-agent loops)
-                t_scalar = w.trans / (k * peaks["trans_scalar"])
-                model_bw = peaks["cache_bw"] if model_fits else peaks["mem_bw"]
-                t_mem = ((w.model_bytes / model_bw + w.scratch_bytes / peaks["cache_bw"]
-                          + w.own_bytes / peaks["mem_bw"]) / k)
-                bound = max((t_flop, "FMA"), (t_trans, "exp/log"), (t_mem, "bandwidth"))
-                nbytes = f"{_fmt(w.model_bytes)}+{_fmt(w.scratch_bytes)}+{_fmt(w.own_bytes)}"
-                print(f"| {name} | {stage} | {threads} | {t * 1e9:.0f} | {_fmt(w.flops)} | "
-                      f"{_fmt(w.trans)} | {nbytes} | "
-                      f"{100 * t_flop / t:.2f} | {100 * t_trans / t:.2f} | "
-                      f"{100 * t_scalar / t:.1f} | "
-                      f"{100 * t_mem / t:.2f} | {bound[1]} | {100 * bound[0] / t:.2f} % |")
+                w, t = used[stage], per_step[stage]
+                r = _shares(w, t, threads, peaks, model_fits)
+                path = "dense"
+                if stage == "infer_policies" and share > 0:
+                    path = f"sparse {100 * share:.0f}% ({listed:.1f})"
+                print(f"| {name} | {stage} | {threads} | {t * 1e9:,.0f} | {path} | "
+                      f"{_fmt(w.flops)} | {_fmt(w.trans)} | {_bytes(w)} | "
+                      f"{100 * r['FMA']:.2f} | {100 * r['exp/log']:.2f} | "
+                      f"{100 * r['scalar']:.1f} | {100 * r['bandwidth']:.2f} | {r['bound']} | "
+                      f"{100 * r[r['bound']]:.2f} % |")
+            if share > 0 or kernel_share > 0:
+                d = counts["infer_policies"]
+                rd = _shares(d, per_step["infer_policies"], threads, peaks, model_fits)
+                ru = _shares(pol, per_step["infer_policies"], threads, peaks, model_fits)
+                dense_rows.append(
+                    f"| {name} | {threads} | {100 * share:.0f}% / {100 * kernel_share:.0f}% | "
+                    f"{listed:.1f} | {_fmt(d.flops)} | {_fmt(d.trans)} | {_bytes(d)} | "
+                    f"{100 * rd['bandwidth']:.0f}% | {_fmt(pol.flops)} | {_fmt(pol.trans)} | "
+                    f"{_bytes(pol)} | {100 * ru['bandwidth']:.1f}% |")
         if args.validate:
             validate(name, min(n, 64), counts)
-        print(f"<!-- {name}: {n} agents, {gm.num_policies} policies, {sum(gm.num_states)} "
-              f"states, mean FPI iterations {iters:.2f}, model {gm.kmodel.nbytes} B "
-              f"({'in' if model_fits else 'beyond'} L2) -->")
+        notes.append(f"<!-- {name}: {n} agents, {gm.num_policies} policies, "
+                     f"{sum(gm.num_states)} states, mean FPI iterations {iters:.2f}, model "
+                     f"{gm.kmodel.nbytes} B ({'in' if model_fits else 'beyond'} L2) -->")
+    print("\n".join(notes))
+    if dense_rows:
+        print()
+        print("infer_policies where agents took the sparse-belief path: the dense-path count "
+              "(what every policy evaluation would do over all states) beside the count used "
+              "above (the sparse path replayed on the agents' beliefs, dense for the others). "
+              "Agents on the sparse path: replayed / counted by the kernel "
+              "(`_policies.sparse_beliefs`).")
+        print()
+        print("| model | thr | agents on sparse path | states listed | dense flops | "
+              "dense exp/log | dense bytes | % bw if dense | used flops | used exp/log | "
+              "used bytes | % bw used |")
+        print("|" + "---|" * 12)
+        print("\n".join(dense_rows))
+    print(f"\n{_load()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ from fa_core import builtin_models
 #: The builtin models benchmarked, smallest first.
 MODELS = ["tmaze", "grid10", "grid30", "four_factor"]
 
+#: Models of ``population.FaCorePopulation``: the above and two of issue 17's cases, the
+#: T-maze's sizes with dense random A and B and the 30x30 forager with a confusing cue.
+POPULATION_MODELS = MODELS + ["tmaze_dense", "grid30_confused"]
+
 #: Models on which pymdp agents are stepped many times (throughput, memory of
 #: many agents): one pymdp step on four_factor takes tens of seconds, so there
 #: only the single-call timings of ``agent_step.PymdpAgent`` cover it.
@@ -114,3 +118,105 @@ def bytes_per_object(build: Callable[[], object], count: int = 1) -> float:
     """Bytes per object still allocated (tracemalloc) after ``count`` calls of ``build``."""
     from fa_core.memory import retained_bytes
     return retained_bytes(build, count)
+
+
+class SampledWorld:
+    """Agents in the world a builtin model describes: hidden states move under its ``B`` and
+    the agents' actions, outcomes come from its ``A``, each drawn from the column's largest
+    entries only (all its non-zeros: at most ``k`` per column), so a step costs little
+    beside the agents' (a dense draw over 900 outcomes per agent would not). Assumes
+    pymdp's default layout, as :func:`observations`.
+    """
+
+    def __init__(self, name: str, n: int, seed: int = 0):
+        kwargs = model_kwargs(name)
+        self.rng = np.random.default_rng(seed)
+        self.num_states = [len(d) for d in kwargs["D"]]
+        self.A = [self._columns(a.reshape(a.shape[0], -1)) for a in kwargs["A"]]
+        self.B = [[self._columns(b[..., u]) for u in range(b.shape[-1])] for b in kwargs["B"]]
+        self.state = np.stack([self.rng.choice(len(d), size=n, p=d) for d in kwargs["D"]],
+                              axis=1)
+
+    @staticmethod
+    def _columns(mat: np.ndarray) -> tuple:
+        """(rows, cdf): per column its ``k`` largest entries' rows and cumulative sums."""
+        k = int(np.count_nonzero(mat, axis=0).max())
+        rows = np.argsort(-mat, axis=0, kind="stable")[:k].T
+        return rows, np.cumsum(np.take_along_axis(mat.T, rows, axis=1), axis=1)
+
+    def _draw(self, table: tuple, cols: np.ndarray) -> np.ndarray:
+        rows, cdf = table
+        c = cdf[cols]
+        j = (c < self.rng.random(cols.size)[:, None] * c[:, -1:]).sum(axis=1)
+        return rows[cols, np.minimum(j, rows.shape[1] - 1)]
+
+    def observe(self) -> np.ndarray:
+        """(n, num_modalities) outcome indices."""
+        col = np.ravel_multi_index(tuple(self.state.T), self.num_states)
+        return np.stack([self._draw(a, col) for a in self.A], axis=1)
+
+    def step(self, actions) -> np.ndarray:
+        """Move every agent under its action, then observe."""
+        actions = np.asarray(actions)
+        for f, slices in enumerate(self.B):
+            nxt = self.state[:, f].copy()
+            for u, table in enumerate(slices):
+                sel = actions[:, f] == u
+                if sel.any():
+                    nxt[sel] = self._draw(table, self.state[sel, f])
+            self.state[:, f] = nxt
+        return self.observe()
+
+
+def grid_model_cache_path(side: int) -> str:
+    """Where ``benchmarks/throughput.py`` caches ``grid_forager(side)``'s GenerativeModel:
+    the same file name (fa_core's version and the sources that build and pack the model),
+    so either tool builds the large grids once for both."""
+    import hashlib
+    import inspect
+    import os
+
+    from fa_core import model as fa_model
+
+    h = hashlib.sha256(fa_core.__version__.encode())
+    for fn in (builtin_models.grid_forager, builtin_models.default_reward_locations,
+               builtin_models._obj_array):  # the builder, not the whole module
+        h.update(inspect.getsource(fn).encode())
+    with open(fa_model.__file__, "rb") as f:   # validation and packing
+        h.update(f.read())
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "fa_core", "benchmarks",
+                        f"grid_forager-{side}-{h.hexdigest()[:16]}.pickle")
+
+
+def grid_model(side: int):
+    """``GenerativeModel(**grid_forager(side))``, from the shared cache for sides of 50 and
+    more (built and cached here when missing), or None when building it would need more
+    memory than the machine has available (about ``130 * side**4`` bytes: 13 GB at side
+    100, for the dense pymdp-layout arrays and their validation)."""
+    import os
+    import pickle
+
+    if side < 50:
+        return fa_core.GenerativeModel(**builtin_models.grid_forager(side))
+    path = grid_model_cache_path(side)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)  # a file fa_core's benchmarks wrote
+    available = float("inf")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = float(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    if 130.0 * side ** 4 > 0.8 * available:
+        return None
+    gm = fa_core.GenerativeModel(**builtin_models.grid_forager(side))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump(gm, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return gm

@@ -10,13 +10,13 @@ import numpy as np
 
 from fa_core import Population
 
-from .common import MODELS, generative_model, observations
+from .common import POPULATION_MODELS, generative_model, observations
 
 
 class FaCorePopulation:
     """``n_agents`` agents of one model, one thread (figures comparable across machines)."""
 
-    params = (MODELS, [1_000, 10_000])
+    params = (POPULATION_MODELS, [1_000, 10_000])
     param_names = ["model", "n_agents"]
     budget = 0.5
 

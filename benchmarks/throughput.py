@@ -29,7 +29,7 @@ for one agent. Three parts, all in one run:
    100x100 forager multiplies 10,000 x 10,000 matrices, and its own copy of the model
    is 4.8 GB. Grids of side 50 and more are built in a child process and cached (see
    :func:`grid_model`): building the 100x100 forager's dense arrays and their
-   ``GenerativeModel`` takes about 2 minutes and 13 GB at peak, once.
+   ``GenerativeModel`` takes about 2.5 minutes and 13 GB at peak, once.
 
 3. The targets of issue 17, each marked met / not met with the figure measured at 2
    threads: >= 3,000,000 agent-steps/s on ``tmaze_dense``, >= 4,000,000 on the builtin
@@ -54,7 +54,7 @@ temporaries during a step are not counted).
 Run from the repository root after building the extension::
 
     python benchmarks/throughput.py                  # everything (several minutes)
-    python benchmarks/throughput.py --quick          # smaller N, fewer repeats (~3 min)
+    python benchmarks/throughput.py --quick          # smaller N, fewer repeats (~1.5 min)
     python benchmarks/throughput.py --models tmaze,grid10 --threads 1,2 --sides 10,30
     python benchmarks/throughput.py --jax            # also pymdp's JAX Agent (slow)
 """

@@ -569,12 +569,14 @@ def parse_args(argv=None):
     p.add_argument("--jax-mem-gb", type=float, default=8.0,
                    help="memory budget of one batched JAX agent; N is reduced to fit "
                         "(default %(default)s)")
+    # the former opt-out, now the default: still accepted so scripts using it keep working
+    p.add_argument("--no-jax", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-numpy", action="store_true", help="skip pymdp's numpy Agent")
     p.add_argument("--no-model-cache", action="store_true",
                    help="rebuild the large grids of the scaling table instead of loading "
                         "them from the cache (and cache the new build)")
     args = p.parse_args(argv)
-    args.no_jax = not args.jax
+    args.no_jax = args.no_jax or not args.jax
     names = list(dict.fromkeys(c[0] for c in CASES))
     args.models = [m.strip() for m in args.models.split(",") if m.strip() and m != "none"]
     unknown = set(args.models) - set(names)

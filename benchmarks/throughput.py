@@ -545,7 +545,7 @@ def targets_block(measured: dict, verdict: dict | None, threads: list[int]) -> l
         lines.append(
             f"  {mark(v['met'])} per-agent-step cost grows clearly slower than the states "
             f"(grid{v['from']} -> grid{v['to']}: cost growth < {SCALING_CLEARLY:g} x state "
-            f"growth = {SCALING_CLEARLY * v['state_growth']:,.0f}x); measured cost growth "
+            f"growth = {SCALING_CLEARLY * v['state_growth']:,.3g}x); measured cost growth "
             f"{v['cost_growth']:,.1f}x for {v['state_growth']:,.0f}x the states "
             f"({v['threads']} thread(s))")
     return lines

@@ -236,7 +236,7 @@ cdef int c_infer_states_sparse(const ModelC* m, float* qs, const int* action, co
     eps) eps / W~`` there (``eps^2``-sized, no effect on a later ``log(p + eps)``), which
     this path writes as 0. Models without such a modality (a confusable cue) run dense.
 
-    Cost: one pass over ``qs`` listing its nonzero states (a test per 8 zeros), then work
+    Cost: one pass over ``qs`` listing its nonzero states (a test per 32 zeros), then work
     on ``R`` only: the log prior, each modality's likelihood entry per state, a softmax.
 
     Scratch: :func:`infer_states_sparse_scratch` floats.

@@ -31,7 +31,8 @@ from fa_core._model cimport KModel as KModelC
 from fa_core._policies cimport c_infer_policies, c_infer_policies_block, c_policies_sparse
 from fa_core._replan cimport shift_policy_posterior
 from fa_core._selection cimport c_sample_action, c_tie_rtol
-from fa_core._states cimport c_infer_states, c_infer_states_block
+from fa_core._states cimport (c_infer_states, c_infer_states_block, c_infer_states_sparse,
+                              sparse_states_model)
 
 from fa_core._model import KModel, load_observation
 from fa_core._policies import action_marginals, infer_policies
@@ -116,11 +117,14 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
         if a.prior != NULL:  # given by the caller (fa_core.jax's empirical prior)
             fa_log_eps(a.prior + i * m.S, logprior, m.S, EPS)
             log_likelihood(m, a.obs + i * m.nm, NULL, 0, ll_all, logprior + m.S)
-        else:
+            c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
+                           logprior + m.S)
+        elif not (a.has_action[i] and sparse_states_model(m)  # concentrated beliefs
+                  and c_infer_states_sparse(m, qs, a.action + i * m.nf, a.obs + i * m.nm, sc)):
             agent_evidence(m, a.has_action[i], qs, a.action + i * m.nf, a.obs + i * m.nm,
                            ll_all, logprior, logprior + m.S)
-        c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
-                       logprior + m.S)
+            c_infer_states(m, ll_all, logprior, qs, a.num_iter, a.dF, a.dF_tol, a.compute_vfe,
+                           logprior + m.S)
     if (stages & 2) and a.replan != NULL and not a.replan[i] and a.has_action[i]:
         shift_policy_posterior(a.q_pi + i * m.n_pol, m.n_pol, m.policies, m.T, m.nf,
                                a.action + i * m.nf, a.shift_head, a.shift_tail, a.shift_share,

@@ -330,23 +330,52 @@ cdef extern from *:
     double SPARSE_BUDGET "FA_SPARSE_BUDGET"
 
 
+# Sparse beliefs, listing (sparse_support, list_nonzero): the nonzero states of a belief
+# listed by skipping all-zero runs of 32 (their bits OR to 0; read through memcpy, so no
+# aliasing question), the entries of a likelihood row read one column at a time, and a
+# transition applied to packed (state, value) pairs (_states.c_infer_states_sparse).
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static inline int fa_nonzero32(const float* x) {
+        uint32_t a[32], o = 0;
+        int i;
+        memcpy(a, x, sizeof a);
+        for (i = 0; i < 32; i++)  /* vectorised at -O3: eight 4-lane ORs */
+            o |= a[i];
+        return o != 0;
+    }
+    """
+    int fa_nonzero32(const float* x) noexcept nogil
+
+
 cdef inline int sparse_support(const float* x, int n, int* idx) noexcept nogil:
     """List (in ``idx``, ascending) the states of ``x`` above SPARSE_EPS; their count, or
     -1 when the sparse path does not pay (at least n / 4 states) or would move more than
-    SPARSE_BUDGET of probability. ``idx`` may be NULL (count only)."""
-    cdef int k, c = 0, lim = n // 4
+    SPARSE_BUDGET of probability. ``idx`` may be NULL (count only). Runs of 32 zeros
+    cost one test (adding them to the skipped mass would change nothing)."""
+    cdef int k = 0, i, e, c = 0, lim = n // 4
     cdef double skipped = 0.0
     cdef float v
-    for k in range(n):
-        v = x[k]
-        if v > SPARSE_EPS:
-            if c >= lim:
-                return -1
-            if idx != NULL:
-                idx[c] = k
-            c += 1
-        else:
-            skipped += v
+    while k < n:
+        e = k + 32
+        if e <= n and not fa_nonzero32(x + k):
+            k = e
+            continue
+        if e > n:
+            e = n
+        for i in range(k, e):
+            v = x[i]
+            if v > SPARSE_EPS:
+                if c >= lim:
+                    return -1
+                if idx != NULL:
+                    idx[c] = i
+                c += 1
+            else:
+                skipped += v
+        k = e
     if skipped > SPARSE_BUDGET:
         return -1
     return c
@@ -424,6 +453,62 @@ cdef inline void mat_row_log_distr(const Mat* M, const float* p, float* out) noe
                 for k in range(M.cols):
                     out[k] += pr * row[k]
         fa_log_eps(out, out, M.cols, EPS)
+
+
+cdef inline int list_nonzero(const float* x, int n, int* idx) noexcept nogil:
+    """List (in ``idx``, ascending) the states where ``x`` is not zero; their count.
+
+    Runs of 32 zeros cost one test, so a belief held at exact zeros outside a few
+    states is listed at a fraction of an instruction per state."""
+    cdef int k = 0, i, c = 0
+    while k + 32 <= n:
+        if fa_nonzero32(x + k):
+            for i in range(k, k + 32):
+                if x[i] != 0.0:
+                    idx[c] = i
+                    c += 1
+        k += 32
+    for i in range(k, n):
+        if x[i] != 0.0:
+            idx[c] = i
+            c += 1
+    return c
+
+
+cdef inline float mat_log_at(const Mat* M, int o, int k) noexcept nogil:
+    """log(M[o, k] + 1e-16): entry ``k`` of :func:`mat_row_log` (the same float)."""
+    cdef int j
+    if M.onehot:
+        return M.logval[k] if M.idx[k] == o else LOG_EPS
+    if M.sparse:
+        for j in range(M.indptr[k], M.indptr[k + 1]):
+            if M.idx[j] == o:
+                return M.logval[j]
+        return LOG_EPS
+    if M.logval != NULL:
+        return M.logval[<long long>o * M.cols + k]
+    return fa_log1(M.val[<long long>o * M.cols + k] + EPS, fa_simd_level())
+
+
+cdef inline int mat_scatter_vals(const Mat* M, const int* cols, const float* vals, int ncols,
+                                 float* out, int* rows) noexcept nogil:
+    """:func:`mat_scatter_cols` with the column weights packed (``vals[c]`` for column
+    ``cols[c]``): out += M[:, cols] @ vals, ``out`` zero at every row it touches first;
+    lists those rows in ``rows`` and returns their count."""
+    cdef int c, k, j, r, nr = 0
+    cdef float xk, v
+    for c in range(ncols):
+        k = cols[c]
+        xk = vals[c]
+        for j in range(M.indptr[k], M.indptr[k + 1]):
+            v = M.val[j] * xk
+            if v != 0.0:
+                r = M.idx[j]
+                if out[r] == 0.0:
+                    rows[nr] = r
+                    nr += 1
+                out[r] += v
+    return nr
 
 
 cdef inline double mat_quad(const Mat* M, const float* y, const float* x) noexcept nogil:

@@ -23,7 +23,8 @@ cimport numpy as cnp
 from fa_core._model cimport BLOCK_MAX_K, MAX_ND, Mat
 from fa_core._policies cimport infer_policies_block_scratch, infer_policies_scratch
 from fa_core._selection cimport sample_action_scratch
-from fa_core._states cimport evidence_scratch, infer_states_block_scratch
+from fa_core._states cimport (evidence_scratch, infer_states_block_scratch,
+                              infer_states_sparse_scratch)
 
 cnp.import_array()
 
@@ -284,6 +285,7 @@ cdef class KModel:
         # each size is written next to the kernel that carves it
         self.scratch_size = int(max(
             evidence_scratch(&self.c),                                    # infer_states
+            infer_states_sparse_scratch(&self.c) if self.c.nf == 1 else 0,
             infer_policies_scratch(&self.c),
             infer_policies_block_scratch(&self.c) if self.blocked else 0,
             infer_states_block_scratch(&self.c) if self.c.fpi_blocked else 0,
@@ -320,7 +322,9 @@ cdef class KModel:
         if spec.sparse:
             M.indptr = _iptr(spec.indptr)
             M.idx = _iptr(spec.idx)
-        if spec.onehot and self.blocked:
+        # rows of one-hot maps: the block kernel gathers through them, one-factor state
+        # inference checks that an outcome's states were all predicted (_states)
+        if spec.onehot and (self.blocked or self.c.nf == 1):
             idx = spec.idx  # kept with the layout by learning: the gather tables are reused
             rows = self._rows_keep[i]
             if rows is None or rows[0] is not idx:

@@ -36,3 +36,17 @@ cdef void c_infer_states_block(const ModelC* m, float* qs, const int* action,
                                const unsigned char* has_action, const int* obs, int nb,
                                int num_iter, double dF, double dF_tol, int compute_vfe,
                                float* scratch) noexcept nogil
+
+
+cdef inline long long infer_states_sparse_scratch(const ModelC* m) noexcept nogil:
+    """Floats of :func:`c_infer_states_sparse`: the previous beliefs' nonzero states and
+    values (2 S), their support and its values (2 (S // 4 + 1)), the reached states and
+    their log weights (2 S)."""
+    return 4 * m.S + 2 * (m.S // 4 + 1)
+
+
+cdef int sparse_states_model(const ModelC* m) noexcept nogil
+
+
+cdef int c_infer_states_sparse(const ModelC* m, float* qs, const int* action, const int* obs,
+                               float* scratch) noexcept nogil

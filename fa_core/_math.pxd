@@ -80,6 +80,9 @@ cdef extern from "_simd.h":
     void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
                      float* out) noexcept nogil
     void fa_softmax_log_bl8(float* x, float* logq, int n) noexcept nogil
+    void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1,
+                      float* out) noexcept nogil
+    void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -171,6 +174,10 @@ cdef inline void joint_of_bl(const ModelC* m, const float* qs, const int* dep, i
     cdef int K = 1, d, n, i, j, b
     cdef const float* q
     cdef float v[BL]
+    if ndep == 2:  # the common case, rows of BL lanes (the same products: 1 * q0 is q0)
+        fa_outer_bl8(qs + m.s_off[dep[0]] * BL, m.ns[dep[0]], qs + m.s_off[dep[1]] * BL,
+                     m.ns[dep[1]], out)
+        return
     for b in range(BL):
         out[b] = 1.0
     for d in range(ndep):
@@ -809,16 +816,12 @@ cdef inline void utility_bl(const ModelC* m, int mm, int t, const float* qo,
     """:func:`utility` for BL agents (``qo`` (no, BL), agent b's ln C at ``lnc[b]``),
     added to ``g``."""
     cdef int o, i, b, shared = 1
-    cdef double c
     for b in range(1, BL):
         shared &= lnc[b] == lnc[0]
     for o in range(m.no[mm]):
         i = m.lnC_off[mm] + o * m.T + t
         if shared:  # the model's ln C: one load, and a zero preference adds +0 (qo finite)
-            c = lnc[0][i]
-            if c != 0.0:
-                for b in range(BL):
-                    g[b] += <double>qo[o * BL + b] * c
+            fa_wdot_bl8(lnc[0] + i, qo + o * BL, 1, g)
         else:
             for b in range(BL):
                 g[b] += <double>qo[o * BL + b] * lnc[b][i]
@@ -898,13 +901,12 @@ cdef inline void info_gain_bl(const ModelC* m, int mm, const float* xm, int prun
     """:func:`info_gain` for BL agents into ``sig``: ``xm`` and ``pruned`` from
     :func:`scan_pruned_bl`, ``qo`` the outcomes of all states; ``qok`` (no, BL) is work."""
     cdef const float* H = m.a_H[mm]
-    cdef int k, b
+    cdef int b
     for b in range(BL):
         sig[b] = 0.0
-    for k in range(m.a_K[mm]):
-        if H[k] != 0.0:  # a deterministic column adds +0 to every lane (xm finite)
-            for b in range(BL):
-                sig[b] += <double>xm[k * BL + b] * H[k]
+    # sig += xm . H per agent in double; a deterministic column (H 0) adds +0 to every
+    # lane (xm finite): skipped
+    fa_wdot_bl8(H, xm, m.a_K[mm], sig)
     if pruned:  # outcomes of the kept states only
         mat_vec_bl(&m.mats[m.a_mat[mm]], xm, qok)
     else:

@@ -374,6 +374,42 @@ static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const floa
     _mm_storeu_ps(out + 4, _mm_movelh_ps(_mm_cvtpd_ps(e2), _mm_cvtpd_ps(e3)));
 }
 
+/* out[i, j] = q0[i] q1[j] (i < n0, j < n1, C order): the joint of two parents. */
+static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+    __m128 a0, a1;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a0 = _mm_loadu_ps(q0 + 8 * i);
+        a1 = _mm_loadu_ps(q0 + 8 * i + 4);
+        for (j = 0; j < n1; j++) {
+            _mm_storeu_ps(out + 8 * (i * n1 + j), _mm_mul_ps(a0, _mm_loadu_ps(q1 + 8 * j)));
+            _mm_storeu_ps(out + 8 * (i * n1 + j) + 4,
+                          _mm_mul_ps(a1, _mm_loadu_ps(q1 + 8 * j + 4)));
+        }
+    }
+}
+
+/* acc += (double)x[k] * w[k] over k < n with w[k] != 0 (a zero weight adds +0: x finite). */
+static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+    __m128d e[4], wv;
+    __m128 v;
+    int k, h;
+    for (h = 0; h < 4; h++)
+        e[h] = _mm_loadu_pd(acc + 2 * h);
+    for (k = 0; k < n; k++) {
+        if (w[k] == 0.0f)
+            continue;
+        wv = _mm_set1_pd((double)w[k]);
+        for (h = 0; h < 2; h++) {
+            v = _mm_loadu_ps(x + 8 * k + 4 * h);
+            e[2 * h] = _mm_add_pd(e[2 * h], _mm_mul_pd(fa_lo_pd(v), wv));
+            e[2 * h + 1] = _mm_add_pd(e[2 * h + 1], _mm_mul_pd(fa_hi_pd(v), wv));
+        }
+    }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(acc + 2 * h, e[h]);
+}
+
 /* Softmax of every lane of x (n rows) in place, with logq = x - max - log(sum) (the float
    log of the double sum); the sums in double, each division in double. */
 static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes);
@@ -822,6 +858,22 @@ static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const floa
     }
     for (b = 0; b < 8; b++)
         out[b] = (float)acc[b];
+}
+
+static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+    int i, j, b;
+    for (i = 0; i < n0; i++)
+        for (j = 0; j < n1; j++)
+            for (b = 0; b < 8; b++)
+                out[8 * (i * n1 + j) + b] = q0[8 * i + b] * q1[8 * j + b];
+}
+
+static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+    int k, b;
+    for (k = 0; k < n; k++)
+        if (w[k] != 0.0f)
+            for (b = 0; b < 8; b++)
+                acc[b] += (double)x[8 * k + b] * w[k];
 }
 
 static inline void fa_softmax_log_bl8(float* x, float* logq, int n) {

@@ -1750,6 +1750,11 @@ def check_obs(model: GenerativeModel, n_agents: int, obs) -> np.ndarray:
     if obs.shape != (n_agents, model.num_modalities):
         raise ValueError(f"obs must have shape (n_agents, num_modalities) = "
                          f"({n_agents}, {model.num_modalities}), got {obs.shape}")
+    if obs.dtype == np.int32 and obs.flags.c_contiguous:
+        # one comparison: a negative index read as uint32 is at least 2**31, beyond every
+        # modality's outcomes (a per-step check, a few ms at 100k agents in two passes)
+        if not (obs.view(np.uint32) >= np.asarray(model.num_obs, dtype=np.uint32)).any():
+            return obs
     bad = (obs < 0) | (obs >= np.asarray(model.num_obs))
     if bad.any():
         i, mm = np.argwhere(bad)[0]

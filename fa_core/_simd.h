@@ -279,7 +279,7 @@ static inline __m128d fa_lo_pd(__m128 v) { return _mm_cvtps_pd(v); }
 static inline __m128d fa_hi_pd(__m128 v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
 
 /* One parent: o[j] += t[j]; ell += (double)t[j] * q[j], j < n. */
-static inline void fa_marg1_bl8(const float* t, const float* q, float* o, double* ell, int n) {
+static inline void fa_marg1_bl8_sse2(const float* t, const float* q, float* o, double* ell, int n) {
     __m128d e[4];
     __m128 tv, qv;
     int j, h;
@@ -299,7 +299,7 @@ static inline void fa_marg1_bl8(const float* t, const float* q, float* o, double
 
 /* Two parents (t is (n0, n1) in C order): o0[i] += t[i, j] q1[j]; o1[j] += t[i, j] q0[i];
    ell += (double)t[i, j] * (q0[i] q1[j]); o0 and o1 do not overlap. */
-static inline void fa_marg2_bl8(const float* t, const float* q0, const float* q1, float* o0,
+static inline void fa_marg2_bl8_sse2(const float* t, const float* q0, const float* q1, float* o0,
                                 float* o1, double* ell, int n0, int n1) {
     __m128d e[4];
     __m128 a[2], s[2], tk, b, p;
@@ -330,7 +330,7 @@ static inline void fa_marg2_bl8(const float* t, const float* q0, const float* q1
 }
 
 /* F += the float q (lq - lp) of the rows with q != 0, each added in double (n rows). */
-static inline void fa_divergence_bl8(const float* q, const float* lq, const float* lp, int n,
+static inline void fa_divergence_bl8_sse2(const float* q, const float* lq, const float* lp, int n,
                                      double* F) {
     __m128d e[4];
     __m128 qv, v;
@@ -353,7 +353,7 @@ static inline void fa_divergence_bl8(const float* q, const float* lq, const floa
 
 /* out[b] = (float) sum over c < n of (a[k] x[k][b]) in double, k = idx[c] (idx NULL: k = c);
    zero a[k] are skipped (they add +0: x is finite). */
-static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
+static inline void fa_wsum_bl8_sse2(const float* a, const int* idx, int n, const float* x,
                                float* out) {
     __m128d e0 = _mm_setzero_pd(), e1 = e0, e2 = e0, e3 = e0;
     __m128 av, p0, p1;
@@ -375,7 +375,7 @@ static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const floa
 }
 
 /* out[i, j] = q0[i] q1[j] (i < n0, j < n1, C order): the joint of two parents. */
-static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+static inline void fa_outer_bl8_sse2(const float* q0, int n0, const float* q1, int n1, float* out) {
     __m128 a0, a1;
     int i, j;
     for (i = 0; i < n0; i++) {
@@ -390,7 +390,7 @@ static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1
 }
 
 /* acc += (double)x[k] * w[k] over k < n with w[k] != 0 (a zero weight adds +0: x finite). */
-static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+static inline void fa_wdot_bl8_sse2(const float* w, const float* x, int n, double* acc) {
     __m128d e[4], wv;
     __m128 v;
     int k, h;
@@ -665,6 +665,119 @@ FA_AVX2 static inline void fa_sub_xlogx_avx2(const float* q, int n, int lanes, f
             acc[b] -= t[0]; acc[b + 1] -= t[1]; acc[b + 2] -= t[2]; acc[b + 3] -= t[3];
         }
 }
+/* The 8-agent block helpers in one 8-lane register per row: each lane's operations exactly
+   the SSE2 bodies' (target avx2 without fma, so no product is contracted into an FMA and
+   the results are bitwise those of the SSE2 bodies and of the loops they replace). */
+#define FA_AVX2_EXACT __attribute__((target("avx2")))
+
+FA_AVX2_EXACT static inline __m256d fa_lo4_pd(__m256 v) {
+    return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+}
+FA_AVX2_EXACT static inline __m256d fa_hi4_pd(__m256 v) {
+    return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
+FA_AVX2_EXACT static inline void fa_marg1_bl8_avx2(const float* t, const float* q, float* o,
+                                                   double* ell, int n) {
+    __m256d e0 = _mm256_loadu_pd(ell), e1 = _mm256_loadu_pd(ell + 4);
+    __m256 tv, qv;
+    int j;
+    for (j = 0; j < n; j++) {
+        tv = _mm256_loadu_ps(t + 8 * j);
+        qv = _mm256_loadu_ps(q + 8 * j);
+        _mm256_storeu_ps(o + 8 * j, _mm256_add_ps(_mm256_loadu_ps(o + 8 * j), tv));
+        e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(tv), fa_lo4_pd(qv)));
+        e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(tv), fa_hi4_pd(qv)));
+    }
+    _mm256_storeu_pd(ell, e0);
+    _mm256_storeu_pd(ell + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_marg2_bl8_avx2(const float* t, const float* q0,
+                                                   const float* q1, float* o0, float* o1,
+                                                   double* ell, int n0, int n1) {
+    __m256d e0 = _mm256_loadu_pd(ell), e1 = _mm256_loadu_pd(ell + 4);
+    __m256 a, acc, tk, b, p;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a = _mm256_loadu_ps(q0 + 8 * i);
+        acc = _mm256_loadu_ps(o0 + 8 * i);
+        for (j = 0; j < n1; j++) {
+            tk = _mm256_loadu_ps(t + 8 * (i * n1 + j));
+            b = _mm256_loadu_ps(q1 + 8 * j);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(tk, b));
+            _mm256_storeu_ps(o1 + 8 * j, _mm256_add_ps(_mm256_loadu_ps(o1 + 8 * j),
+                                                       _mm256_mul_ps(tk, a)));
+            p = _mm256_mul_ps(a, b);
+            e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(tk), fa_lo4_pd(p)));
+            e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(tk), fa_hi4_pd(p)));
+        }
+        _mm256_storeu_ps(o0 + 8 * i, acc);
+    }
+    _mm256_storeu_pd(ell, e0);
+    _mm256_storeu_pd(ell + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_divergence_bl8_avx2(const float* q, const float* lq,
+                                                        const float* lp, int n, double* F) {
+    __m256d e0 = _mm256_loadu_pd(F), e1 = _mm256_loadu_pd(F + 4);
+    __m256 qv, v;
+    int i;
+    for (i = 0; i < n; i++) {
+        qv = _mm256_loadu_ps(q + 8 * i);
+        v = _mm256_mul_ps(qv, _mm256_sub_ps(_mm256_loadu_ps(lq + 8 * i),
+                                            _mm256_loadu_ps(lp + 8 * i)));
+        v = _mm256_and_ps(v, _mm256_cmp_ps(qv, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+        e0 = _mm256_add_pd(e0, fa_lo4_pd(v));
+        e1 = _mm256_add_pd(e1, fa_hi4_pd(v));
+    }
+    _mm256_storeu_pd(F, e0);
+    _mm256_storeu_pd(F + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_wsum_bl8_avx2(const float* a, const int* idx, int n,
+                                                  const float* x, float* out) {
+    __m256d e0 = _mm256_setzero_pd(), e1 = e0;
+    __m256 p;
+    int c, k;
+    for (c = 0; c < n; c++) {
+        k = idx != NULL ? idx[c] : c;
+        if (a[k] == 0.0f)
+            continue;
+        p = _mm256_mul_ps(_mm256_set1_ps(a[k]), _mm256_loadu_ps(x + 8 * k));
+        e0 = _mm256_add_pd(e0, fa_lo4_pd(p));
+        e1 = _mm256_add_pd(e1, fa_hi4_pd(p));
+    }
+    _mm256_storeu_ps(out, _mm256_set_m128(_mm256_cvtpd_ps(e1), _mm256_cvtpd_ps(e0)));
+}
+
+FA_AVX2_EXACT static inline void fa_outer_bl8_avx2(const float* q0, int n0, const float* q1,
+                                                   int n1, float* out) {
+    __m256 a;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a = _mm256_loadu_ps(q0 + 8 * i);
+        for (j = 0; j < n1; j++)
+            _mm256_storeu_ps(out + 8 * (i * n1 + j), _mm256_mul_ps(a, _mm256_loadu_ps(q1 + 8 * j)));
+    }
+}
+
+FA_AVX2_EXACT static inline void fa_wdot_bl8_avx2(const float* w, const float* x, int n,
+                                                  double* acc) {
+    __m256d e0 = _mm256_loadu_pd(acc), e1 = _mm256_loadu_pd(acc + 4), wv;
+    __m256 v;
+    int k;
+    for (k = 0; k < n; k++) {
+        if (w[k] == 0.0f)
+            continue;
+        wv = _mm256_set1_pd((double)w[k]);
+        v = _mm256_loadu_ps(x + 8 * k);
+        e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(v), wv));
+        e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(v), wv));
+    }
+    _mm256_storeu_pd(acc, e0);
+    _mm256_storeu_pd(acc + 4, e1);
+}
 #define FA_DISPATCH(name, ...) (FA_USE_AVX2 ? name##_avx2(__VA_ARGS__) : name##_sse2(__VA_ARGS__))
 #else
 #define FA_DISPATCH(name, ...) (name##_sse2(__VA_ARGS__))
@@ -710,6 +823,29 @@ static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) 
 /* acc[i % lanes] -= q[i] log(q[i] + eps) over the q[i] > 0, i < n (multiples of 4). */
 static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) {
     FA_DISPATCH(fa_sub_xlogx, q, n, lanes, eps, acc);
+}
+
+/* the 8-agent block helpers (see their SSE2 bodies) */
+static inline void fa_marg1_bl8(const float* t, const float* q, float* o, double* ell, int n) {
+    FA_DISPATCH(fa_marg1_bl8, t, q, o, ell, n);
+}
+static inline void fa_marg2_bl8(const float* t, const float* q0, const float* q1, float* o0,
+                                float* o1, double* ell, int n0, int n1) {
+    FA_DISPATCH(fa_marg2_bl8, t, q0, q1, o0, o1, ell, n0, n1);
+}
+static inline void fa_divergence_bl8(const float* q, const float* lq, const float* lp, int n,
+                                     double* F) {
+    FA_DISPATCH(fa_divergence_bl8, q, lq, lp, n, F);
+}
+static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
+                               float* out) {
+    FA_DISPATCH(fa_wsum_bl8, a, idx, n, x, out);
+}
+static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+    FA_DISPATCH(fa_outer_bl8, q0, n0, q1, n1, out);
+}
+static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+    FA_DISPATCH(fa_wdot_bl8, w, x, n, acc);
 }
 
 /* One float through the vector polynomials (test probes: isa 2 AVX2+FMA if available, else

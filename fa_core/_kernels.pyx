@@ -100,6 +100,12 @@ cdef struct PopArgs:
     const float* prior              # per agent (n, S) prior probabilities, or NULL (D / prediction)
 
 
+# blocks per group of the population driver: 64 agents, one cache line of has_action, so
+# neighbouring groups of different threads rarely write the same line
+cdef enum:
+    GROUP_BL = 8
+
+
 cdef inline const ModelC* model_of(const PopArgs* a, Py_ssize_t i) noexcept nogil:
     """Agent ``i``'s model: its own (learned parameters) or the population's."""
     if a.models != NULL and a.models[i] != 0:
@@ -144,7 +150,8 @@ cdef void c_agent_stages(const PopArgs* a, Py_ssize_t i, int stages, float* sc) 
 
 cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
                          float* sc) noexcept nogil:
-    """:func:`c_agent_stages` for agents ``i0 .. i0 + nb``, policies evaluated together."""
+    """:func:`c_agent_stages` for agents ``i0 .. i0 + nb`` (nb <= BL), policies evaluated
+    together."""
     cdef const ModelC* m = a.m
     cdef int b, j, follow = 0, sparse
     for b in range(nb):
@@ -187,6 +194,29 @@ cdef void c_block_stages(const PopArgs* a, Py_ssize_t i0, int nb, int stages,
             c_agent_stages(a, i0 + b, 4, sc)
 
 
+cdef void c_group_stages(const PopArgs* a, Py_ssize_t i0, int n, int stages,
+                         float* sc) noexcept nogil:
+    """:func:`c_block_stages` for agents ``i0 .. i0 + n`` (any n), BL at a time; their states
+    inferred in one stream through the BL lanes (agents that stop early make room for the
+    next instead of idling until the block's slowest one stops)."""
+    cdef const ModelC* m = a.m
+    cdef int b, stream = (stages & 1) and m.fpi_blocked and a.prior == NULL
+    if stream and a.models != NULL:
+        for b in range(n):
+            if a.models[i0 + b] != 0:  # its own model: blocks as c_block_stages runs them
+                stream = 0
+                break
+    if stream:
+        c_infer_states_block(m, a.qs + i0 * m.S, a.action + i0 * m.nf, a.has_action + i0,
+                             a.obs + i0 * m.nm, n, a.num_iter, a.dF, a.dF_tol,
+                             a.compute_vfe, sc)
+        stages &= ~1
+    b = 0
+    while stages and b < n:
+        c_block_stages(a, i0 + b, BL if n - b > BL else n - b, stages, sc)
+        b += BL
+
+
 def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1] q_pi,
                       float[:, ::1] G, int[:, ::1] action, unsigned char[::1] has_action,
                       const int[:, ::1] obs, const float[::1] gamma, const float[::1] alpha,
@@ -214,7 +244,7 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     stage 1 instead of ``D`` / the prediction from ``qs`` and ``action``.
     """
     cdef PopArgs a
-    cdef Py_ssize_t i, nblk, chunk, n = qs.shape[0]
+    cdef Py_ssize_t i, nblk, chunk, grp, ngrp, n = qs.shape[0]
     cdef float[:, ::1] lnC_v
     cdef float[:, ::1] lnE_v
     cdef const size_t[::1] models_v
@@ -267,11 +297,13 @@ def population_stages(KModelC model, int stages, float[:, ::1] qs, float[:, ::1]
     # thread, and at most 8 blocks (64 agents: one cache line of has_action per chunk,
     # so neighbouring chunks of different threads rarely write the same line).
     if model.blocked:
+        # groups of up to GROUP_BL blocks (one stream of the block state inference each),
+        # at least 8 groups per thread
         nblk = (n + BL - 1) // BL
-        chunk = max(1, min(8, nblk // (8 * n_threads)))
-        for i in prange(nblk, nogil=True, num_threads=n_threads, schedule="guided",
-                        chunksize=chunk):
-            c_block_stages(&a, i * BL, BL if n - i * BL > BL else n - i * BL, stages,
+        grp = BL * max(1, min(GROUP_BL, nblk // (8 * n_threads)))
+        ngrp = (n + grp - 1) // grp
+        for i in prange(ngrp, nogil=True, num_threads=n_threads, schedule="guided"):
+            c_group_stages(&a, i * grp, grp if n - i * grp > grp else n - i * grp, stages,
                            a.scratch + threadid() * a.scratch_size)
         return
     chunk = max(8, min(64, n // (8 * n_threads)))

@@ -71,6 +71,18 @@ cdef extern from "_simd.h":
     float fa_max(const float* x, int n) noexcept nogil
     float fa_exp1(float x, int isa) noexcept nogil
     float fa_log1(float x, int isa) noexcept nogil
+    # the block kernels' rows of BL = 8 agents (bitwise the scalar loops they replace)
+    void fa_marg1_bl8(const float* t, const float* q, float* o, double* ell, int n) noexcept nogil
+    void fa_marg2_bl8(const float* t, const float* q0, const float* q1, float* o0, float* o1,
+                      double* ell, int n0, int n1) noexcept nogil
+    void fa_divergence_bl8(const float* q, const float* lq, const float* lp, int n,
+                           double* F) noexcept nogil
+    void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
+                     float* out) noexcept nogil
+    void fa_softmax_log_bl8(float* x, float* logq, int n) noexcept nogil
+    void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1,
+                      float* out) noexcept nogil
+    void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) noexcept nogil
 
 
 # ---------------------------------------------------------------------------
@@ -98,28 +110,11 @@ cdef inline void softmax(floating* x, int n) noexcept nogil:
 
 
 cdef inline void softmax_log_bl(float* x, float* logq, int n) noexcept nogil:
-    """:func:`softmax` for BL agents, ``x`` (n, BL) in place, and its exact log into ``logq``."""
-    cdef int i, b
-    cdef float mx[BL]
-    cdef double tot[BL]
-    cdef float lt
-    for b in range(BL):
-        mx[b] = x[b]
-        tot[b] = 0.0
-    for i in range(1, n):
-        for b in range(BL):
-            if x[i * BL + b] > mx[b]:
-                mx[b] = x[i * BL + b]
-    for i in range(n * BL):
-        logq[i] = x[i] - mx[i % BL]
-    fa_exp_shifted(x, mx, n * BL, BL)
-    for i in range(n * BL):
-        tot[i % BL] += x[i]
-    for b in range(BL):
-        lt = <float>log(tot[b])
-        for i in range(n):
-            x[i * BL + b] = <float>(x[i * BL + b] / tot[b])
-            logq[i * BL + b] -= lt
+    """:func:`softmax` for BL agents, ``x`` (n, BL) in place, and its exact log into ``logq``:
+    per agent the max, ``exp(x - max)`` (the vector polynomial), the sum in double, ``log`` of
+    it and each division in double, rows of BL lanes at a time in ``_simd.h`` (whose plain C
+    version spells out the loops)."""
+    fa_softmax_log_bl8(x, logq, n)
 
 
 # ---------------------------------------------------------------------------
@@ -179,6 +174,10 @@ cdef inline void joint_of_bl(const ModelC* m, const float* qs, const int* dep, i
     cdef int K = 1, d, n, i, j, b
     cdef const float* q
     cdef float v[BL]
+    if ndep == 2:  # the common case, rows of BL lanes (the same products: 1 * q0 is q0)
+        fa_outer_bl8(qs + m.s_off[dep[0]] * BL, m.ns[dep[0]], qs + m.s_off[dep[1]] * BL,
+                     m.ns[dep[1]], out)
+        return
     for b in range(BL):
         out[b] = 1.0
     for d in range(ndep):
@@ -268,7 +267,6 @@ cdef inline void mat_vec_bl(const Mat* M, const float* x, float* out) noexcept n
     """
     cdef int k, r, j, b
     cdef float a
-    cdef double acc[BL]
     if M.sparse and not M.onehot:
         for r in range(M.rows * BL):
             out[r] = 0.0
@@ -279,23 +277,13 @@ cdef inline void mat_vec_bl(const Mat* M, const float* x, float* out) noexcept n
                 for b in range(BL):
                     out[r * BL + b] += a * x[k * BL + b]
         return
+    # per row and agent: the float products a x summed in double (a zero entry adds +0 to
+    # every lane, x is finite: skipped), rows of BL lanes in _simd.h
     for r in range(M.rows):
-        for b in range(BL):
-            acc[b] = 0.0
         if M.onehot:
-            for j in range(M.rptr[r], M.rptr[r + 1]):
-                k = M.rcol[j]
-                a = M.val[k]
-                for b in range(BL):
-                    acc[b] += a * x[k * BL + b]
+            fa_wsum_bl8(M.val, M.rcol + M.rptr[r], M.rptr[r + 1] - M.rptr[r], x, out + r * BL)
         else:
-            for k in range(M.cols):
-                a = M.val[<long long>r * M.cols + k]
-                if a != 0.0:  # a zero entry adds +0 to every lane (x is finite): skipped
-                    for b in range(BL):
-                        acc[b] += a * x[k * BL + b]
-        for b in range(BL):
-            out[r * BL + b] = <float>acc[b]
+            fa_wsum_bl8(M.val + <long long>r * M.cols, NULL, M.cols, x, out + r * BL)
 
 
 cdef inline void mat_cols(const Mat* M, const float* x, const int* cols, int ncols,
@@ -737,25 +725,17 @@ cdef inline void marginals_bl_2(const ModelC* m, const int* dep, int nd, const f
                                 const float* qs, float* qL, double* ell) noexcept nogil:
     """:func:`marginals_bl`'s sums for one group of one or two parents: there the prefix
     and suffix products of the other parents are 1, one marginal or their product."""
-    cdef int i, j, b, n1 = m.ns[dep[nd - 1]]
+    # per agent and joint state (i, j): o0[i] += t q1[j], o1[j] += t q0[i] and
+    # ell += t (q0[i] q1[j]) in double; rows of BL lanes in _simd.h, the same floats
+    cdef int n1 = m.ns[dep[nd - 1]]
     cdef const float* q0 = qs + m.s_off[dep[0]] * BL
     cdef const float* q1 = qs + m.s_off[dep[nd - 1]] * BL
     cdef float* o0 = qL + m.s_off[dep[0]] * BL
     cdef float* o1 = qL + m.s_off[dep[nd - 1]] * BL
-    cdef const float* tk
     if nd == 1:
-        for j in range(n1):
-            for b in range(BL):
-                o0[j * BL + b] += t[j * BL + b]
-                ell[b] += <double>t[j * BL + b] * q0[j * BL + b]
-        return
-    for i in range(m.ns[dep[0]]):
-        for j in range(n1):
-            tk = t + (i * n1 + j) * BL
-            for b in range(BL):
-                o0[i * BL + b] += tk[b] * q1[j * BL + b]
-                o1[j * BL + b] += tk[b] * q0[i * BL + b]
-                ell[b] += <double>tk[b] * (q0[i * BL + b] * q1[j * BL + b])
+        fa_marg1_bl8(t, q0, o0, ell, n1)
+    else:
+        fa_marg2_bl8(t, q0, q1, o0, o1, ell, m.ns[dep[0]], n1)
 
 
 cdef inline void marginals_bl(const ModelC* m, const float* ll, const float* qs, float* qL,
@@ -883,14 +863,11 @@ cdef inline void free_energy_bl(const ModelC* m, const float* qs, const float* l
                                 const float* logprior, const double* ell,
                                 double* F) noexcept nogil:
     """:func:`free_energy` for BL agents, with exact log q (``ell`` NULL: no likelihood)."""
-    cdef int i, b
-    cdef float q
+    cdef int b
     for b in range(BL):
         F[b] = -ell[b] if ell != NULL else 0.0
-    for i in range(m.S * BL):
-        q = qs[i]
-        if q != 0.0:  # 0 log 0 = 0
-            F[i % BL] += q * (logq[i] - logprior[i])
+    # F += q (log q - log prior) per agent over q != 0 (0 log 0 = 0), rows of BL lanes
+    fa_divergence_bl8(qs, logq, logprior, m.S, F)
 
 
 # ---------------------------------------------------------------------------
@@ -924,16 +901,12 @@ cdef inline void utility_bl(const ModelC* m, int mm, int t, const float* qo,
     """:func:`utility` for BL agents (``qo`` (no, BL), agent b's ln C at ``lnc[b]``),
     added to ``g``."""
     cdef int o, i, b, shared = 1
-    cdef double c
     for b in range(1, BL):
         shared &= lnc[b] == lnc[0]
     for o in range(m.no[mm]):
         i = m.lnC_off[mm] + o * m.T + t
         if shared:  # the model's ln C: one load, and a zero preference adds +0 (qo finite)
-            c = lnc[0][i]
-            if c != 0.0:
-                for b in range(BL):
-                    g[b] += <double>qo[o * BL + b] * c
+            fa_wdot_bl8(lnc[0] + i, qo + o * BL, 1, g)
         else:
             for b in range(BL):
                 g[b] += <double>qo[o * BL + b] * lnc[b][i]
@@ -1013,13 +986,12 @@ cdef inline void info_gain_bl(const ModelC* m, int mm, const float* xm, int prun
     """:func:`info_gain` for BL agents into ``sig``: ``xm`` and ``pruned`` from
     :func:`scan_pruned_bl`, ``qo`` the outcomes of all states; ``qok`` (no, BL) is work."""
     cdef const float* H = m.a_H[mm]
-    cdef int k, b
+    cdef int b
     for b in range(BL):
         sig[b] = 0.0
-    for k in range(m.a_K[mm]):
-        if H[k] != 0.0:  # a deterministic column adds +0 to every lane (xm finite)
-            for b in range(BL):
-                sig[b] += <double>xm[k * BL + b] * H[k]
+    # sig += xm . H per agent in double; a deterministic column (H 0) adds +0 to every
+    # lane (xm finite): skipped
+    fa_wdot_bl8(H, xm, m.a_K[mm], sig)
     if pruned:  # outcomes of the kept states only
         mat_vec_bl(&m.mats[m.a_mat[mm]], xm, qok)
     else:

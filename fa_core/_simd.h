@@ -269,6 +269,192 @@ static inline void fa_sub_xlogx_sse2(const float* q, int n, int lanes, float eps
         }
 }
 
+
+/* ---- 8-agent block helpers (the block kernels' BL = 8 agents innermost: x[i * 8 + b]) ----
+   Each lane does exactly the scalar loop it replaces (the same float / double operations in
+   the same order; baseline SSE2 only, so nothing is contracted into an FMA), so results are
+   bitwise those of the loop, whatever the CPU. Two 4-lane halves per row of 8. */
+
+static inline __m128d fa_lo_pd(__m128 v) { return _mm_cvtps_pd(v); }
+static inline __m128d fa_hi_pd(__m128 v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
+
+/* One parent: o[j] += t[j]; ell += (double)t[j] * q[j], j < n. */
+static inline void fa_marg1_bl8_sse2(const float* t, const float* q, float* o, double* ell, int n) {
+    __m128d e[4];
+    __m128 tv, qv;
+    int j, h;
+    for (h = 0; h < 4; h++)
+        e[h] = _mm_loadu_pd(ell + 2 * h);
+    for (j = 0; j < n; j++)
+        for (h = 0; h < 2; h++) {
+            tv = _mm_loadu_ps(t + 8 * j + 4 * h);
+            qv = _mm_loadu_ps(q + 8 * j + 4 * h);
+            _mm_storeu_ps(o + 8 * j + 4 * h, _mm_add_ps(_mm_loadu_ps(o + 8 * j + 4 * h), tv));
+            e[2 * h] = _mm_add_pd(e[2 * h], _mm_mul_pd(fa_lo_pd(tv), fa_lo_pd(qv)));
+            e[2 * h + 1] = _mm_add_pd(e[2 * h + 1], _mm_mul_pd(fa_hi_pd(tv), fa_hi_pd(qv)));
+        }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(ell + 2 * h, e[h]);
+}
+
+/* Two parents (t is (n0, n1) in C order): o0[i] += t[i, j] q1[j]; o1[j] += t[i, j] q0[i];
+   ell += (double)t[i, j] * (q0[i] q1[j]); o0 and o1 do not overlap. */
+static inline void fa_marg2_bl8_sse2(const float* t, const float* q0, const float* q1, float* o0,
+                                float* o1, double* ell, int n0, int n1) {
+    __m128d e[4];
+    __m128 a[2], s[2], tk, b, p;
+    int i, j, h;
+    for (h = 0; h < 4; h++)
+        e[h] = _mm_loadu_pd(ell + 2 * h);
+    for (i = 0; i < n0; i++) {
+        for (h = 0; h < 2; h++) {
+            a[h] = _mm_loadu_ps(q0 + 8 * i + 4 * h);
+            s[h] = _mm_loadu_ps(o0 + 8 * i + 4 * h);
+        }
+        for (j = 0; j < n1; j++)
+            for (h = 0; h < 2; h++) {
+                tk = _mm_loadu_ps(t + 8 * (i * n1 + j) + 4 * h);
+                b = _mm_loadu_ps(q1 + 8 * j + 4 * h);
+                s[h] = _mm_add_ps(s[h], _mm_mul_ps(tk, b));
+                _mm_storeu_ps(o1 + 8 * j + 4 * h,
+                              _mm_add_ps(_mm_loadu_ps(o1 + 8 * j + 4 * h), _mm_mul_ps(tk, a[h])));
+                p = _mm_mul_ps(a[h], b);
+                e[2 * h] = _mm_add_pd(e[2 * h], _mm_mul_pd(fa_lo_pd(tk), fa_lo_pd(p)));
+                e[2 * h + 1] = _mm_add_pd(e[2 * h + 1], _mm_mul_pd(fa_hi_pd(tk), fa_hi_pd(p)));
+            }
+        for (h = 0; h < 2; h++)
+            _mm_storeu_ps(o0 + 8 * i + 4 * h, s[h]);
+    }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(ell + 2 * h, e[h]);
+}
+
+/* F += the float q (lq - lp) of the rows with q != 0, each added in double (n rows). */
+static inline void fa_divergence_bl8_sse2(const float* q, const float* lq, const float* lp, int n,
+                                     double* F) {
+    __m128d e[4];
+    __m128 qv, v;
+    int i, h;
+    for (h = 0; h < 4; h++)
+        e[h] = _mm_loadu_pd(F + 2 * h);
+    for (i = 0; i < n; i++)
+        for (h = 0; h < 2; h++) {
+            qv = _mm_loadu_ps(q + 8 * i + 4 * h);
+            v = _mm_mul_ps(qv, _mm_sub_ps(_mm_loadu_ps(lq + 8 * i + 4 * h),
+                                          _mm_loadu_ps(lp + 8 * i + 4 * h)));
+            /* 0 log 0 = 0: such lanes add +0 (the loop skipped them) */
+            v = _mm_and_ps(v, _mm_cmpneq_ps(qv, _mm_setzero_ps()));
+            e[2 * h] = _mm_add_pd(e[2 * h], fa_lo_pd(v));
+            e[2 * h + 1] = _mm_add_pd(e[2 * h + 1], fa_hi_pd(v));
+        }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(F + 2 * h, e[h]);
+}
+
+/* out[b] = (float) sum over c < n of (a[k] x[k][b]) in double, k = idx[c] (idx NULL: k = c);
+   zero a[k] are skipped (they add +0: x is finite). */
+static inline void fa_wsum_bl8_sse2(const float* a, const int* idx, int n, const float* x,
+                               float* out) {
+    __m128d e0 = _mm_setzero_pd(), e1 = e0, e2 = e0, e3 = e0;
+    __m128 av, p0, p1;
+    int c, k;
+    for (c = 0; c < n; c++) {
+        k = idx != NULL ? idx[c] : c;
+        if (a[k] == 0.0f)
+            continue;
+        av = _mm_set1_ps(a[k]);
+        p0 = _mm_mul_ps(av, _mm_loadu_ps(x + 8 * k));
+        p1 = _mm_mul_ps(av, _mm_loadu_ps(x + 8 * k + 4));
+        e0 = _mm_add_pd(e0, fa_lo_pd(p0));
+        e1 = _mm_add_pd(e1, fa_hi_pd(p0));
+        e2 = _mm_add_pd(e2, fa_lo_pd(p1));
+        e3 = _mm_add_pd(e3, fa_hi_pd(p1));
+    }
+    _mm_storeu_ps(out, _mm_movelh_ps(_mm_cvtpd_ps(e0), _mm_cvtpd_ps(e1)));
+    _mm_storeu_ps(out + 4, _mm_movelh_ps(_mm_cvtpd_ps(e2), _mm_cvtpd_ps(e3)));
+}
+
+/* out[i, j] = q0[i] q1[j] (i < n0, j < n1, C order): the joint of two parents. */
+static inline void fa_outer_bl8_sse2(const float* q0, int n0, const float* q1, int n1, float* out) {
+    __m128 a0, a1;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a0 = _mm_loadu_ps(q0 + 8 * i);
+        a1 = _mm_loadu_ps(q0 + 8 * i + 4);
+        for (j = 0; j < n1; j++) {
+            _mm_storeu_ps(out + 8 * (i * n1 + j), _mm_mul_ps(a0, _mm_loadu_ps(q1 + 8 * j)));
+            _mm_storeu_ps(out + 8 * (i * n1 + j) + 4,
+                          _mm_mul_ps(a1, _mm_loadu_ps(q1 + 8 * j + 4)));
+        }
+    }
+}
+
+/* acc += (double)x[k] * w[k] over k < n with w[k] != 0 (a zero weight adds +0: x finite). */
+static inline void fa_wdot_bl8_sse2(const float* w, const float* x, int n, double* acc) {
+    __m128d e[4], wv;
+    __m128 v;
+    int k, h;
+    for (h = 0; h < 4; h++)
+        e[h] = _mm_loadu_pd(acc + 2 * h);
+    for (k = 0; k < n; k++) {
+        if (w[k] == 0.0f)
+            continue;
+        wv = _mm_set1_pd((double)w[k]);
+        for (h = 0; h < 2; h++) {
+            v = _mm_loadu_ps(x + 8 * k + 4 * h);
+            e[2 * h] = _mm_add_pd(e[2 * h], _mm_mul_pd(fa_lo_pd(v), wv));
+            e[2 * h + 1] = _mm_add_pd(e[2 * h + 1], _mm_mul_pd(fa_hi_pd(v), wv));
+        }
+    }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(acc + 2 * h, e[h]);
+}
+
+/* Softmax of every lane of x (n rows) in place, with logq = x - max - log(sum) (the float
+   log of the double sum); the sums in double, each division in double. */
+static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes);
+static inline void fa_softmax_log_bl8(float* x, float* logq, int n) {
+    __m128 mx[2], lt[2];
+    __m128d tot[4];
+    double tt[8];
+    float ltf[8];
+    int i, h;
+    for (h = 0; h < 2; h++)
+        mx[h] = _mm_loadu_ps(x + 4 * h);
+    for (i = 1; i < n; i++)  /* x > max ? x : max, as the loop's comparison */
+        for (h = 0; h < 2; h++)
+            mx[h] = _mm_max_ps(_mm_loadu_ps(x + 8 * i + 4 * h), mx[h]);
+    for (i = 0; i < n; i++)
+        for (h = 0; h < 2; h++)
+            _mm_storeu_ps(logq + 8 * i + 4 * h, _mm_sub_ps(_mm_loadu_ps(x + 8 * i + 4 * h), mx[h]));
+    _mm_storeu_ps(ltf, mx[0]);
+    _mm_storeu_ps(ltf + 4, mx[1]);
+    fa_exp_shifted(x, ltf, 8 * n, 8);
+    for (h = 0; h < 4; h++)
+        tot[h] = _mm_setzero_pd();
+    for (i = 0; i < n; i++)
+        for (h = 0; h < 2; h++) {
+            __m128 v = _mm_loadu_ps(x + 8 * i + 4 * h);
+            tot[2 * h] = _mm_add_pd(tot[2 * h], fa_lo_pd(v));
+            tot[2 * h + 1] = _mm_add_pd(tot[2 * h + 1], fa_hi_pd(v));
+        }
+    for (h = 0; h < 4; h++)
+        _mm_storeu_pd(tt + 2 * h, tot[h]);
+    for (h = 0; h < 8; h++)
+        ltf[h] = (float)log(tt[h]);
+    lt[0] = _mm_loadu_ps(ltf);
+    lt[1] = _mm_loadu_ps(ltf + 4);
+    for (i = 0; i < n; i++)
+        for (h = 0; h < 2; h++) {
+            __m128 v = _mm_loadu_ps(x + 8 * i + 4 * h);
+            __m128 lo = _mm_cvtpd_ps(_mm_div_pd(fa_lo_pd(v), tot[2 * h]));
+            __m128 hi = _mm_cvtpd_ps(_mm_div_pd(fa_hi_pd(v), tot[2 * h + 1]));
+            _mm_storeu_ps(x + 8 * i + 4 * h, _mm_movelh_ps(lo, hi));
+            _mm_storeu_ps(logq + 8 * i + 4 * h,
+                          _mm_sub_ps(_mm_loadu_ps(logq + 8 * i + 4 * h), lt[h]));
+        }
+}
+
 #ifdef FA_HAVE_AVX2_BODY
 /* ---- AVX2+FMA bodies (8 lanes): the same Cephes polynomials, Horner steps fused ---- */
 
@@ -479,6 +665,119 @@ FA_AVX2 static inline void fa_sub_xlogx_avx2(const float* q, int n, int lanes, f
             acc[b] -= t[0]; acc[b + 1] -= t[1]; acc[b + 2] -= t[2]; acc[b + 3] -= t[3];
         }
 }
+/* The 8-agent block helpers in one 8-lane register per row: each lane's operations exactly
+   the SSE2 bodies' (target avx2 without fma, so no product is contracted into an FMA and
+   the results are bitwise those of the SSE2 bodies and of the loops they replace). */
+#define FA_AVX2_EXACT __attribute__((target("avx2")))
+
+FA_AVX2_EXACT static inline __m256d fa_lo4_pd(__m256 v) {
+    return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+}
+FA_AVX2_EXACT static inline __m256d fa_hi4_pd(__m256 v) {
+    return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+
+FA_AVX2_EXACT static inline void fa_marg1_bl8_avx2(const float* t, const float* q, float* o,
+                                                   double* ell, int n) {
+    __m256d e0 = _mm256_loadu_pd(ell), e1 = _mm256_loadu_pd(ell + 4);
+    __m256 tv, qv;
+    int j;
+    for (j = 0; j < n; j++) {
+        tv = _mm256_loadu_ps(t + 8 * j);
+        qv = _mm256_loadu_ps(q + 8 * j);
+        _mm256_storeu_ps(o + 8 * j, _mm256_add_ps(_mm256_loadu_ps(o + 8 * j), tv));
+        e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(tv), fa_lo4_pd(qv)));
+        e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(tv), fa_hi4_pd(qv)));
+    }
+    _mm256_storeu_pd(ell, e0);
+    _mm256_storeu_pd(ell + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_marg2_bl8_avx2(const float* t, const float* q0,
+                                                   const float* q1, float* o0, float* o1,
+                                                   double* ell, int n0, int n1) {
+    __m256d e0 = _mm256_loadu_pd(ell), e1 = _mm256_loadu_pd(ell + 4);
+    __m256 a, acc, tk, b, p;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a = _mm256_loadu_ps(q0 + 8 * i);
+        acc = _mm256_loadu_ps(o0 + 8 * i);
+        for (j = 0; j < n1; j++) {
+            tk = _mm256_loadu_ps(t + 8 * (i * n1 + j));
+            b = _mm256_loadu_ps(q1 + 8 * j);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(tk, b));
+            _mm256_storeu_ps(o1 + 8 * j, _mm256_add_ps(_mm256_loadu_ps(o1 + 8 * j),
+                                                       _mm256_mul_ps(tk, a)));
+            p = _mm256_mul_ps(a, b);
+            e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(tk), fa_lo4_pd(p)));
+            e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(tk), fa_hi4_pd(p)));
+        }
+        _mm256_storeu_ps(o0 + 8 * i, acc);
+    }
+    _mm256_storeu_pd(ell, e0);
+    _mm256_storeu_pd(ell + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_divergence_bl8_avx2(const float* q, const float* lq,
+                                                        const float* lp, int n, double* F) {
+    __m256d e0 = _mm256_loadu_pd(F), e1 = _mm256_loadu_pd(F + 4);
+    __m256 qv, v;
+    int i;
+    for (i = 0; i < n; i++) {
+        qv = _mm256_loadu_ps(q + 8 * i);
+        v = _mm256_mul_ps(qv, _mm256_sub_ps(_mm256_loadu_ps(lq + 8 * i),
+                                            _mm256_loadu_ps(lp + 8 * i)));
+        v = _mm256_and_ps(v, _mm256_cmp_ps(qv, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+        e0 = _mm256_add_pd(e0, fa_lo4_pd(v));
+        e1 = _mm256_add_pd(e1, fa_hi4_pd(v));
+    }
+    _mm256_storeu_pd(F, e0);
+    _mm256_storeu_pd(F + 4, e1);
+}
+
+FA_AVX2_EXACT static inline void fa_wsum_bl8_avx2(const float* a, const int* idx, int n,
+                                                  const float* x, float* out) {
+    __m256d e0 = _mm256_setzero_pd(), e1 = e0;
+    __m256 p;
+    int c, k;
+    for (c = 0; c < n; c++) {
+        k = idx != NULL ? idx[c] : c;
+        if (a[k] == 0.0f)
+            continue;
+        p = _mm256_mul_ps(_mm256_set1_ps(a[k]), _mm256_loadu_ps(x + 8 * k));
+        e0 = _mm256_add_pd(e0, fa_lo4_pd(p));
+        e1 = _mm256_add_pd(e1, fa_hi4_pd(p));
+    }
+    _mm256_storeu_ps(out, _mm256_set_m128(_mm256_cvtpd_ps(e1), _mm256_cvtpd_ps(e0)));
+}
+
+FA_AVX2_EXACT static inline void fa_outer_bl8_avx2(const float* q0, int n0, const float* q1,
+                                                   int n1, float* out) {
+    __m256 a;
+    int i, j;
+    for (i = 0; i < n0; i++) {
+        a = _mm256_loadu_ps(q0 + 8 * i);
+        for (j = 0; j < n1; j++)
+            _mm256_storeu_ps(out + 8 * (i * n1 + j), _mm256_mul_ps(a, _mm256_loadu_ps(q1 + 8 * j)));
+    }
+}
+
+FA_AVX2_EXACT static inline void fa_wdot_bl8_avx2(const float* w, const float* x, int n,
+                                                  double* acc) {
+    __m256d e0 = _mm256_loadu_pd(acc), e1 = _mm256_loadu_pd(acc + 4), wv;
+    __m256 v;
+    int k;
+    for (k = 0; k < n; k++) {
+        if (w[k] == 0.0f)
+            continue;
+        wv = _mm256_set1_pd((double)w[k]);
+        v = _mm256_loadu_ps(x + 8 * k);
+        e0 = _mm256_add_pd(e0, _mm256_mul_pd(fa_lo4_pd(v), wv));
+        e1 = _mm256_add_pd(e1, _mm256_mul_pd(fa_hi4_pd(v), wv));
+    }
+    _mm256_storeu_pd(acc, e0);
+    _mm256_storeu_pd(acc + 4, e1);
+}
 #define FA_DISPATCH(name, ...) (FA_USE_AVX2 ? name##_avx2(__VA_ARGS__) : name##_sse2(__VA_ARGS__))
 #else
 #define FA_DISPATCH(name, ...) (name##_sse2(__VA_ARGS__))
@@ -524,6 +823,29 @@ static inline void fa_exp_shifted(float* x, const float* sub, int n, int lanes) 
 /* acc[i % lanes] -= q[i] log(q[i] + eps) over the q[i] > 0, i < n (multiples of 4). */
 static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, double* acc) {
     FA_DISPATCH(fa_sub_xlogx, q, n, lanes, eps, acc);
+}
+
+/* the 8-agent block helpers (see their SSE2 bodies) */
+static inline void fa_marg1_bl8(const float* t, const float* q, float* o, double* ell, int n) {
+    FA_DISPATCH(fa_marg1_bl8, t, q, o, ell, n);
+}
+static inline void fa_marg2_bl8(const float* t, const float* q0, const float* q1, float* o0,
+                                float* o1, double* ell, int n0, int n1) {
+    FA_DISPATCH(fa_marg2_bl8, t, q0, q1, o0, o1, ell, n0, n1);
+}
+static inline void fa_divergence_bl8(const float* q, const float* lq, const float* lp, int n,
+                                     double* F) {
+    FA_DISPATCH(fa_divergence_bl8, q, lq, lp, n, F);
+}
+static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
+                               float* out) {
+    FA_DISPATCH(fa_wsum_bl8, a, idx, n, x, out);
+}
+static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+    FA_DISPATCH(fa_outer_bl8, q0, n0, q1, n1, out);
+}
+static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+    FA_DISPATCH(fa_wdot_bl8, w, x, n, acc);
 }
 
 /* One float through the vector polynomials (test probes: isa 2 AVX2+FMA if available, else
@@ -624,6 +946,95 @@ static inline void fa_sub_xlogx(const float* q, int n, int lanes, float eps, dou
     for (i = 0; i < n; i++)
         if (q[i] > 0.0f)
             acc[i % lanes] -= q[i] * logf(q[i] + eps);
+}
+
+
+/* 8-agent block helpers: the loops they stand for (see the SSE2 versions) */
+static inline void fa_marg1_bl8(const float* t, const float* q, float* o, double* ell, int n) {
+    int j, b;
+    for (j = 0; j < n; j++)
+        for (b = 0; b < 8; b++) {
+            o[8 * j + b] += t[8 * j + b];
+            ell[b] += (double)t[8 * j + b] * q[8 * j + b];
+        }
+}
+
+static inline void fa_marg2_bl8(const float* t, const float* q0, const float* q1, float* o0,
+                                float* o1, double* ell, int n0, int n1) {
+    int i, j, b;
+    const float* tk;
+    for (i = 0; i < n0; i++)
+        for (j = 0; j < n1; j++) {
+            tk = t + 8 * (i * n1 + j);
+            for (b = 0; b < 8; b++) {
+                o0[8 * i + b] += tk[b] * q1[8 * j + b];
+                o1[8 * j + b] += tk[b] * q0[8 * i + b];
+                ell[b] += (double)tk[b] * (q0[8 * i + b] * q1[8 * j + b]);
+            }
+        }
+}
+
+static inline void fa_divergence_bl8(const float* q, const float* lq, const float* lp, int n,
+                                     double* F) {
+    int i;
+    for (i = 0; i < 8 * n; i++)
+        if (q[i] != 0.0f)
+            F[i % 8] += q[i] * (lq[i] - lp[i]);
+}
+
+static inline void fa_wsum_bl8(const float* a, const int* idx, int n, const float* x,
+                               float* out) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int c, k, b;
+    for (c = 0; c < n; c++) {
+        k = idx != NULL ? idx[c] : c;
+        if (a[k] != 0.0f)
+            for (b = 0; b < 8; b++)
+                acc[b] += a[k] * x[8 * k + b];
+    }
+    for (b = 0; b < 8; b++)
+        out[b] = (float)acc[b];
+}
+
+static inline void fa_outer_bl8(const float* q0, int n0, const float* q1, int n1, float* out) {
+    int i, j, b;
+    for (i = 0; i < n0; i++)
+        for (j = 0; j < n1; j++)
+            for (b = 0; b < 8; b++)
+                out[8 * (i * n1 + j) + b] = q0[8 * i + b] * q1[8 * j + b];
+}
+
+static inline void fa_wdot_bl8(const float* w, const float* x, int n, double* acc) {
+    int k, b;
+    for (k = 0; k < n; k++)
+        if (w[k] != 0.0f)
+            for (b = 0; b < 8; b++)
+                acc[b] += (double)x[8 * k + b] * w[k];
+}
+
+static inline void fa_softmax_log_bl8(float* x, float* logq, int n) {
+    float mx[8], lt;
+    double tot[8];
+    int i, b;
+    for (b = 0; b < 8; b++) {
+        mx[b] = x[b];
+        tot[b] = 0.0;
+    }
+    for (i = 1; i < n; i++)
+        for (b = 0; b < 8; b++)
+            mx[b] = x[8 * i + b] > mx[b] ? x[8 * i + b] : mx[b];
+    for (i = 0; i < 8 * n; i++) {
+        logq[i] = x[i] - mx[i % 8];
+        x[i] = expf(x[i] - mx[i % 8]);
+        tot[i % 8] += x[i];
+    }
+    for (b = 0; b < 8; b++) {
+        lt = (float)log(tot[b]);
+        for (i = 0; i < n; i++) {
+            x[8 * i + b] = (float)(x[8 * i + b] / tot[b]);
+            logq[8 * i + b] -= lt;
+        }
+    }
 }
 
 static inline float fa_exp1(float x, int isa) { (void)isa; return expf(x); }

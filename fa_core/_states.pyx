@@ -69,17 +69,45 @@ cdef int c_infer_states(const ModelC* m, const float* ll_all, const float* logpr
     return it
 
 
+cdef inline void load_lane(const ModelC* m, int b, int j, const float* qs, const int* action,
+                           const unsigned char* has_action, const int* obs, float* llT,
+                           float* lpT, float* ll1) noexcept nogil:
+    """Agent ``j``'s evidence (log likelihoods, log prior) into lane ``b`` of ``llT``, ``lpT``."""
+    cdef float* lp1 = ll1 + m.nll
+    cdef int i
+    agent_evidence(m, has_action[j], qs + j * m.S, action + j * m.nf, obs + j * m.nm,
+                   ll1, lp1, lp1 + m.S)
+    for i in range(m.nll):
+        llT[i * BL + b] = ll1[i]
+    for i in range(m.S):
+        lpT[i * BL + b] = lp1[i]
+
+
+cdef inline void uniform_lane(const ModelC* m, int b, float* cur, float* logq) noexcept nogil:
+    """Lane ``b`` of the iterate at pymdp's uniform start, and its log."""
+    cdef int f, i
+    cdef float lq
+    for f in range(m.nf):
+        lq = logf(1.0 / m.ns[f] + EPS)  # once per factor, not per state
+        for i in range(m.s_off[f], m.s_off[f] + m.ns[f]):
+            cur[i * BL + b] = 1.0 / m.ns[f]
+            logq[i * BL + b] = lq
+
+
 cdef void c_infer_states_block(const ModelC* m, float* qs, const int* action,
                                const unsigned char* has_action, const int* obs, int nb,
                                int num_iter, double dF, double dF_tol, int compute_vfe,
                                float* scratch) noexcept nogil:
-    """:func:`c_infer_states` for ``nb`` <= BL consecutive agents, agents innermost.
+    """:func:`c_infer_states` for ``nb`` consecutive agents, BL at a time, agents innermost.
 
     ``qs`` (previous beliefs in, posteriors out), ``action``, ``has_action`` and
     ``obs`` point at the first agent's rows. Every agent iterates as it would
     alone and keeps the iterate at which it stops (the free energy settles, or
-    ``num_iter``); the block runs until the last one stops. Sums run in another
-    order than the per-agent kernel.
+    ``num_iter``). Agents stream through the BL lanes: a lane whose agent stopped
+    takes the next one (agents stop after 2 to ``num_iter`` sweeps, so a block
+    waiting for its slowest agent did about twice the sweeps needed). Each lane's
+    arithmetic is its own, so an agent's result does not depend on its lane or
+    neighbours; sums run in another order than the per-agent kernel.
 
     Scratch: :func:`infer_states_block_scratch` floats.
     """
@@ -91,64 +119,92 @@ cdef void c_infer_states_block(const ModelC* m, float* qs, const int* action,
     cdef float* qL = logq + m.S * BL             # messages
     cdef float* pre = qL + m.S * BL              # 2 * (MAX_ND + 1) * BL
     cdef float* ll1 = pre + 2 * (MAX_ND + 1) * BL    # one agent's evidence, then its joint
-    cdef float* lp1 = ll1 + m.nll
     cdef float* swap
     cdef double ell[BL]
+    cdef double ellz[BL]    # ell, 0 in lanes whose free energy has no likelihood (start)
     cdef double prev[BL]
     cdef double tot[BL]
     cdef double d
-    cdef int active[BL]
-    cdef int b, i, f, n, it = 0, left
-    scratch_check(lp1 + m.S + m.max_K - scratch, infer_states_block_scratch(m),
+    cdef int agent[BL]      # each lane's agent (-1: none left)
+    cdef int its[BL]        # sweeps run by the lane's agent
+    cdef int state[BL]      # 0 iterating, 1 at the uniform start, 2 loaded after the messages
+    cdef int b, i, f, nxt_agent = 0, busy = 0
+    scratch_check(ll1 + m.nll + m.S + m.max_K - scratch, infer_states_block_scratch(m),
                   b"c_infer_states_block")
-    for b in range(BL):  # lanes past nb repeat agent 0 (computed, never written back)
-        if b < nb or b == 0:
-            agent_evidence(m, has_action[b], qs + b * m.S, action + b * m.nf, obs + b * m.nm,
-                           ll1, lp1, lp1 + m.S)
-        for i in range(m.nll):
-            llT[i * BL + b] = ll1[i] if b < nb or b == 0 else llT[i * BL]
-        for i in range(m.S):
-            lpT[i * BL + b] = lp1[i] if b < nb or b == 0 else lpT[i * BL]
-    for b in range(BL):
-        active[b] = b < nb
-    for f in range(m.nf):  # uniform start, as pymdp
-        n = m.ns[f]
-        for i in range(m.s_off[f], m.s_off[f] + n):
-            for b in range(BL):
-                cur[i * BL + b] = 1.0 / n
-                logq[i * BL + b] = logf(1.0 / n + EPS)
     if num_iter <= 0 or (compute_vfe and not dF >= dF_tol):
         for b in range(nb):  # no sweep at all: beliefs stay uniform
-            for i in range(m.S):
-                qs[b * m.S + i] = cur[i * BL + b]
+            for f in range(m.nf):
+                for i in range(m.s_off[f], m.s_off[f] + m.ns[f]):
+                    qs[b * m.S + i] = 1.0 / m.ns[f]
         return
-    if compute_vfe:
-        free_energy_bl(m, cur, logq, lpT, NULL, prev)
+    for b in range(BL):  # lanes with no agent repeat agent 0 (computed, never written back)
+        load_lane(m, b, b if b < nb else 0, qs, action, has_action, obs, llT, lpT, ll1)
+        uniform_lane(m, b, cur, logq)
+        agent[b] = b if b < nb else -1
+        its[b] = 0
+        state[b] = 1
+        busy += b < nb
+    nxt_agent = BL if nb > BL else nb
+    # qs rows are read (evidence) when their agent is loaded and written when it stops,
+    # each agent's once
     marginals_bl(m, llT, cur, qL, ell, pre)
-    left = nb
-    while left > 0:
+    while True:
+        if compute_vfe:
+            for b in range(BL):
+                ellz[b] = 0.0 if state[b] == 1 else ell[b]
+            free_energy_bl(m, cur, logq, lpT, ellz, tot)
+        for b in range(BL):
+            if agent[b] < 0:
+                continue
+            if state[b] == 1:  # the start's free energy, without the likelihood
+                if compute_vfe:
+                    prev[b] = tot[b]
+                state[b] = 0
+            elif state[b] == 0 and compute_vfe:
+                d = tot[b] - prev[b]
+                prev[b] = tot[b]
+                if not (d if d >= 0 else -d) >= dF_tol:  # settled: the next agent
+                    for i in range(m.S):
+                        qs[agent[b] * m.S + i] = cur[i * BL + b]
+                    agent[b] = -1
+                    busy -= 1
+                    if nxt_agent < nb:  # its messages come with the next round's
+                        load_lane(m, b, nxt_agent, qs, action, has_action, obs, llT, lpT, ll1)
+                        agent[b] = nxt_agent
+                        its[b] = 0
+                        state[b] = 2
+                        nxt_agent += 1
+                        busy += 1
+        if busy == 0:
+            break
         fpi_sweep_bl(m, lpT, qL, nxt, logq)
         swap = cur
         cur = nxt
         nxt = swap
-        it += 1
-        if it == num_iter:  # every agent still iterating stops here
+        for b in range(BL):
+            if agent[b] < 0:
+                continue
+            if state[b] == 2:  # loaded after the messages: this sweep was not its own
+                uniform_lane(m, b, cur, logq)
+                state[b] = 1
+                continue
+            its[b] += 1
+            if its[b] == num_iter:  # no further sweep: the next agent starts now
+                for i in range(m.S):
+                    qs[agent[b] * m.S + i] = cur[i * BL + b]
+                agent[b] = -1
+                busy -= 1
+                if nxt_agent < nb:
+                    load_lane(m, b, nxt_agent, qs, action, has_action, obs, llT, lpT, ll1)
+                    uniform_lane(m, b, cur, logq)
+                    agent[b] = nxt_agent
+                    its[b] = 0
+                    state[b] = 1
+                    nxt_agent += 1
+                    busy += 1
+        if busy == 0:
             break
         marginals_bl(m, llT, cur, qL, ell, pre)
-        if compute_vfe:
-            free_energy_bl(m, cur, logq, lpT, ell, tot)
-            for b in range(nb):
-                d = tot[b] - prev[b]
-                prev[b] = tot[b]
-                if active[b] and not (d if d >= 0 else -d) >= dF_tol:
-                    active[b] = 0
-                    left -= 1
-                    for i in range(m.S):
-                        qs[b * m.S + i] = cur[i * BL + b]
-    for b in range(nb):
-        if active[b]:
-            for i in range(m.S):
-                qs[b * m.S + i] = cur[i * BL + b]
 
 
 # Sparse state inference: on by default; tests turn it off to compare with the dense path,

@@ -183,6 +183,29 @@ def test_step_equals_agents_one_by_one(name, n_threads):
     assert compared >= n // 2
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("name", ["tmaze", "rand-2f2m", "rand-factored"])
+def test_long_streams_equal_single_blocks(name, n_threads):
+    # with enough agents the driver streams groups of up to 64 agents through the block
+    # state inference's 8 lanes (a lane whose agent stopped takes the next agent); each
+    # lane's arithmetic is its own, so every agent ends bitwise where it ends in a
+    # population of one block (whose parity with Agent the tests above check)
+    gm = make_model(name)  # blocked, several factors: the block fixed-point iteration
+    n, b = 1203, 8  # 1203: groups of 64 and a ragged last block
+    big = Population(gm, n, seed=0, n_threads=n_threads, action_selection="deterministic")
+    small = [Population(gm, min(b, n - i), seed=0, action_selection="deterministic")
+             for i in range(0, n, b)]
+    rng = np.random.default_rng(4)
+    for _ in range(4):  # random observations: agents stop after 2 to 10 sweeps
+        obs = np.stack([rng.integers(0, no, n) for no in gm.num_obs], 1).astype(np.int32)
+        big.step(obs)
+        for k, pop in enumerate(small):
+            pop.step(obs[k * b:(k + 1) * b])
+        np.testing.assert_array_equal(big.qs, np.concatenate([p.qs for p in small]))
+        np.testing.assert_array_equal(big.q_pi, np.concatenate([p.q_pi for p in small]))
+        np.testing.assert_array_equal(big.actions, np.concatenate([p.actions for p in small]))
+
+
 def test_parity_runs_cover_both_policy_kernels():
     # the parity tests above must exercise the block kernel (small models) and the
     # per-agent one (models with large joints or policy-invariant tails)

@@ -12,11 +12,14 @@ flattened in C order (the last parent varies fastest), as numpy does.
 """
 
 from libc.math cimport log
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove, memset
 from cython.parallel cimport prange, threadid
 
-from fa_core._math cimport (EPS_D, expected_utility, joint_of_marginals, predicted_outcomes,
-                            softmax, state_info_gain_dense)
+from fa_core._math cimport (EPS, EPS_D, expected_utility, fa_exp_shifted, fa_log_eps,
+                            joint_of_marginals, predicted_outcomes, softmax,
+                            state_info_gain_dense)
+from fa_core._model cimport BL
 
 import numpy as np
 cimport numpy as cnp
@@ -213,6 +216,362 @@ cdef double c_mmp(const MC* m, const float* lh, const double* lnlh, int past_len
     return F
 
 
+# ---------------------------------------------------------------------------
+# Lockstep marginal message passing: BL policies at a time, lanes = policies.
+#
+# Every policy of a window runs the same schedule (iterations, steps, factors,
+# past_len / infer_len / future_cutoff) on the same likelihoods; only the actions
+# (and, with separate priors, the prior) differ. So c_mmp_bl keeps each quantity
+# of c_mmp as (n, BL) arrays with the policies innermost: the arithmetic loops over
+# lanes vectorise, and the logs and exps, which dominate c_mmp's cost, run through
+# _simd.h's float32 polynomials (AVX2 when the CPU has it, chosen at run time) on
+# contiguous n * BL floats. Messages are float32 (c_mmp: double); F's sums are double.
+# tests/test_mmp.py's SPM references (atol 1e-6) and pymdp parity hold with that.
+# Only for models whose every transition has one parent factor (the row-scaled CSC
+# form of the future message, MC.rz): others keep c_mmp.
+# ---------------------------------------------------------------------------
+
+cdef inline void log_eps_bl(float* x, int n) noexcept nogil:
+    """``x = log(x + 1e-16)`` over ``n`` (rows of BL) floats, in place (pymdp's spm_log)."""
+    fa_log_eps(x, x, n * BL, EPS)
+
+
+cdef inline void softmax_bl(float* x, int n) noexcept nogil:
+    """:func:`fa_core._math.softmax` for BL lanes: ``x`` (n, BL) in place, sums in double."""
+    cdef int i, b
+    cdef float mx[BL]
+    cdef double tot[BL]
+    for b in range(BL):
+        mx[b] = x[b]
+        tot[b] = 0.0
+    for i in range(1, n):
+        for b in range(BL):
+            if x[i * BL + b] > mx[b]:
+                mx[b] = x[i * BL + b]
+    fa_exp_shifted(x, mx, n * BL, BL)
+    for i in range(n):
+        for b in range(BL):
+            tot[b] += x[i * BL + b]
+    for i in range(n):
+        for b in range(BL):
+            x[i * BL + b] = <float>(x[i * BL + b] / tot[b])
+
+
+cdef void contract_except_bl(const MC* m, const float* T, const int* dep, int nd, int pos,
+                             const float* q, float* out) noexcept nogil:
+    """:func:`contract_except` of one shared row ``T`` against BL lanes of beliefs ``q``
+    (S, BL): ``out[v, b] = sum_k T[k] prod_{j != pos} q_j(k_j)[b]`` with ``k_pos = v``.
+    Two parents (the common case) are written out; zero entries of ``T`` add +0 (q finite)
+    and are skipped."""
+    cdef int idx[64]
+    cdef float wv[BL]
+    cdef int K = 1, d, k, b, i, j, n0, n1, n_pos = m.ns[dep[pos]]
+    cdef float tk
+    cdef const float* qd
+    cdef float* o
+    memset(out, 0, n_pos * BL * sizeof(float))
+    if nd == 2:
+        n0 = m.ns[dep[0]]
+        n1 = m.ns[dep[1]]
+        for i in range(n0):
+            for j in range(n1):
+                tk = T[i * n1 + j]
+                if tk != 0.0:
+                    if pos == 0:
+                        o = out + i * BL
+                        qd = q + (m.s_off[dep[1]] + j) * BL
+                    else:
+                        o = out + j * BL
+                        qd = q + (m.s_off[dep[0]] + i) * BL
+                    for b in range(BL):
+                        o[b] += tk * qd[b]
+        return
+    for d in range(nd):
+        K *= m.ns[dep[d]]
+        idx[d] = 0
+    for k in range(K):
+        tk = T[k]
+        if tk != 0.0:
+            for b in range(BL):
+                wv[b] = tk
+            for d in range(nd):
+                if d != pos:
+                    qd = q + (m.s_off[dep[d]] + idx[d]) * BL
+                    for b in range(BL):
+                        wv[b] *= qd[b]
+            o = out + idx[pos] * BL
+            for b in range(BL):
+                o[b] += wv[b]
+        d = nd - 1
+        while d >= 0:  # odometer over the parents, last fastest
+            idx[d] += 1
+            if idx[d] < m.ns[dep[d]]:
+                break
+            idx[d] = 0
+            d -= 1
+
+
+cdef inline int lanes_share(const int* const* acts, int row) noexcept nogil:
+    """Whether every lane takes the same action ``acts[b][row]`` (e.g. the window's past)."""
+    cdef int b
+    for b in range(1, BL):
+        if acts[b][row] != acts[0][row]:
+            return 0
+    return 1
+
+
+cdef void past_message_bl(const MC* m, int f, const int* const* acts, int row,
+                          const float* qp, float* out) noexcept nogil:
+    """``out = log(B[f][..., u] q_parent + 1e-16)`` per lane (one-parent B, CSC columns);
+    ``qp`` is the previous step's (S, BL) beliefs, ``u = acts[b][row]``."""
+    cdef int g = m.b_dep[m.b_dep_off[f]], K = m.ns[g], k, b, r
+    cdef long long j
+    cdef const long long* cp
+    cdef const float* x = qp + m.s_off[g] * BL
+    cdef float c
+    memset(out, 0, m.ns[f] * BL * sizeof(float))
+    if lanes_share(acts, row):
+        cp = m.c_ptr + m.c_col[f] + <long long>acts[0][row] * (K + 1)
+        for k in range(K):
+            for j in range(cp[k], cp[k + 1]):
+                r = m.c_row[j]
+                c = m.c_val[j]
+                for b in range(BL):
+                    out[r * BL + b] += c * x[k * BL + b]
+    else:
+        for b in range(BL):
+            cp = m.c_ptr + m.c_col[f] + <long long>acts[b][row] * (K + 1)
+            for k in range(K):
+                for j in range(cp[k], cp[k + 1]):
+                    out[m.c_row[j] * BL + b] += m.c_val[j] * x[k * BL + b]
+    log_eps_bl(out, m.ns[f])
+
+
+cdef void future_message_bl(const MC* m, int i, int ns_f, const int* const* acts, int row,
+                            const float* qn, float* tmp, float* out) noexcept nogil:
+    """``out += log(spm_norm(B[i][..., u].T) q_i' + 1e-16)`` per lane: the message to a
+    factor from its child ``i`` (one-parent B) at the next step ``qn`` (S, BL), computed as
+    c_mmp's CSC form (``B.T (q / Z) + 1e-16 sum(q / Z)``). ``tmp`` is (ns_i + ns_f + 1, BL)."""
+    cdef int ns_i = m.ns[i], s, v, b, same = lanes_share(acts, row)
+    cdef long long j
+    cdef const long long* cp
+    cdef const float* rzp
+    cdef const float* x = qn + m.s_off[i] * BL
+    cdef float* acc = tmp + ns_i * BL
+    cdef float* e = acc + BL
+    cdef float c
+    for b in range(BL):
+        acc[b] = 0.0
+    for b in range(BL):
+        rzp = m.rz + m.rz_off[i] + <long long>acts[b][row] * ns_i
+        for s in range(ns_i):
+            tmp[s * BL + b] = x[s * BL + b] * rzp[s]
+            acc[b] += tmp[s * BL + b]
+    for b in range(BL):
+        acc[b] *= EPS
+    for v in range(ns_f):
+        for b in range(BL):
+            e[v * BL + b] = acc[b]
+    if same:
+        cp = m.c_ptr + m.c_col[i] + <long long>acts[0][row] * (ns_f + 1)
+        for v in range(ns_f):
+            for j in range(cp[v], cp[v + 1]):
+                s = m.c_row[j]
+                c = m.c_val[j]
+                for b in range(BL):
+                    e[v * BL + b] += c * tmp[s * BL + b]
+    else:
+        for b in range(BL):
+            cp = m.c_ptr + m.c_col[i] + <long long>acts[b][row] * (ns_f + 1)
+            for v in range(ns_f):
+                for j in range(cp[v], cp[v + 1]):
+                    e[v * BL + b] += m.c_val[j] * tmp[m.c_row[j] * BL + b]
+    log_eps_bl(e, ns_f)
+    for v in range(ns_f * BL):
+        out[v] += e[v]
+
+
+cdef inline bint lockstep_ok(const MC* m) noexcept nogil:
+    """Whether :func:`c_mmp_bl` applies: every transition has one parent factor."""
+    cdef int f
+    for f in range(m.nf):
+        if m.rz_off[f] < 0:
+            return False
+    return True
+
+
+cdef inline long long lockstep_floats(const MC* m, int infer_len) noexcept nogil:
+    """Scratch floats :func:`c_mmp_bl` needs for a window of ``infer_len`` steps."""
+    return (<long long>(infer_len + 1) * m.S + 8 * m.max_ns + 2) * BL
+
+
+cdef void c_mmp_bl(const MC* m, const float* lh, const double* lnlh, int past_len,
+                   int infer_len, int future_cutoff, const int* const* acts,
+                   const float* const* prior, float* const* q, int num_iter, double tau,
+                   double fut_w, double* F, float* ws, float* const* xn,
+                   float* const* vn) noexcept nogil:
+    """:func:`c_mmp` for BL policies in lockstep (lane ``b``: ``acts[b]``, ``prior[b]``,
+    ``q[b]``, ``F[b]``; ``xn`` / ``vn`` NULL or BL records). Lanes may repeat a policy to
+    fill the block. ``ws``: :func:`lockstep_floats` floats."""
+    cdef int n = m.max_ns, S = m.S, nf = m.nf
+    cdef float* Q = ws                       # (infer_len, S, BL) beliefs
+    cdef float* lnp = Q + infer_len * S * BL  # (S, BL) log prior: the same every iteration
+    cdef float* lnA = lnp + S * BL
+    cdef float* past = lnA + n * BL
+    cdef float* fut = past + n * BL
+    cdef float* sx = fut + n * BL
+    cdef float* lnq = sx + n * BL
+    cdef float* err = lnq + n * BL
+    cdef float* tmp = err + n * BL           # (2 n + 2, BL): contractions, messages
+    cdef int itr, t, f, c, li, l, nd, ns_f, v, b, s, i
+    cdef long long j
+    cdef const int* dep
+    cdef const double* lnl
+    cdef float* qt
+    cdef float* qf
+    cdef float coeff, ftau = <float>tau, ffw = <float>fut_w, x
+    cdef double mean[BL]
+    cdef double e
+    for t in range(infer_len):
+        for f in range(nf):
+            for v in range(m.ns[f]):
+                for b in range(BL):
+                    Q[(t * S + m.s_off[f] + v) * BL + b] = <float>(1.0 / m.ns[f])
+    for s in range(S):
+        for b in range(BL):
+            lnp[s * BL + b] = prior[b][s]
+    log_eps_bl(lnp, S)
+    for itr in range(num_iter):
+        for b in range(BL):
+            F[b] = 0.0
+        for t in range(infer_len):
+            qt = Q + t * S * BL
+            for f in range(nf):
+                ns_f = m.ns[f]
+                # likelihood: sum over terms of log E_{other parents}[lh]
+                memset(lnA, 0, ns_f * BL * sizeof(float))
+                if t < past_len:
+                    for li in range(m.f_l_off[f], m.f_l_off[f + 1]):
+                        l = m.f_l[li]
+                        dep = m.l_dep + m.l_dep_off[l]
+                        nd = m.l_dep_off[l + 1] - m.l_dep_off[l]
+                        if nd == 1:  # independent of the beliefs: logged once per call
+                            lnl = lnlh + <long long>t * m.lh_stride + m.l_off[l]
+                            for v in range(ns_f):
+                                x = <float>lnl[v]
+                                for b in range(BL):
+                                    lnA[v * BL + b] += x
+                            continue
+                        contract_except_bl(m, lh + <long long>t * m.lh_stride + m.l_off[l],
+                                           dep, nd, index_of(dep, nd, f), qt, tmp)
+                        log_eps_bl(tmp, ns_f)
+                        for v in range(ns_f * BL):
+                            lnA[v] += tmp[v]
+                # past message
+                if t == 0:
+                    memcpy(past, lnp + m.s_off[f] * BL, ns_f * BL * sizeof(float))
+                else:
+                    past_message_bl(m, f, acts, (t - 1) * nf + f, qt - S * BL, past)
+                # future message, from every factor f drives
+                memset(fut, 0, ns_f * BL * sizeof(float))
+                if t < future_cutoff:
+                    for c in range(m.ch_off[f], m.ch_off[f + 1]):
+                        i = m.ch[c]
+                        future_message_bl(m, i, ns_f, acts, t * nf + i, qt + S * BL, tmp, fut)
+                    for v in range(ns_f * BL):
+                        fut[v] *= ffw
+                # gradient step on the log beliefs
+                coeff = 1.0 if t >= future_cutoff else 2.0
+                qf = qt + m.s_off[f] * BL
+                memcpy(sx, qf, ns_f * BL * sizeof(float))
+                memcpy(lnq, qf, ns_f * BL * sizeof(float))
+                log_eps_bl(lnq, ns_f)
+                for b in range(BL):
+                    mean[b] = 0.0
+                for v in range(ns_f):
+                    for b in range(BL):
+                        i = v * BL + b
+                        err[i] = coeff * lnA[i] + past[i] + fut[i] - coeff * lnq[i]
+                        mean[b] += err[i]
+                for b in range(BL):
+                    mean[b] /= ns_f
+                for v in range(ns_f):
+                    for b in range(BL):
+                        i = v * BL + b
+                        lnq[i] += ftau * <float>(err[i] - mean[b])
+                softmax_bl(lnq, ns_f)
+                memcpy(qf, lnq, ns_f * BL * sizeof(float))
+                if xn != NULL:
+                    for b in range(BL):
+                        j = (<long long>itr * infer_len + t) * S + m.s_off[f]
+                        for v in range(ns_f):
+                            xn[b][j + v] = qf[v * BL + b]
+                            vn[b][j + v] = <float>(err[v * BL + b] - mean[b])
+                # SPM's free energy of the policy (spm_MDP_VB_X), as pymdp
+                for v in range(ns_f):
+                    for b in range(BL):
+                        i = v * BL + b
+                        e = 0.5 * err[i]
+                        if t != 0 and t != infer_len - 1:
+                            e = 0.5 * (err[i] - (nf - 1) * <double>lnA[i] / nf)
+                        F[b] += sx[i] * e
+    for b in range(BL):
+        for t in range(infer_len):
+            for s in range(S):
+                q[b][t * S + s] = Q[(t * S + s) * BL + b]
+
+
+cdef int mmp_policies(const MC* m, const float* lh, const double* lnlh, int past_len,
+                      int infer_len, int future_cutoff, int n_pol, const int* acts,
+                      long long acts_stride, const float* prior, long long prior_stride,
+                      float* q, long long q_stride, int num_iter, double tau, double fut_w,
+                      float* F, float* fs, double* ds, float* xn, float* vn,
+                      long long rec_stride) noexcept nogil:
+    """Every policy's :func:`c_mmp` (``F[p]``, ``q + p * q_stride``, ...; ``prior_stride`` 0:
+    one shared prior), BL policies at a time through :func:`c_mmp_bl` where it applies
+    (the last block repeats the last policy). The lockstep scratch is allocated per call
+    (a malloc is ~0.1 us against the ~10 us of a window). Returns -1 if it could not be
+    (nothing written), else 0."""
+    cdef const int* pa[BL]
+    cdef const float* pp[BL]
+    cdef float* pq[BL]
+    cdef float* px[BL]
+    cdef float* pv[BL]
+    cdef double Fb[BL]
+    cdef int p, p0, b, k
+    cdef float* ws
+    if not lockstep_ok(m):
+        for p in range(n_pol):
+            F[p] = <float>c_mmp(m, lh, lnlh, past_len, infer_len, future_cutoff,
+                                acts + p * acts_stride, prior + p * prior_stride,
+                                q + p * q_stride, num_iter, tau, fut_w, fs, ds,
+                                xn + p * rec_stride if xn != NULL else NULL,
+                                vn + p * rec_stride if xn != NULL else NULL)
+        return 0
+    ws = <float*>malloc(lockstep_floats(m, infer_len) * sizeof(float))
+    if ws == NULL:
+        return -1
+    p0 = 0
+    while p0 < n_pol:
+        for b in range(BL):
+            k = p0 + b if p0 + b < n_pol else n_pol - 1
+            pa[b] = acts + k * acts_stride
+            pp[b] = prior + k * prior_stride
+            # a repeated lane computes its policy's numbers again: writing them is harmless
+            pq[b] = q + k * q_stride
+            if xn != NULL:
+                px[b] = xn + k * rec_stride
+                pv[b] = vn + k * rec_stride
+        c_mmp_bl(m, lh, lnlh, past_len, infer_len, future_cutoff, pa, pp, pq, num_iter, tau,
+                 fut_w, Fb, ws, px if xn != NULL else NULL, pv if xn != NULL else NULL)
+        for b in range(BL):
+            if p0 + b < n_pol:
+                F[p0 + b] = <float>Fb[b]
+        p0 += BL
+    free(ws)
+    return 0
+
+
 cdef double c_efe(const MC* m, const float* q, int t0, int use_util, int use_sig,
                   float* fs, double* ds) noexcept nogil:
     """Negative expected free energy of one policy over steps t0 .. t0 + n_steps - 1 of ``q``.
@@ -329,18 +688,20 @@ def infer_states(MMPModel model, const float[::1] lh, int past_len, int infer_le
     errors. Shapes are checked by the caller.
     """
     cdef const MC* m = &model.c
-    cdef int p, n_pol = q.shape[0], shared = prior.shape[0] == 1
+    cdef int n_pol = q.shape[0], shared = prior.shape[0] == 1, rc
     cdef long long i
     cdef bint rec = xn is not None
     with nogil:
         for i in range(<long long>past_len * m.lh_stride):
             lnlh[i] = log(<double>lh[i] + EPS_D)
-        for p in range(n_pol):
-            F[p] = <float>c_mmp(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff,
-                                &acts[p, 0, 0], &prior[0 if shared else p, 0], &q[p, 0, 0],
-                                num_iter, tau, fut_w,
-                                &fs[0], &ds[0], &xn[p, 0, 0, 0] if rec else NULL,
-                                &vn[p, 0, 0, 0] if rec else NULL)
+        rc = mmp_policies(m, &lh[0], &lnlh[0], past_len, infer_len, future_cutoff, n_pol,
+                          &acts[0, 0, 0], acts.shape[1] * acts.shape[2], &prior[0, 0],
+                          0 if shared else prior.shape[1], &q[0, 0, 0], q.shape[1] * q.shape[2],
+                          num_iter, tau, fut_w, &F[0], &fs[0], &ds[0],
+                          &xn[0, 0, 0, 0] if rec else NULL, &vn[0, 0, 0, 0] if rec else NULL,
+                          xn.shape[1] * xn.shape[2] * xn.shape[3] if rec else 0)
+    if rc < 0:
+        raise MemoryError("marginal message passing scratch")
 
 
 def infer_policies(MMPModel model, const float[:, :, ::1] q, int t0, bint use_utility,
@@ -465,10 +826,13 @@ cdef void agent_infer_states(const PopMMP* a, const int* obs, float* lh, float* 
                     a.pol[(p * T + r - k) * nf + f]
     for i in range(<long long>past * LH):
         lnlh[i] = log(<double>lh[i] + EPS_D)
-    for p in range(a.P):
-        F[p] = <float>c_mmp(m, lh, lnlh, past, infer_len, infer_len - 2, acts + p * Rw * nf,
-                            prior + (p if a.R0 > 1 else 0) * S, q + <long long>p * a.L * S,
-                            a.num_iter, a.tau, a.fut_w, fs, ds, NULL, NULL)
+    if mmp_policies(m, lh, lnlh, past, infer_len, infer_len - 2, a.P, acts, Rw * nf, prior,
+                    S if a.R0 > 1 else 0, q, <long long>a.L * S, a.num_iter, a.tau, a.fut_w, F,
+                    fs, ds, NULL, NULL, 0) < 0:
+        for p in range(a.P):  # no memory for the lockstep scratch: policy by policy
+            F[p] = <float>c_mmp(m, lh, lnlh, past, infer_len, infer_len - 2, acts + p * Rw * nf,
+                                prior + (p if a.R0 > 1 else 0) * S, q + <long long>p * a.L * S,
+                                a.num_iter, a.tau, a.fut_w, fs, ds, NULL, NULL)
     fresh[0] = 1
     current_marginal(a, q, past - 1, q_pi, qs)
 

@@ -136,6 +136,8 @@ def dense_like(name: str, seed: int = 0) -> dict[str, Any]:
     (True, True)
     """
     d = dict(get(name))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     rng = np.random.default_rng(seed)
 
     def dense(x):

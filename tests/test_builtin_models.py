@@ -181,3 +181,9 @@ def test_dense_like():
     assert not np.array_equal(bm.dense_like("tmaze", 1)["A"][1], d["A"][1])
     g = bm.dense_like("grid10", seed=3)
     assert g["B"][0].shape == (100, 100, 5) and np.all(g["A"][0] > 0)
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_dense_like_refuses_a_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        bm.dense_like("tmaze", seed)
